@@ -1,0 +1,60 @@
+# deepmatch: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# Real data root (../shared/data beside a checkout here); the embedded MNIST test set needs none.
+export DEEPMATCH_DATA ?= $(abspath ../shared/data)
+ARGS ?=
+QUICK ?= 0
+PUBLISH := $(if $(filter 1 true yes,$(QUICK)),benchmark.quick=true,benchmark.publish_dir=$(CURDIR)/benchmarks/results)
+
+.DEFAULT_GOAL := help
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
+
+install: ## create $(VENV) and install deepmatch (editable) with the dev, sweep and slurm extras
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]"
+	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+
+test: ## fast test suite (CPU, < 10 min on 2 cores)
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-full: ## every test, the slow ones too
+	$(PY) -m pytest -q $(ARGS)
+
+demo: ## train + test the search-path matcher on Translated MNIST from the embedded MNIST test set (no download)
+	$(PY) -m benchmarks.train experiment=regionsearch/demo $(ARGS)
+
+train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
+	$(PY) -m benchmarks.train $(ARGS)
+
+benchmark: benchmark-regionsearch ## every benchmark suite (QUICK=1 for smoke runs)
+
+benchmark-quick: ## smoke run of every suite in a few minutes
+	$(MAKE) benchmark QUICK=1
+
+benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhaustive CNN (QUICK=1: minutes)
+	$(PY) -m benchmarks.run benchmark=regionsearch $(PUBLISH) $(ARGS)
+
+sweep-example: ## an Optuna sweep (4 short trials) of the matcher on Translated MNIST
+	$(PY) -m benchmarks.train -m hparams_search=regionsearch_optuna experiment=regionsearch/demo hydra.sweeper.n_trials=4 trainer.max_epochs=1 logger=csv $(ARGS)
+
+lint: ## ruff
+	$(PY) -m ruff check regionsearch descriptors retrieval benchmarks tests
+
+format: ## ruff format + import sort
+	$(PY) -m ruff check --fix --select I regionsearch descriptors retrieval benchmarks tests
+	$(PY) -m ruff format regionsearch descriptors retrieval benchmarks tests
+
+clean: ## remove caches and run outputs (not the venv)
+	rm -rf logs outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+
+clean-cache: ## remove generated canvases and pair caches
+	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
+
+.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch sweep-example lint format clean clean-cache

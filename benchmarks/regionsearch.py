@@ -1,0 +1,310 @@
+"""The region-search benchmark: the paper's table, measured.
+
+For each dataset: train the search-path matcher (or load ``checkpoints[dataset]``),
+then evaluate it and every exhaustive baseline on the same test pairs. Writes
+``regionsearch.json`` (a list of rows), ``regionsearch.md`` and plots under the run's
+output dir, and copies the tables to ``publish_dir`` when set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from regionsearch.api import RegionSearcher
+from regionsearch.baselines import BASELINES
+from regionsearch.boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
+from regionsearch.exhaustive import ExhaustiveCNNMatcher
+
+log = logging.getLogger(__name__)
+
+# The poster's table: success rate (ms per query).
+PAPER = {
+    "translated": {"search_path": (0.95, 1), "mtm": (0.68, 2), "bbs": (0.70, 132)},
+    "cluttered": {"search_path": (0.91, 3), "mtm": (0.20, 3), "bbs": (0.11, 141)},
+    "mixed": {"search_path": (0.88, 4), "mtm": (0.15, 5), "bbs": (0.08, 148)},
+    "flickrlogos": {"search_path": (0.39, 6), "mtm": (0.28, 230), "bbs": (0.36, 2390)},
+}
+DATASET_TITLES = {
+    "translated": "Translated MNIST",
+    "cluttered": "Cluttered MNIST",
+    "mixed": "Cluttered and Mixed MNIST",
+    "flickrlogos": "FlickrLogos (27 here; 32 in the paper)",
+}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_search_path(searcher: RegionSearcher, queries: torch.Tensor, references: torch.Tensor, batch_size: int, repeats: int) -> float:
+    """Median ms per query over ``repeats`` timed passes (after a warm-up), at the given batch size."""
+    device = searcher.device
+    n = min(len(queries), max(batch_size, 64 if batch_size == 1 else batch_size))
+    q, r = queries[:n].to(device), references[:n].to(device)
+    timings = []
+    with torch.inference_mode():
+        searcher.net(q[:batch_size], r[:batch_size])  # warm-up
+        for _ in range(repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            for i in range(0, n, batch_size):
+                searcher.net(q[i : i + batch_size], r[i : i + batch_size])
+            _synchronize(device)
+            timings.append((time.perf_counter() - start) * 1000 / n)
+    return statistics.median(timings)
+
+
+def evaluate_search_path(searcher: RegionSearcher, pairs, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of every window of every path ``(N, T+1)`` and the answer boxes ``(N, 4)``."""
+    ious, boxes = [], []
+    with torch.inference_mode():
+        for i in range(0, len(pairs.boxes), batch_size):
+            q = pairs.queries[i : i + batch_size].float().div(255).to(searcher.device)
+            r = pairs.references[i : i + batch_size].float().div(255).to(searcher.device)
+            windows = searcher.net(q, r).windows.cpu()
+            truth = pairs.boxes[i : i + batch_size]
+            ious.append(box_iou(windows, truth.unsqueeze(0).expand_as(windows)).T)
+            boxes.append(windows[-1])
+    return torch.cat(ious).numpy(), torch.cat(boxes).numpy()
+
+
+def evaluate_baseline(name: str, matcher, pairs, indices: np.ndarray, **kwargs) -> dict:
+    """Run an exhaustive baseline pair by pair; returns IoUs, ms per query and windows per query."""
+    ious, times, windows = [], [], []
+    for i in tqdm(indices, desc=f"  {name}", leave=False, mininterval=2):
+        query = _to_hwc(pairs.queries[i])
+        reference = _to_hwc(pairs.references[i])
+        start = time.perf_counter()
+        result = matcher(query, reference, **kwargs)
+        times.append((time.perf_counter() - start) * 1000)
+        ious.append(float(box_iou(np.asarray(result.box, dtype=np.float64), pairs.boxes[i].double().numpy())))
+        windows.append(result.windows)
+    return {"ious": np.array(ious), "ms_per_query": statistics.median(times), "windows_per_query": float(np.mean(windows))}
+
+
+def _to_hwc(image: torch.Tensor) -> np.ndarray:
+    array = image.numpy()
+    return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
+
+
+def _row(dataset, method, ious, ms, windows, device, **extra) -> dict:
+    return {
+        "dataset": dataset,
+        "method": method,
+        "success_rate": round(float((ious > 0.5).mean()), 4),
+        "mean_iou": round(float(ious.mean()), 4),
+        "auc": round(success_auc(ious), 4),
+        "ms_per_query": round(float(ms), 4),
+        "windows_per_query": round(float(windows), 1),
+        "n_pairs": int(len(ious)),
+        "device": device,
+        **extra,
+    }
+
+
+def train_matcher(dataset: str, output_dir: Path, overrides: list[str]) -> Path:
+    """Train through the same entry point users run (``benchmarks.train``); returns the best checkpoint."""
+    from benchmarks.train import train
+
+    cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", f"paths.output_dir={output_dir}", *overrides])
+    train(cfg)
+    return Path((output_dir / "checkpoint.txt").read_text().strip())
+
+
+def test_pairs(dataset: str, overrides: list[str]):
+    """The test split the matcher is evaluated on (same pairs for every method)."""
+    import hydra
+
+    cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", *overrides])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    return datamodule.splits["test"]
+
+
+def run_suite(
+    output_dir: str,
+    datasets: list[str],
+    quick: bool = False,
+    n_test: int = 1000,
+    baselines: dict | None = None,
+    checkpoints: dict | None = None,
+    train_overrides: dict | None = None,
+    quick_overrides: list[str] | None = None,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    timing_repeats: int = 5,
+    device: str = "auto",
+    publish_dir: str | None = None,
+    num_threads: int | None = None,
+) -> list[dict]:
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    device_label = device_name(torch_device)
+    rows: list[dict] = []
+    per_step: dict[str, np.ndarray] = {}
+    for dataset in datasets:
+        log.info("== %s", dataset)
+        overrides = [f"data.n_test={n_test}", *(train_overrides or {}).get(dataset, [])]
+        if quick:
+            overrides += list(quick_overrides or [])
+        checkpoint = (checkpoints or {}).get(dataset)
+        if checkpoint:
+            checkpoint = Path(checkpoint)
+        else:
+            start = time.perf_counter()
+            checkpoint = train_matcher(dataset, output / "train" / dataset, overrides)
+            log.info("trained %s in %.0f s", dataset, time.perf_counter() - start)
+        searcher = RegionSearcher.from_checkpoint(checkpoint, device=torch_device)
+        pairs = test_pairs(dataset, overrides)
+        path_ious, answers = evaluate_search_path(searcher, pairs)
+        per_step[DATASET_TITLES[dataset]] = (path_ious > 0.5).mean(axis=0)
+        final = path_ious[:, -1]
+        curves = {"search path (ours)": success_curve(final)}
+        timings = {b: time_search_path(searcher, pairs.queries.float() / 255, pairs.references.float() / 255, b, timing_repeats) for b in batch_sizes}
+        ours = _row(dataset, "search_path", final, timings[batch_sizes[-1]], searcher.net.steps, device_label, checkpoint=str(checkpoint))
+        ours.update({f"ms_per_query_batch{b}": round(t, 4) for b, t in timings.items()})
+        rows.append(ours)
+        _plot_paths(searcher, pairs, output / f"search_paths_{dataset}.png")
+
+        for name, settings in (baselines or {}).get(dataset, {}).items():
+            settings = dict(settings or {})
+            max_pairs = settings.pop("max_pairs", None) or len(pairs)
+            if quick:
+                max_pairs = min(max_pairs, settings.pop("quick_pairs", 50))
+            settings.pop("quick_pairs", None)
+            indices = np.arange(min(max_pairs, len(pairs)))
+            if name == "exhaustive_cnn":
+                matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=tuple(settings.pop("scales", (1.0,))))
+                result = evaluate_baseline(name, matcher, pairs, indices, **settings)
+            else:
+                fn = BASELINES[name] if name in BASELINES else _peer(name)
+                if "scales" in settings:
+                    settings["scales"] = tuple(settings["scales"])
+                result = evaluate_baseline(name, fn, pairs, indices, **settings)
+            rows.append(_row(dataset, name, result["ious"], result["ms_per_query"], result["windows_per_query"], "CPU" if name != "exhaustive_cnn" else device_label))
+            curves[name] = success_curve(result["ious"])
+            log.info("%s %s: %s", dataset, name, rows[-1])
+        _save_success_curves(curves, output / f"success_curves_{dataset}.png", DATASET_TITLES[dataset])
+
+    _save_success_per_step(per_step, output / "success_vs_steps.png")
+    add_ratios(rows)
+    (output / "regionsearch.json").write_text(json.dumps(rows, indent=2))
+    (output / "regionsearch.md").write_text(markdown_table(rows, device_label, quick))
+    if publish_dir:
+        publish = Path(publish_dir)
+        publish.mkdir(parents=True, exist_ok=True)
+        for name in ("regionsearch.json", "regionsearch.md", "success_vs_steps.png"):
+            shutil.copy(output / name, publish / name)
+    print((output / "regionsearch.md").read_text())
+    return rows
+
+
+def _peer(name: str):
+    if name == "ncc_skimage":
+        from regionsearch.baselines import match_ncc_skimage
+
+        return match_ncc_skimage
+    raise KeyError(f"unknown baseline {name!r}; known: {sorted(BASELINES) + ['exhaustive_cnn', 'ncc_skimage']}")
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Speed-up of the search path over each baseline on the same dataset (baseline ms / ours)."""
+    ours = {r["dataset"]: r for r in rows if r["method"] == "search_path"}
+    for row in rows:
+        mine = ours.get(row["dataset"])
+        if mine and row is not mine and mine["ms_per_query"] > 0:
+            row["speedup_of_search_path"] = round(row["ms_per_query"] / mine["ms_per_query"], 2)
+
+
+def markdown_table(rows: list[dict], device: str, quick: bool) -> str:
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lookup = {(r["dataset"], r["method"]): r for r in rows}
+    lines = [
+        f"# Region search{' (QUICK smoke run: small training, few pairs)' if quick else ''}",
+        "",
+        f"Device: {device}. Success rate at IoU > 0.5 (ms per query); the paper's value in brackets.",
+        "Search path: ms per query batched (batch 1 in the detail table). Baselines run one query at a time.",
+        "",
+        "| dataset | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for dataset in datasets:
+        cells = []
+        for method in methods:
+            row = lookup.get((dataset, method))
+            if row is None:
+                cells.append("")
+                continue
+            paper = PAPER.get(dataset, {}).get(method)
+            cell = f"{row['success_rate']:.2f} ({row['ms_per_query']:.3g})"
+            if paper:
+                cell += f" [{paper[0]:.2f} ({paper[1]})]"
+            cells.append(cell)
+        lines.append(f"| {DATASET_TITLES.get(dataset, dataset)} | " + " | ".join(cells) + " |")
+    lines += ["", "| dataset | method | success | mean IoU | AUC | ms/query | batch-1 ms | windows/query | n pairs | search path speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['success_rate']:.3f} | {r['mean_iou']:.3f} | {r['auc']:.3f} | {r['ms_per_query']:.4g} | "
+            f"{r.get('ms_per_query_batch1', '')} | {r['windows_per_query']:g} | {r['n_pairs']} | {r.get('speedup_of_search_path', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot_paths(searcher: RegionSearcher, pairs, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from regionsearch.plots import plot_search_paths
+
+    q = pairs.queries[:8].float() / 255
+    r = pairs.references[:8].float() / 255
+    with torch.inference_mode():
+        windows = searcher.net(q.to(searcher.device), r.to(searcher.device)).windows.cpu()
+    fig = plot_search_paths(q, r, pairs.boxes[:8], windows)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _save_success_curves(curves, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from regionsearch.plots import plot_success_curves
+
+    fig = plot_success_curves(curves, IOU_THRESHOLDS, title=title)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _save_success_per_step(per_step, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from regionsearch.plots import plot_success_per_step
+
+    fig = plot_success_per_step(per_step)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def resolve(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -1,0 +1,213 @@
+"""Runner plumbing shared by the Hydra entry points: the task wrapper, instantiators,
+the DDP + multirun guard, one-line user errors, config printing and metrics files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, InstantiationException
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from regionsearch.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message says what, where and how to fix it."""
+
+
+# Errors a user fixes by changing data or config: reported as one line, not a stack trace.
+USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, OmegaConfBaseException)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing error behind ``exc`` (Hydra wraps constructor errors), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def report_user_errors(fn: Callable) -> Callable:
+    """Entry-point decorator: print one ``error: ...`` line and exit 1 for user errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (HydraException, InstantiationException, Exception) as exc:
+            cause = user_error(exc)
+            if cause is None:
+                raise
+            print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
+def task_wrapper(task: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Run a task; log failures to the run's log file; always close wandb.
+
+    Without ``wandb.finish()`` every job of a multirun would log into the first job's run.
+    """
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> dict:
+        try:
+            return task(cfg)
+        except Exception as exc:
+            if user_error(exc) is None:
+                log.exception("task failed")
+            raise
+        finally:
+            close_wandb()
+
+    return wrapper
+
+
+def close_wandb() -> None:
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        log.info("closing wandb run %s", wandb.run.id)
+        wandb.finish()
+
+
+def launched_externally() -> bool:
+    """True when torchrun or SLURM started the processes (Lightning then does not re-launch)."""
+    return any(key in os.environ for key in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "LOCAL_RANK"))
+
+
+def _uses_subprocess_ddp(trainer_cfg: DictConfig) -> bool:
+    """Lightning's subprocess launcher runs for ddp (or auto) strategies on several devices or nodes."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy).lower()
+    if any(word in name for word in ("spawn", "fork", "notebook")) or not ("ddp" in name or name == "auto"):
+        return False
+    devices = trainer_cfg.get("devices", 1)
+    several = (
+        devices in (-1, "-1")
+        or (str(devices).isdigit() and int(devices) > 1)
+        or (OmegaConf.is_list(devices) and len(devices) > 1)
+    )
+    return several or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
+
+
+def check_ddp_multirun(cfg: DictConfig) -> None:
+    """Stop a Hydra multirun that would use Lightning's subprocess DDP launcher.
+
+    Lightning re-launches every rank from ``sys.argv``; with ``-m`` each rank then runs
+    its own sweep (and under Optuna samples its own hyperparameters), silently.
+    """
+    if "trainer" not in cfg or launched_externally():
+        return
+    try:
+        mode = HydraConfig.get().mode
+    except ValueError:
+        return
+    if mode == RunMode.MULTIRUN and _uses_subprocess_ddp(cfg.trainer):
+        raise ConfigError(
+            "trainer.strategy=ddp with several devices cannot run inside a Hydra multirun (every rank would "
+            "re-run the whole sweep). Use trainer=ddp_spawn, launch each job with torchrun, or sweep with "
+            "launcher=submitit_slurm (one SLURM task per device)"
+        )
+
+
+def extras(cfg: DictConfig) -> None:
+    """Checks and conveniences before a task: DDP guard, warnings filter, config tree."""
+    check_ddp_multirun(cfg)
+    if cfg.get("extras", {}).get("ignore_warnings"):
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    if cfg.get("extras", {}).get("print_config", True):
+        print_config_tree(cfg)
+
+
+@rank_zero_only
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Print the resolved config as a rich tree and save it next to the run's outputs."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key))
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(Syntax(text, "yaml"))
+    rich_print(tree)
+    output_dir = save_to or cfg.get("paths", {}).get("output_dir")
+    if output_dir:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "config_tree.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool) -> list[pl.Callback]:
+    callbacks = []
+    for name, entry in (cfg or {}).items():
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            continue
+        # LearningRateMonitor refuses to run without a logger.
+        if "LearningRateMonitor" in entry._target_ and not has_logger:
+            log.info("skipping callback %s: no logger", name)
+            continue
+        callbacks.append(hydra.utils.instantiate(entry))
+    return callbacks
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list:
+    return [hydra.utils.instantiate(entry) for entry in (cfg or {}).values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def metric_dict(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tensors and numbers -> floats (for JSON and sweepers)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[key] = float(value.item())
+        elif isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+@rank_zero_only
+def save_metrics(metrics: dict[str, float], output_dir: str | Path, name: str = "metrics.json") -> Path:
+    path = Path(output_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return path
+
+
+def get_metric_value(metrics: dict[str, float], metric_name: str | None) -> float | None:
+    """The value a sweeper optimises; a clear error when the experiment never logged it."""
+    if not metric_name:
+        return None
+    if metric_name not in metrics:
+        raise ConfigError(
+            f"optimized_metric {metric_name!r} was not logged; logged metrics: {sorted(metrics)}. "
+            "Set optimized_metric to one of them (experiments name it for you)"
+        )
+    value = float(metrics[metric_name])
+    return value if math.isfinite(value) else float("nan")

@@ -1,0 +1,73 @@
+"""Box geometry and localisation metrics.
+
+Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the reference
+image: the pixel with integer index ``(r, c)`` covers ``[c, c+1) x [r, r+1)``,
+so a 28x28 digit pasted at column 5, row 7 has the box ``(5, 7, 33, 35)``.
+All functions accept numpy arrays or torch tensors of shape ``(..., 4)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of ``(..., 4)`` boxes (zero for degenerate boxes)."""
+    width = (boxes[..., 2] - boxes[..., 0]).clamp(min=0)
+    height = (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+    return width * height
+
+
+def box_iou(boxes_a, boxes_b):
+    """Element-wise IoU of two broadcastable ``(..., 4)`` box arrays.
+
+    Returns the same type as the input (numpy in, numpy out).
+    """
+    as_numpy = isinstance(boxes_a, np.ndarray) or isinstance(boxes_b, np.ndarray)
+    a = torch.as_tensor(np.asarray(boxes_a) if as_numpy else boxes_a, dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(boxes_b) if as_numpy else boxes_b, dtype=torch.float64)
+    if a.shape[-1] != 4 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must have a last dimension of 4, got {tuple(a.shape)} and {tuple(b.shape)}")
+    left = torch.maximum(a[..., 0], b[..., 0])
+    top = torch.maximum(a[..., 1], b[..., 1])
+    right = torch.minimum(a[..., 2], b[..., 2])
+    bottom = torch.minimum(a[..., 3], b[..., 3])
+    inter = (right - left).clamp(min=0) * (bottom - top).clamp(min=0)
+    union = box_area(a) + box_area(b) - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+    if as_numpy:
+        return iou.numpy()
+    return iou.to(boxes_a.dtype if torch.is_floating_point(boxes_a) else torch.float32)
+
+
+def success(iou, threshold: float = 0.5):
+    """A match succeeds when IoU is strictly greater than ``threshold`` (the paper's rule)."""
+    return iou > threshold
+
+
+IOU_THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
+
+
+def success_curve(ious, thresholds=IOU_THRESHOLDS) -> np.ndarray:
+    """Fraction of pairs whose IoU exceeds each threshold (the BBS/DDIS success plot)."""
+    ious = np.asarray(ious, dtype=np.float64).reshape(-1, 1)
+    return (ious > np.asarray(thresholds, dtype=np.float64).reshape(1, -1)).mean(axis=0)
+
+
+def success_auc(ious, thresholds=IOU_THRESHOLDS) -> float:
+    """Area under the success curve as the DDIS benchmark computes it: mean(curve[:-1])."""
+    curve = success_curve(ious, thresholds)
+    return float(curve[:-1].mean())
+
+
+def center_size_to_corners(center_size: torch.Tensor) -> torch.Tensor:
+    """``(cx, cy, w, h)`` -> ``(x1, y1, x2, y2)``."""
+    cx, cy, w, h = center_size.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def corners_to_center_size(boxes: torch.Tensor) -> torch.Tensor:
+    """``(x1, y1, x2, y2)`` -> ``(cx, cy, w, h)``."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)

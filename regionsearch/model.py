@@ -1,0 +1,245 @@
+"""The search-path matcher of Krishna et al. ("Learning Search Path for Region-Level
+Image Matching", NTT): a siamese CNN compares the query with the current window of
+the reference, and an LSTM moves the window. Plain PyTorch, no Lightning, no Hydra.
+
+Coordinates: windows are boxes ``(x1, y1, x2, y2)`` in reference pixels (see
+:mod:`regionsearch.boxes`). Policy actions live in ``[-1, 1]``: the window centre
+``(ax, ay)`` maps to ``((ax + 1) / 2 * W, (ay + 1) / 2 * H)``; optional size actions
+map log-linearly between ``min_size`` and ``max_size`` (fractions of the reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+SIZE_MODES = ("schedule", "isotropic", "anisotropic")
+
+
+def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample one window per image to ``size x size`` in a single batched op.
+
+    Uses ``roi_align`` with half-pixel alignment, which averages several samples per
+    output cell when shrinking (so a whole 100x100 reference seen as a 32x32 glimpse is
+    not aliased), and equals plain slicing for an integer box of the output size.
+
+    Shape:
+        images: (B, C, H, W), boxes: (B, 4) -> (B, C, size, size)
+    """
+    if images.dim() != 4 or boxes.shape != (images.shape[0], 4):
+        raise ValueError(f"expected images (B,C,H,W) and boxes (B,4), got {tuple(images.shape)} and {tuple(boxes.shape)}")
+    index = torch.arange(images.shape[0], device=images.device, dtype=images.dtype).unsqueeze(1)
+    rois = torch.cat([index, boxes.to(images.dtype)], dim=1)
+    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+class SiameseEncoder(nn.Module):
+    """Five Conv-ReLU layers followed by global average pooling (shared by query and window).
+
+    With the default strides a 32x32 glimpse shrinks to 1x1 before the pooling, so the
+    feature still knows *where* in the window a pattern sits (zero padding breaks the
+    translation invariance): the policy needs that to move the window.
+
+    Shape:
+        (B, in_channels, glimpse_size, glimpse_size) -> (B, channels[-1])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: tuple[int, ...] = (32, 64, 64, 128, 128),
+        strides: tuple[int, ...] = (2, 2, 2, 2, 2),
+        kernel_size: int = 3,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        channels, strides = tuple(channels), tuple(strides)
+        if len(channels) != 5 or len(strides) != 5:
+            raise ValueError(f"the encoder has five Conv-ReLU layers: got channels={channels}, strides={strides}")
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width, stride in zip(channels, strides):
+            layers += [nn.Conv2d(previous, width, kernel_size, stride=stride, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+            previous = width
+        self.features = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.out_dim = channels[-1]
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        feature = self.features(x).mean(dim=(2, 3))
+        return F.normalize(feature, dim=1) if self.normalize else feature
+
+
+class SearchPathPolicy(nn.Module):
+    """LSTM localisation module with a Gaussian policy and a learned baseline.
+
+    Input per step: ``[query feature, window feature, window location (cx, cy, w, h) in [-1,1]]``.
+
+    Shape:
+        query_feature, window_feature: (B, D); location: (B, 4) -> mean (B, action_dim), baseline (B,)
+    """
+
+    def __init__(self, feature_dim: int, hidden_size: int = 256, action_dim: int = 2, std: float = 0.1) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(2 * feature_dim + 4, hidden_size)
+        self.mean_head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, action_dim))
+        self.baseline_head = nn.Linear(hidden_size, 1)
+        self.hidden_size = hidden_size
+        self.action_dim = action_dim
+        self.std = std
+
+    def initial_state(self, batch: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros.clone()
+
+    def forward(self, query_feature, window_feature, location, state):
+        hidden, cell = self.cell(torch.cat([query_feature, window_feature, location], dim=1), state)
+        mean = torch.tanh(self.mean_head(hidden))
+        # The baseline only estimates the expected reward: it must not shape the LSTM state.
+        baseline = self.baseline_head(hidden.detach()).squeeze(1)
+        return mean, baseline, (hidden, cell)
+
+    def sample(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw an action; the draw is detached so the log-probability's gradient reaches only the mean."""
+        action = (mean + self.std * torch.randn_like(mean)).detach()
+        log_prob = torch.distributions.Normal(mean, self.std).log_prob(action).sum(dim=1)
+        return action.clamp(-1.0, 1.0), log_prob
+
+
+@dataclass
+class SearchOutput:
+    """One rollout. ``windows[t]`` is window t (window 0 = whole reference, ``windows[-1]`` = the answer)."""
+
+    windows: torch.Tensor  # (T+1, B, 4)
+    log_probs: torch.Tensor  # (T, B)
+    baselines: torch.Tensor  # (T, B)
+    query_feature: torch.Tensor  # (B, D)
+    final_feature: torch.Tensor | None  # (B, D), feature of the answer window when asked for
+
+    @property
+    def boxes(self) -> torch.Tensor:
+        return self.windows[-1]
+
+
+class SearchPathMatcher(nn.Module):
+    """Query + reference -> a short search path of windows; the last window is the answer.
+
+    Args:
+        in_channels: 1 for MNIST, 3 for logos.
+        glimpse_size: every window (and the query) is resampled to this size.
+        steps: number of moves T; the encoder sees T windows (0..T-1) and answers window T.
+        size_mode: ``schedule`` (window sizes fixed per step: geometric zoom from the whole
+            reference to ``window_size`` in ``zoom_steps`` moves), ``isotropic`` (the policy
+            also picks one size) or ``anisotropic`` (width and height).
+        window_size: final window size, a fraction of the reference side (``schedule`` mode).
+        min_size, max_size: range of predicted sizes, fractions of the reference side.
+
+    Shape:
+        query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        glimpse_size: int = 32,
+        steps: int = 6,
+        channels: tuple[int, ...] = (32, 64, 64, 128, 128),
+        strides: tuple[int, ...] = (2, 2, 2, 2, 2),
+        hidden_size: int = 256,
+        std: float = 0.1,
+        size_mode: str = "schedule",
+        window_size: float = 0.28,
+        zoom_steps: int = 2,
+        min_size: float = 0.1,
+        max_size: float = 0.9,
+    ) -> None:
+        super().__init__()
+        if size_mode not in SIZE_MODES:
+            raise ValueError(f"size_mode must be one of {SIZE_MODES}, got {size_mode!r}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.encoder = SiameseEncoder(in_channels, channels, strides)
+        action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
+        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std)
+        self.glimpse_size = glimpse_size
+        self.steps = steps
+        self.size_mode = size_mode
+        self.window_size = window_size
+        self.zoom_steps = max(1, zoom_steps)
+        self.min_size = min_size
+        self.max_size = max_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.encoder.in_channels
+
+    def scheduled_size(self, step: int) -> float:
+        """Window side at move ``step`` (1-based) as a fraction of the reference, in schedule mode."""
+        progress = min(step / self.zoom_steps, 1.0)
+        return math.exp((1 - progress) * math.log(1.0) + progress * math.log(self.window_size))
+
+    def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int) -> torch.Tensor:
+        cx = (actions[:, 0] + 1) / 2 * width
+        cy = (actions[:, 1] + 1) / 2 * height
+        if self.size_mode == "schedule":
+            fraction = self.scheduled_size(step)
+            w = torch.full_like(cx, fraction * width)
+            h = torch.full_like(cy, fraction * height)
+        else:
+            log_lo, log_hi = math.log(self.min_size), math.log(self.max_size)
+            size_actions = actions[:, 2:] if self.size_mode == "anisotropic" else actions[:, 2:3].expand(-1, 2)
+            fraction = torch.exp(log_lo + (size_actions + 1) / 2 * (log_hi - log_lo))
+            w, h = fraction[:, 0] * width, fraction[:, 1] * height
+        return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+
+    @staticmethod
+    def normalized_location(windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        scale = windows.new_tensor([width, height, width, height])
+        x1, y1, x2, y2 = (windows / scale).unbind(1)
+        return torch.stack([x1 + x2 - 1, y1 + y2 - 1, 2 * (x2 - x1) - 1, 2 * (y2 - y1) - 1], dim=1)
+
+    def encode(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of whole images (query) or of windows of them."""
+        if boxes is None:
+            glimpses = F.interpolate(images, size=(self.glimpse_size, self.glimpse_size), mode="area")
+        else:
+            glimpses = crop_windows(images, boxes, self.glimpse_size)
+        return self.encoder(glimpses)
+
+    def forward(
+        self, query: torch.Tensor, reference: torch.Tensor, sample: bool = False, final_feature: bool = False
+    ) -> SearchOutput:
+        if query.dim() != 4 or reference.dim() != 4 or query.shape[:2] != reference.shape[:2]:
+            raise ValueError(f"expected query (B,C,h,w) and reference (B,C,H,W), got {tuple(query.shape)}, {tuple(reference.shape)}")
+        batch, _, height, width = reference.shape
+        query_feature = self.encode(query)
+        window = reference.new_tensor([0.0, 0.0, width, height]).expand(batch, 4)
+        state = self.policy.initial_state(batch, reference.device, reference.dtype)
+        windows, log_probs, baselines = [window], [], []
+        for step in range(1, self.steps + 1):
+            window_feature = self.encode(reference, window)
+            location = self.normalized_location(window, height, width)
+            mean, baseline, state = self.policy(query_feature, window_feature, location, state)
+            if sample:
+                action, log_prob = self.policy.sample(mean)
+            else:
+                action, log_prob = mean, torch.zeros_like(baseline)
+            window = self.actions_to_windows(action, step, height, width)
+            windows.append(window)
+            log_probs.append(log_prob)
+            baselines.append(baseline)
+        final = self.encode(reference, window) if final_feature else None
+        return SearchOutput(torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, final)
+
+    @torch.no_grad()
+    def search(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Deterministic search (the policy mean). Returns the answer boxes (B, 4)."""
+        return self.forward(query, reference, sample=False).boxes

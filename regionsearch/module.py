@@ -1,0 +1,175 @@
+"""LightningModule that trains and evaluates :class:`~regionsearch.model.SearchPathMatcher`."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from .boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
+from .losses import baseline_loss, contrastive_loss, reinforce_loss
+from .model import SearchPathMatcher
+
+REWARDS = ("success", "iou")
+
+
+class RegionSearchModule(pl.LightningModule):
+    """REINFORCE (reward: IoU of the final window > 0.5) + learned baseline + contrastive loss.
+
+    Args:
+        net: the matcher.
+        optimizer: a partial optimizer (``torch.optim.Adam`` with lr, ...), called with the parameters.
+        scheduler: optional partial LR scheduler, stepped every epoch.
+        reward: ``success`` (the paper: 1 if IoU > ``iou_threshold``) or ``iou`` (dense shaping, an ablation).
+        rl_weight, baseline_weight, contrastive_weight: loss weights.
+        margin: contrastive margin m on L2-normalised features.
+        rollouts: policy samples drawn per training pair (Monte-Carlo rollouts share the pair).
+    """
+
+    def __init__(
+        self,
+        net: SearchPathMatcher,
+        optimizer=None,
+        scheduler=None,
+        reward: str = "success",
+        iou_threshold: float = 0.5,
+        rl_weight: float = 1.0,
+        baseline_weight: float = 1.0,
+        contrastive_weight: float = 1.0,
+        margin: float = 0.5,
+        rollouts: int = 1,
+    ) -> None:
+        super().__init__()
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        # Partials and the net stay out of the checkpoint: it must load with weights_only=True.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
+        self.scheduler_factory = scheduler
+        self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        self.best_success = 0.0
+        self.last_results: dict[str, dict] = {}
+
+    # -- training -------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        query, reference, truth = batch["query"], batch["reference"], batch["box"]
+        rollouts = self.hparams.rollouts
+        if rollouts > 1:
+            query, reference, truth = (x.repeat_interleave(rollouts, dim=0) for x in (query, reference, truth))
+        out = self.net(query, reference, sample=True, final_feature=self.hparams.contrastive_weight > 0)
+        iou = box_iou(out.boxes, truth).detach()
+        matched = iou > self.hparams.iou_threshold
+        reward = matched.float() if self.hparams.reward == "success" else iou.float()
+        losses = {
+            "rl": reinforce_loss(out.log_probs, out.baselines, reward),
+            "baseline": baseline_loss(out.baselines, reward),
+        }
+        if out.final_feature is not None:
+            losses["contrastive"] = contrastive_loss(out.query_feature, out.final_feature, matched, self.hparams.margin)
+        weights = {"rl": self.hparams.rl_weight, "baseline": self.hparams.baseline_weight, "contrastive": self.hparams.contrastive_weight}
+        loss = sum(weights[name] * value for name, value in losses.items())
+        batch_size = query.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        self.log("train/success_rate", matched.float().mean(), prog_bar=True, batch_size=batch_size)
+        self.log("train/mean_iou", iou.float().mean(), batch_size=batch_size)
+        return loss
+
+    # -- evaluation -----------------------------------------------------------------
+    def _evaluate_batch(self, batch, split: str) -> None:
+        out = self.net(batch["query"], batch["reference"], sample=False)
+        # IoU of every window on the path: the last row is the answer, earlier rows give "success vs steps".
+        ious = box_iou(out.windows, batch["box"].unsqueeze(0).expand_as(out.windows)).float()
+        self._outputs[split].append(ious.T.detach())
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate_batch(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate_batch(batch, "test")
+
+    def _finish_epoch(self, split: str) -> None:
+        if not self._outputs[split]:
+            return
+        local = torch.cat(self._outputs[split])
+        self._outputs[split].clear()
+        # FPR95/mAP-style epoch metrics need every sample: gather across DDP ranks first.
+        gathered = self.all_gather(local)
+        if gathered.dim() == 3:
+            gathered = gathered.flatten(0, 1)
+        path_ious = gathered.cpu().numpy()  # (N, T+1)
+        results = summarize_ious(path_ious, self.hparams.iou_threshold)
+        results["windows_per_query"] = float(self.net.steps)
+        self.last_results[split] = results
+        for name in ("success_rate", "mean_iou", "auc", "windows_per_query"):
+            self.log(f"{split}/{name}", results[name], prog_bar=name == "success_rate", sync_dist=False)
+        if split == "val" and not self.trainer.sanity_checking:
+            self.best_success = max(self.best_success, results["success_rate"])
+            self.log("val/success_rate_best", self.best_success)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_epoch("test")
+
+    # -- optimisation ---------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_success"] = self.best_success
+        checkpoint["net_config"] = net_config(self.net)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_success = checkpoint.get("best_success", 0.0)
+
+    # -- figures (used by the plot callback) ----------------------------------------
+    def figures(self, batch) -> dict:
+        from .plots import plot_search_paths, plot_success_curves
+
+        with torch.no_grad():
+            out = self.net(batch["query"][:8], batch["reference"][:8], sample=False)
+        figures = {"search_paths": plot_search_paths(batch["query"][:8], batch["reference"][:8], batch["box"][:8], out.windows)}
+        if "val" in self.last_results:
+            figures["success_curve"] = plot_success_curves({"search path": self.last_results["val"]["curve"]}, IOU_THRESHOLDS)
+        return figures
+
+
+def summarize_ious(path_ious: np.ndarray, threshold: float = 0.5) -> dict:
+    """Metrics from the IoU of every window on each path, ``(N, T+1)``; the last column is the answer."""
+    final = path_ious[:, -1]
+    return {
+        "success_rate": float((final > threshold).mean()),
+        "mean_iou": float(final.mean()),
+        "auc": success_auc(final),
+        "curve": success_curve(final),
+        "success_per_step": (path_ious > threshold).mean(axis=0),
+        "n_pairs": int(final.shape[0]),
+    }
+
+
+def net_config(net: SearchPathMatcher) -> dict:
+    """The constructor arguments of a matcher, stored in checkpoints so the API can rebuild it without Hydra."""
+    return {
+        "in_channels": net.in_channels,
+        "glimpse_size": net.glimpse_size,
+        "steps": net.steps,
+        "channels": [m.out_channels for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)],
+        "strides": [m.stride[0] for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)],
+        "hidden_size": net.policy.hidden_size,
+        "std": net.policy.std,
+        "size_mode": net.size_mode,
+        "window_size": net.window_size,
+        "zoom_steps": net.zoom_steps,
+        "min_size": net.min_size,
+        "max_size": net.max_size,
+    }

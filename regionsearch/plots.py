@@ -1,0 +1,70 @@
+"""Figures people look at: search paths, success curves, success vs steps."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _to_image(tensor: torch.Tensor) -> np.ndarray:
+    array = tensor.detach().float().cpu().numpy()
+    return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
+
+
+def plot_search_paths(queries, references, truths, windows, max_pairs: int = 8):
+    """A grid: each row shows the query, then the reference with the truth (green) and every window of the path."""
+    n = min(max_pairs, queries.shape[0])
+    steps = windows.shape[0]
+    fig, axes = plt.subplots(n, 2, figsize=(5, 2.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 2.5]})
+    colours = plt.cm.autumn(np.linspace(0, 1, steps))
+    for row in range(n):
+        cmap = "gray" if queries.shape[1] == 1 else None
+        axes[row, 0].imshow(_to_image(queries[row]), cmap=cmap, vmin=0, vmax=1)
+        axes[row, 0].set_title("query", fontsize=8)
+        axes[row, 1].imshow(_to_image(references[row]), cmap=cmap, vmin=0, vmax=1)
+        x1, y1, x2, y2 = truths[row].tolist()
+        axes[row, 1].add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="lime", lw=2))
+        for step in range(steps):
+            x1, y1, x2, y2 = windows[step, row].tolist()
+            axes[row, 1].add_patch(
+                plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=colours[step], lw=1, ls="--" if step < steps - 1 else "-")
+            )
+            axes[row, 1].text(x1, y1, str(step), color=colours[step], fontsize=6)
+        axes[row, 1].set_title("reference: truth (green), windows 0..T", fontsize=8)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_success_curves(curves: dict[str, np.ndarray], thresholds, title: str = "success curve"):
+    """Success rate against the IoU threshold, one line per method (legend shows the AUC)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, curve in curves.items():
+        ax.plot(thresholds, curve, label=f"{name} (AUC {np.mean(curve[:-1]):.3f})")
+    ax.axvline(0.5, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("IoU threshold")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_success_per_step(per_step: dict[str, np.ndarray], title: str = "success vs number of steps"):
+    """Success (IoU > 0.5) of the window after each move, one line per dataset."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, values in per_step.items():
+        ax.plot(np.arange(len(values)), values, marker="o", label=name)
+    ax.set_xlabel("step (0 = whole reference)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,129 @@
+"""The train / eval entry points: fast_dev_run, resume, eval, wandb offline, DDP, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.eval import evaluate
+from benchmarks.train import train
+from tests.conftest import REPO, SHARED_DATA, run_module
+
+DEMO = ["experiment=regionsearch/demo", "data.digits=embedded", "logger=none"]
+
+
+def test_fast_dev_run(make_cfg, tmp_path):
+    cfg = make_cfg([*DEMO, "++trainer.fast_dev_run=true"])
+    metrics = train(cfg)
+    assert "test/success_rate" in metrics and 0.0 <= metrics["test/success_rate"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/success_rate"] == metrics["test/success_rate"]
+
+
+def test_train_then_eval_reports_same_metrics(make_cfg, tmp_path, cache_dir):
+    cfg = make_cfg([*DEMO, "trainer.max_epochs=1", "callbacks=default"])
+    metrics = train(cfg)
+    best = (tmp_path / "checkpoint.txt").read_text().strip()
+    assert Path(best).is_file()
+    eval_dir = tmp_path / "eval"
+    from tests.conftest import FAST, compose_config
+
+    eval_cfg = compose_config("eval", [*FAST, *DEMO, f"ckpt_path={best}"], eval_dir, cache_dir)
+    eval_metrics = evaluate(eval_cfg)
+    assert eval_metrics["test/success_rate"] == pytest.approx(metrics["test/success_rate"])
+    assert (eval_dir / "metrics.json").is_file()
+
+
+def test_resume_continues_at_the_right_epoch(make_cfg, tmp_path):
+    cfg = make_cfg([*DEMO, "trainer.max_epochs=1", "test=false"])
+    train(cfg)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=False)
+    assert first["epoch"] == 0
+
+    cfg = make_cfg([*DEMO, "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"])
+    from benchmarks import train as train_module
+
+    seen = {}
+    original = train_module.hydra.utils.instantiate
+
+    def spy(node, *args, **kwargs):
+        obj = original(node, *args, **kwargs)
+        if obj.__class__.__name__ == "Trainer":
+            seen["trainer"] = obj
+        return obj
+
+    train_module.hydra.utils.instantiate = spy
+    try:
+        train(cfg)
+    finally:
+        train_module.hydra.utils.instantiate = original
+    trainer = seen["trainer"]
+    assert trainer.current_epoch == 2  # epoch 1 ran after resuming from the end of epoch 0
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # One more epoch of steps, not two: training went on from the checkpoint, not from scratch.
+    assert resumed["global_step"] == 2 * first["global_step"] > 0
+    # Same optimizer: Adam's step count continued from the first run's.
+    step_first = first["optimizer_states"][0]["state"][0]["step"]
+    step_resumed = resumed["optimizer_states"][0]["state"][0]["step"]
+    assert step_resumed == 2 * step_first
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 2
+
+
+def test_wandb_offline_writes_run_folder(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg([*DEMO, "logger=wandb", "++trainer.fast_dev_run=true"])
+    train(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, f"no offline run under {tmp_path / 'wandb'}"
+    import wandb
+
+    assert wandb.run is None  # the task wrapper closed it
+
+
+def test_ddp_spawn_two_cpu_processes(make_cfg, tmp_path):
+    cfg = make_cfg([*DEMO, "trainer=ddp_spawn", "trainer.max_epochs=1", "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "test=false", "callbacks=none"])
+    metrics = train(cfg)
+    assert "val/success_rate" in metrics
+
+
+def test_ddp_inside_multirun_is_refused(tmp_path):
+    result = run_module(
+        ["benchmarks.train", "-m", *DEMO, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.sweep.dir={tmp_path}", "extras.print_config=false"],
+        cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert "error: ConfigError" in result.stderr and "ddp_spawn" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_gives_one_clear_line(tmp_path):
+    missing = tmp_path / "no-such-data"
+    result = run_module(
+        ["benchmarks.train", "experiment=regionsearch/flickrlogos", f"paths.data_dir={missing}", f"hydra.run.dir={tmp_path / 'run'}", "logger=none", "extras.print_config=false"],
+        cwd=REPO,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and str(missing) in error_lines[0] and "DEEPMATCH_DATA" in error_lines[0]
+
+
+def test_bad_optimized_metric_is_a_clear_error(tmp_path):
+    result = run_module(
+        ["benchmarks.train", *DEMO, "++trainer.fast_dev_run=true", "optimized_metric=val/nope", f"hydra.run.dir={tmp_path}", "extras.print_config=false"],
+        cwd=REPO,
+    )
+    assert result.returncode == 1 and "val/nope" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="real MNIST training digits not available")
+def test_official_digits_from_data_root(make_cfg):
+    import hydra
+
+    cfg = make_cfg(["data=mnist_cluttered", f"paths.data_dir={SHARED_DATA}", "data.digits=official"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    pools = datamodule.digit_pools()
+    assert len(pools["train"][0]) == 19690 and len(pools["test"][0]) == 5000
