@@ -214,8 +214,15 @@ def run_suite(
     if publish_dir:
         publish = Path(publish_dir)
         publish.mkdir(parents=True, exist_ok=True)
-        for name in ("regionsearch.json", "regionsearch.md", "success_vs_steps.png"):
-            shutil.copy(output / name, publish / name)
+        published = publish / "regionsearch.json"
+        # Re-running some datasets keeps the published rows of the others.
+        kept = [r for r in json.loads(published.read_text()) if r["dataset"] not in datasets] if published.is_file() else []
+        merged = kept + rows
+        published.write_text(json.dumps(merged, indent=2))
+        (publish / "regionsearch.md").write_text(markdown_table(merged, device_label, quick))
+        shutil.copy(output / "success_vs_steps.png", publish / f"success_vs_steps_{'_'.join(datasets)}.png")
+        for dataset in datasets:
+            shutil.copy(output / f"search_paths_{dataset}.png", publish / f"search_paths_{dataset}.png")
     print((output / "regionsearch.md").read_text())
     return rows
 

@@ -169,8 +169,8 @@ class MNISTRegionDataModule(_PairDataModule):
 class LogoRegionDataModule(_PairDataModule):
     """Logo queries in real scenes (FlickrLogos-27 here; FlickrLogos-32 where a user has it).
 
-    FlickrLogos-32 uses its official ``trainval``/``test`` lists (val = a slice of
-    trainval images); FlickrLogos-27 has no official split, so its images are split by
+    FlickrLogos-32 uses its official ``trainset``/``valset``/``testset`` lists;
+    FlickrLogos-27 has no official split, so its images are split by
     ``split_fractions`` with no image shared between splits.
     """
 
@@ -230,9 +230,7 @@ class LogoRegionDataModule(_PairDataModule):
                 "split": split,
             }
             if self.dataset == "flickrlogos32":
-                kwargs["reader_kwargs"] = {"split": "test" if split == "test" else "trainval"}
-                kwargs["split_fraction"] = None if split == "test" else (0.9, 0.1, 0.0)
-                kwargs["split"] = "test" if split == "test" else split
+                kwargs["reader_kwargs"] = {"split": split}  # the official trainset/valset/testset lists
             else:
                 kwargs["split_fraction"] = self.split_fractions
             pairs = cached_logo_pairs(self.cache_dir, f"{self.dataset}-{split}", kwargs)

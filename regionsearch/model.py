@@ -122,6 +122,7 @@ class SearchOutput:
     log_probs: torch.Tensor  # (T, B)
     baselines: torch.Tensor  # (T, B)
     query_feature: torch.Tensor  # (B, D)
+    window_features: torch.Tensor  # (T, B, D), features of windows 0..T-1 (what the policy saw)
     final_feature: torch.Tensor | None  # (B, D), feature of the answer window when asked for
 
     @property
@@ -223,9 +224,10 @@ class SearchPathMatcher(nn.Module):
         query_feature = self.encode(query)
         window = reference.new_tensor([0.0, 0.0, width, height]).expand(batch, 4)
         state = self.policy.initial_state(batch, reference.device, reference.dtype)
-        windows, log_probs, baselines = [window], [], []
+        windows, log_probs, baselines, features = [window], [], [], []
         for step in range(1, self.steps + 1):
             window_feature = self.encode(reference, window)
+            features.append(window_feature)
             location = self.normalized_location(window, height, width)
             mean, baseline, state = self.policy(query_feature, window_feature, location, state)
             if sample:
@@ -237,7 +239,7 @@ class SearchPathMatcher(nn.Module):
             log_probs.append(log_prob)
             baselines.append(baseline)
         final = self.encode(reference, window) if final_feature else None
-        return SearchOutput(torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, final)
+        return SearchOutput(torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final)
 
     @torch.no_grad()
     def search(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

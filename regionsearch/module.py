@@ -26,6 +26,9 @@ class RegionSearchModule(pl.LightningModule):
         rl_weight, baseline_weight, contrastive_weight: loss weights.
         margin: contrastive margin m on L2-normalised features.
         rollouts: policy samples drawn per training pair (Monte-Carlo rollouts share the pair).
+        contrastive_on: ``final`` (the answer window only) or ``path`` (every window after
+            the whole-reference view, each labelled by its own IoU > threshold): the poster
+            does not say which; ``path`` gives the features many more positive/negative pairs.
     """
 
     def __init__(
@@ -40,10 +43,13 @@ class RegionSearchModule(pl.LightningModule):
         contrastive_weight: float = 1.0,
         margin: float = 0.5,
         rollouts: int = 1,
+        contrastive_on: str = "final",
     ) -> None:
         super().__init__()
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if contrastive_on not in ("final", "path"):
+            raise ValueError(f"contrastive_on must be final or path, got {contrastive_on!r}")
         # Partials and the net stay out of the checkpoint: it must load with weights_only=True.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
@@ -68,7 +74,13 @@ class RegionSearchModule(pl.LightningModule):
             "baseline": baseline_loss(out.baselines, reward),
         }
         if out.final_feature is not None:
-            losses["contrastive"] = contrastive_loss(out.query_feature, out.final_feature, matched, self.hparams.margin)
+            window_features, window_matched = out.final_feature, matched
+            if self.hparams.contrastive_on == "path":
+                seen = torch.cat([out.window_features[1:], out.final_feature.unsqueeze(0)])  # (T, B, D)
+                window_ious = box_iou(out.windows[1:], truth.unsqueeze(0).expand_as(out.windows[1:])).detach()
+                window_features, window_matched = seen.flatten(0, 1), (window_ious > self.hparams.iou_threshold).flatten()
+            query_features = out.query_feature.repeat(len(window_features) // len(out.query_feature), 1)
+            losses["contrastive"] = contrastive_loss(query_features, window_features, window_matched, self.hparams.margin)
         weights = {"rl": self.hparams.rl_weight, "baseline": self.hparams.baseline_weight, "contrastive": self.hparams.contrastive_weight}
         loss = sum(weights[name] * value for name, value in losses.items())
         batch_size = query.shape[0]

@@ -20,6 +20,7 @@ def test_fast_dev_run(make_cfg, tmp_path):
     metrics = train(cfg)
     assert "test/success_rate" in metrics and 0.0 <= metrics["test/success_rate"] <= 1.0
     assert json.loads((tmp_path / "metrics.json").read_text())["test/success_rate"] == metrics["test/success_rate"]
+    assert list((tmp_path / "figures").glob("search_paths_epoch*.png"))  # the plot callback ran
 
 
 def test_train_then_eval_reports_same_metrics(make_cfg, tmp_path, cache_dir):
