@@ -57,7 +57,8 @@ class ExhaustiveCNNMatcher:
         boxes = torch.cat(boxes).to(self.device)
         distances = []
         for chunk in boxes.split(self.batch_size):
-            features = self.net.encode(r.expand(len(chunk), -1, -1, -1), chunk)
+            # every window indexes the one reference: no per-window copy of the image
+            features = self.net.encode(r, chunk, batch_index=torch.zeros(len(chunk), dtype=torch.long))
             distances.append((features - query_feature).norm(dim=1))
         distances = torch.cat(distances)
         best = int(distances.argmin())

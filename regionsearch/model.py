@@ -21,21 +21,26 @@ from torchvision.ops import roi_align
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 
 
-def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Resample one window per image to ``size x size`` in a single batched op.
+def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Resample windows to ``size x size`` in a single batched op.
 
     Uses ``roi_align`` with half-pixel alignment, which averages several samples per
     output cell when shrinking (so a whole 100x100 reference seen as a 32x32 glimpse is
     not aliased), and equals plain slicing for an integer box of the output size.
+    By default window ``i`` is cut from image ``i``; ``batch_index`` (K,) picks the image
+    of each of K windows instead (many windows of one image without copying it).
 
     Shape:
-        images: (B, C, H, W), boxes: (B, 4) -> (B, C, size, size)
+        images: (B, C, H, W), boxes: (B, 4) or (K, 4) with batch_index -> (B or K, C, size, size)
     """
-    if images.dim() != 4 or boxes.shape != (images.shape[0], 4):
-        raise ValueError(f"expected images (B,C,H,W) and boxes (B,4), got {tuple(images.shape)} and {tuple(boxes.shape)}")
-    index = torch.arange(images.shape[0], device=images.device, dtype=images.dtype).unsqueeze(1)
-    rois = torch.cat([index, boxes.to(images.dtype)], dim=1)
-    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    if batch_index is None:
+        if images.dim() != 4 or boxes.shape != (images.shape[0], 4):
+            raise ValueError(f"expected images (B,C,H,W) and boxes (B,4), got {tuple(images.shape)} and {tuple(boxes.shape)}")
+        batch_index = torch.arange(images.shape[0], device=images.device)
+    # float32 rois: a bf16 batch index would be inexact above 256
+    rois = torch.cat([batch_index.to(device=images.device, dtype=torch.float32).unsqueeze(1), boxes.to(images.device, torch.float32)], dim=1)
+    crops = roi_align(images.float(), rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return crops.to(images.dtype)
 
 
 class SiameseEncoder(nn.Module):
@@ -184,8 +189,7 @@ class SearchPathMatcher(nn.Module):
 
     def scheduled_size(self, step: int) -> float:
         """Window side at move ``step`` (1-based) as a fraction of the reference, in schedule mode."""
-        progress = min(step / self.zoom_steps, 1.0)
-        return math.exp((1 - progress) * math.log(1.0) + progress * math.log(self.window_size))
+        return self.window_size ** min(step / self.zoom_steps, 1.0)
 
     def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int) -> torch.Tensor:
         cx = (actions[:, 0] + 1) / 2 * width
@@ -207,13 +211,16 @@ class SearchPathMatcher(nn.Module):
         x1, y1, x2, y2 = (windows / scale).unbind(1)
         return torch.stack([x1 + x2 - 1, y1 + y2 - 1, 2 * (x2 - x1) - 1, 2 * (y2 - y1) - 1], dim=1)
 
-    def encode(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
-        """Features of whole images (query) or of windows of them."""
+    def encode(self, images: torch.Tensor, boxes: torch.Tensor | None = None, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of whole images (query: ``boxes=None``) or of windows of them.
+
+        The query goes through the same resampling as the windows (its whole-image box),
+        so identical content gives identical siamese features.
+        """
         if boxes is None:
-            glimpses = F.interpolate(images, size=(self.glimpse_size, self.glimpse_size), mode="area")
-        else:
-            glimpses = crop_windows(images, boxes, self.glimpse_size)
-        return self.encoder(glimpses)
+            height, width = images.shape[-2:]
+            boxes = torch.tensor([0.0, 0.0, width, height], device=images.device).expand(images.shape[0], 4)
+        return self.encoder(crop_windows(images, boxes, self.glimpse_size, batch_index))
 
     def forward(
         self, query: torch.Tensor, reference: torch.Tensor, sample: bool = False, final_feature: bool = False

@@ -1,0 +1,57 @@
+"""The region-search benchmark suite end to end on a tiny setting, and its table helpers."""
+
+from __future__ import annotations
+
+import json
+
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from benchmarks.regionsearch import add_ratios, markdown_table, run_suite
+
+ROW_KEYS = {"dataset", "method", "success_rate", "mean_iou", "ms_per_query", "windows_per_query", "n_pairs", "device"}
+
+
+def test_suite_writes_rows_tables_and_plots(tmp_path, cache_dir):
+    GlobalHydra.instance().clear()
+    publish = tmp_path / "published"
+    publish.mkdir()
+    # a row of another dataset already published must survive a partial re-run
+    (publish / "regionsearch.json").write_text(json.dumps([{**dict.fromkeys(ROW_KEYS, 0), "auc": 0, "dataset": "mixed", "method": "ncc", "device": "x"}]))
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = run_suite(
+            output_dir=str(tmp_path / "run"),
+            datasets=["translated"],
+            quick=True,
+            n_test=32,
+            baselines={"translated": {"ncc": {}, "mtm": {"bins": 8}, "bbs": {"quick_pairs": 3}, "exhaustive_cnn": {"stride": 4, "quick_pairs": 3}}},
+            quick_overrides=["data.n_train=128", "data.n_val=32", "data.digits=embedded", "trainer.max_epochs=1", "logger=none", "callbacks=none", f"paths.cache_dir={cache_dir}", "trainer=cpu"],
+            batch_sizes=(1, 16),
+            timing_repeats=2,
+            publish_dir=str(publish),
+        )
+    GlobalHydra.instance().clear()
+    assert [r["method"] for r in rows] == ["search_path", "ncc", "mtm", "bbs", "exhaustive_cnn"]
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert 0 <= row["success_rate"] <= 1 and row["ms_per_query"] > 0 and row["windows_per_query"] > 0
+    assert rows[0]["windows_per_query"] == 6 and rows[0]["n_pairs"] == 32
+    assert rows[3]["n_pairs"] == 3  # the slow baseline was capped
+    run = tmp_path / "run"
+    assert json.loads((run / "regionsearch.json").read_text()) == rows
+    for name in ("regionsearch.md", "success_vs_steps.png", "search_paths_translated.png", "success_curves_translated.png"):
+        assert (run / name).is_file(), name
+    published = json.loads((publish / "regionsearch.json").read_text())
+    assert {r["dataset"] for r in published} == {"mixed", "translated"}
+
+
+def test_ratios_and_table():
+    rows = [
+        {"dataset": "cluttered", "method": "search_path", "success_rate": 0.9, "mean_iou": 0.7, "auc": 0.7, "ms_per_query": 0.5, "windows_per_query": 6, "n_pairs": 10, "device": "cpu"},
+        {"dataset": "cluttered", "method": "bbs", "success_rate": 0.1, "mean_iou": 0.2, "auc": 0.2, "ms_per_query": 50.0, "windows_per_query": 5329, "n_pairs": 10, "device": "cpu"},
+    ]
+    add_ratios(rows)
+    assert rows[1]["speedup_of_search_path"] == 100.0
+    table = markdown_table(rows, "cpu", quick=False)
+    assert "| Cluttered MNIST | 0.90 (0.5) [0.91 (3)] | 0.10 (50) [0.11 (141)] |" in table
+    assert "| cluttered | bbs |" in table and "100.0x / " in table
