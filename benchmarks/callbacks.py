@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -47,3 +50,30 @@ class FigureLogger(pl.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"val/{name}", images=[str(path)], step=trainer.global_step)
+
+
+class RNGStateCheckpoint(pl.Callback):
+    """Save the torch / CUDA / numpy / Python random states in every checkpoint and restore
+    them on resume, so a resumed run draws the same shuffles and policy noise as an
+    uninterrupted one (Lightning saves weights, optimizer, schedulers and loops, not RNG)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Tensors, ints and tuples only: checkpoints must stay loadable with weights_only=True.
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        name, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        random.setstate(states["python"])

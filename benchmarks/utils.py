@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -37,14 +36,27 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, Omega
 
 
 def user_error(exc: BaseException) -> BaseException | None:
-    """The user-facing error behind ``exc`` (Hydra wraps constructor errors), if any."""
+    """The user-facing error behind ``exc``, if any.
+
+    Besides :data:`USER_ERRORS`, a ``ValueError``/``TypeError`` raised by a constructor
+    that Hydra instantiated is a bad config value (e.g. ``model.reward=foo``).
+    """
     seen = set()
+    instantiating = False
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, USER_ERRORS):
+        if isinstance(exc, USER_ERRORS) or (instantiating and isinstance(exc, (ValueError, TypeError))):
             return exc
+        instantiating = instantiating or isinstance(exc, InstantiationException)
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
 
 
 def report_user_errors(fn: Callable) -> Callable:
@@ -54,11 +66,14 @@ def report_user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (HydraException, InstantiationException, Exception) as exc:
+        except Exception as exc:
             cause = user_error(exc)
-            if cause is None:
+            # In a multirun the sweeper decides what a failed job means (max_failure_rate):
+            # SystemExit would end the whole sweep, so only single runs exit here.
+            if cause is None or _multirun():
                 raise
-            print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+            message = " ".join(str(cause).split())  # OmegaConf errors span several lines
+            print(f"error: {type(cause).__name__}: {message}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper
@@ -95,8 +110,10 @@ def close_wandb() -> None:
 
 
 def launched_externally() -> bool:
-    """True when torchrun or SLURM started the processes (Lightning then does not re-launch)."""
-    return any(key in os.environ for key in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "LOCAL_RANK"))
+    """True when torchrun or SLURM's srun started the processes (Lightning then does not re-launch)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
 
 
 def _uses_subprocess_ddp(trainer_cfg: DictConfig) -> bool:
@@ -107,7 +124,7 @@ def _uses_subprocess_ddp(trainer_cfg: DictConfig) -> bool:
         return False
     devices = trainer_cfg.get("devices", 1)
     several = (
-        devices in (-1, "-1")
+        devices in (-1, "-1", "auto")
         or (str(devices).isdigit() and int(devices) > 1)
         or (OmegaConf.is_list(devices) and len(devices) > 1)
     )
@@ -122,11 +139,7 @@ def check_ddp_multirun(cfg: DictConfig) -> None:
     """
     if "trainer" not in cfg or launched_externally():
         return
-    try:
-        mode = HydraConfig.get().mode
-    except ValueError:
-        return
-    if mode == RunMode.MULTIRUN and _uses_subprocess_ddp(cfg.trainer):
+    if _multirun() and _uses_subprocess_ddp(cfg.trainer):
         raise ConfigError(
             "trainer.strategy=ddp with several devices cannot run inside a Hydra multirun (every rank would "
             "re-run the whole sweep). Use trainer=ddp_spawn, launch each job with torchrun, or sweep with "

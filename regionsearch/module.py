@@ -112,7 +112,9 @@ class RegionSearchModule(pl.LightningModule):
         # FPR95/mAP-style epoch metrics need every sample: gather across DDP ranks first.
         gathered = self.all_gather(local)
         if gathered.dim() == 3:
-            gathered = gathered.flatten(0, 1)
+            # (world, n/world, T+1): DistributedSampler deals sample i to rank i % world and pads
+            # the last round with repeats; interleave back to sample order and drop the repeats.
+            gathered = gathered.transpose(0, 1).flatten(0, 1)[: self._dataset_size(split)]
         path_ious = gathered.cpu().numpy()  # (N, T+1)
         results = summarize_ious(path_ious, self.hparams.iou_threshold)
         results["windows_per_query"] = float(self.net.steps)
@@ -122,6 +124,13 @@ class RegionSearchModule(pl.LightningModule):
         if split == "val" and not self.trainer.sanity_checking:
             self.best_success = max(self.best_success, results["success_rate"])
             self.log("val/success_rate_best", self.best_success)
+
+    def _dataset_size(self, split: str) -> int | None:
+        loaders = self.trainer.val_dataloaders if split == "val" else self.trainer.test_dataloaders
+        try:
+            return len(loaders.dataset)
+        except (AttributeError, TypeError):
+            return None
 
     def on_validation_epoch_end(self) -> None:
         self._finish_epoch("val")

@@ -69,5 +69,7 @@ def run_module(args: list[str], cwd: Path, env_extra: dict | None = None, timeou
     """Run ``python -m <args>`` in a subprocess (entry points, multiruns) and return the result."""
     import subprocess
 
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    # Outside any cluster job: a SLURM or torchrun environment would change how Lightning launches.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    env.update({"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env_extra or {})})
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

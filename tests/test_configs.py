@@ -9,6 +9,7 @@ import hydra
 import lightning.pytorch as pl
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks.utils import instantiate_callbacks, instantiate_loggers
 
@@ -94,8 +95,10 @@ def test_launcher_configs(make_cfg, name):
     plugin = "hydra_plugins.hydra_joblib_launcher" if name == "joblib" else "hydra_plugins.hydra_submitit_launcher"
     if importlib.util.find_spec(plugin) is None:
         pytest.skip(f"{plugin} not installed (pip install -e .[sweep,slurm])")
-    cfg = make_cfg([f"launcher={name}"])
-    assert "launcher" in cfg.hydra
+    for trainer in ("default", "ddp"):
+        cfg = make_cfg([f"launcher={name}", f"trainer={trainer}"])
+        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)  # every interpolation resolves
+        assert launcher["_target_"].startswith("hydra_plugins.")
 
 
 @pytest.mark.parametrize("name", options("benchmark"))

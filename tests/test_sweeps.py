@@ -16,15 +16,17 @@ def _job_metrics(sweep_dir):
     return sorted(sweep_dir.glob("*/metrics.json"))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "flickrlogos27").is_dir(), reason="the logo experiment needs ../shared/data (DEEPMATCH_DATA)")
 def test_every_regionsearch_experiment_fast_dev_run(tmp_path):
+    # The logo experiment needs FlickrLogos-27 under the data root; every other one runs anywhere.
+    has_logos = (SHARED_DATA / "flickrlogos27").is_dir()
+    selection = "glob(*)" if has_logos else "glob(*,exclude=flickrlogos)"
     result = run_module(
-        ["benchmarks.train", "-m", "+experiment/regionsearch=glob(*)", "++trainer.fast_dev_run=true", f"hydra.sweep.dir={tmp_path}", f"paths.data_dir={SHARED_DATA}", *TINY],
+        ["benchmarks.train", "-m", f"+experiment/regionsearch={selection}", "++trainer.fast_dev_run=true", f"hydra.sweep.dir={tmp_path}", f"paths.data_dir={SHARED_DATA}", *TINY],
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     experiments = sorted(p.stem for p in (REPO / "conf" / "experiment" / "regionsearch").glob("*.yaml"))
-    assert len(_job_metrics(tmp_path)) == len(experiments) >= 5
+    assert len(_job_metrics(tmp_path)) == len(experiments) - (0 if has_logos else 1) >= 4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None, reason="needs the sweep extra")

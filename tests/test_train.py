@@ -37,40 +37,26 @@ def test_train_then_eval_reports_same_metrics(make_cfg, tmp_path, cache_dir):
     assert (eval_dir / "metrics.json").is_file()
 
 
-def test_resume_continues_at_the_right_epoch(make_cfg, tmp_path):
-    cfg = make_cfg([*DEMO, "trainer.max_epochs=1", "test=false"])
-    train(cfg)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    first = torch.load(last, map_location="cpu", weights_only=False)
-    assert first["epoch"] == 0
+def test_resume_is_exact(tmp_path, cache_dir):
+    """1 epoch + resume to 2 epochs == 2 epochs straight: weights, optimizer, scheduler, step."""
+    from tests.conftest import FAST, compose_config
 
-    cfg = make_cfg([*DEMO, "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"])
-    from benchmarks import train as train_module
+    def run(folder, epochs, ckpt=None):
+        overrides = [*FAST, *DEMO, f"trainer.max_epochs={epochs}", "test=false", "callbacks=default", "callbacks.rich_progress_bar=null"]
+        train(compose_config("train", [*overrides, *([f"ckpt_path={ckpt}"] if ckpt else [])], tmp_path / folder, cache_dir))
+        return torch.load(tmp_path / folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
-    seen = {}
-    original = train_module.hydra.utils.instantiate
-
-    def spy(node, *args, **kwargs):
-        obj = original(node, *args, **kwargs)
-        if obj.__class__.__name__ == "Trainer":
-            seen["trainer"] = obj
-        return obj
-
-    train_module.hydra.utils.instantiate = spy
-    try:
-        train(cfg)
-    finally:
-        train_module.hydra.utils.instantiate = original
-    trainer = seen["trainer"]
-    assert trainer.current_epoch == 2  # epoch 1 ran after resuming from the end of epoch 0
-    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    # One more epoch of steps, not two: training went on from the checkpoint, not from scratch.
-    assert resumed["global_step"] == 2 * first["global_step"] > 0
-    # Same optimizer: Adam's step count continued from the first run's.
-    step_first = first["optimizer_states"][0]["state"][0]["step"]
-    step_resumed = resumed["optimizer_states"][0]["state"][0]["step"]
-    assert step_resumed == 2 * step_first
-    assert resumed["lr_schedulers"][0]["last_epoch"] == 2
+    straight = run("straight", 2)
+    first = run("first", 1)
+    resumed = run("resumed", 2, tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert first["epoch"] == 0 and resumed["epoch"] == straight["epoch"]
+    assert resumed["global_step"] == straight["global_step"] == 2 * first["global_step"] > 0
+    for key, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
+    adam_straight, adam_resumed = straight["optimizer_states"][0]["state"], resumed["optimizer_states"][0]["state"]
+    for index in adam_straight:
+        torch.testing.assert_close(adam_resumed[index]["exp_avg"], adam_straight[index]["exp_avg"])
+    assert resumed["lr_schedulers"][0] == straight["lr_schedulers"][0]
 
 
 def test_wandb_offline_writes_run_folder(make_cfg, tmp_path, monkeypatch):

@@ -282,3 +282,19 @@ def test_bbs_rejects_bad_parameters():
 def test_other_integer_dtypes_raise():
     with pytest.raises(ValueError, match="uint8"):
         match_ncc(np.zeros((5, 5), np.int64), np.zeros((20, 20), np.float32))
+
+
+def test_ncc_is_precise_on_flat_canvases():
+    """OpenCV's float32 NCC must agree with scikit-image's float64 one on black MNIST-like canvases."""
+    from regionsearch.baselines import match_ncc_skimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        reference = np.zeros((60, 60), np.float32)
+        digit = (rng.random((28, 28)) > 0.7).astype(np.float32)
+        row, col = rng.integers(0, 33, 2)
+        reference[row : row + 28, col : col + 28] = digit
+        query = np.clip(digit + (rng.random((28, 28)) > 0.9), 0, 1).astype(np.float32)  # same class, another instance
+        opencv, skimage = match_ncc(query, reference), match_ncc_skimage(query, reference)
+        np.testing.assert_allclose(opencv.box, skimage.box)
+        assert abs(opencv.score - skimage.score) < 1e-3

@@ -150,7 +150,7 @@ def _bright_squares(n, generator):
     return {"query": torch.ones(n, 1, 12, 12), "reference": references, "box": boxes}
 
 
-def test_tiny_training_localises_a_bright_square_within_60s():
+def test_tiny_training_localises_a_bright_square():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     net = SearchPathMatcher(steps=3, window_size=1 / 3, zoom_steps=1, glimpse_size=16, channels=(8, 16, 16, 32, 32), hidden_size=64, std=0.1)
@@ -159,8 +159,10 @@ def test_tiny_training_localises_a_bright_square_within_60s():
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     val = _bright_squares(256, generator)
     untrained = (box_iou(net.search(val["query"], val["reference"]), val["box"]) > 0.5).float().mean()
+    # Bounded by steps, not seconds (a busy machine must not fail it): ~1 s per 50 steps on 2 cores,
+    # and it typically succeeds within 300-600 steps.
     start, success = time.perf_counter(), 0.0
-    while time.perf_counter() - start < 60:
+    for _ in range(40):
         for _ in range(50):
             loss = module.training_step(_bright_squares(64, generator), 0)
             optimizer.zero_grad()
