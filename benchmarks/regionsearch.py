@@ -129,14 +129,21 @@ def train_matcher(dataset: str, output_dir: Path, overrides: list[str]) -> Path:
     return Path((output_dir / "checkpoint.txt").read_text().strip())
 
 
-def test_pairs(dataset: str, overrides: list[str]):
-    """The test split the matcher is evaluated on (same pairs for every method)."""
+def load_splits(dataset: str, overrides: list[str]) -> dict:
+    """The dataset's splits; every method is evaluated on the same ``test`` pairs."""
     import hydra
 
     cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", *overrides])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
-    return datamodule.splits["test"]
+    return datamodule.splits
+
+
+def prior_box_ious(train_boxes: torch.Tensor, test_boxes: torch.Tensor) -> np.ndarray:
+    """IoU of the median training box, predicted for every test pair without looking at
+    either image: the floor any matcher must beat (logo boxes are large and central)."""
+    prior = train_boxes.median(dim=0).values.double()
+    return box_iou(prior.expand_as(test_boxes), test_boxes.double()).numpy()
 
 
 def run_suite(
@@ -176,7 +183,8 @@ def run_suite(
             checkpoint = train_matcher(dataset, output / "train" / dataset, overrides)
             log.info("trained %s in %.0f s", dataset, time.perf_counter() - start)
         searcher = RegionSearcher.from_checkpoint(checkpoint, device=torch_device)
-        pairs = test_pairs(dataset, overrides)
+        splits = load_splits(dataset, overrides)
+        pairs = splits["test"]
         path_ious, answers = evaluate_search_path(searcher, pairs)
         per_step[DATASET_TITLES[dataset]] = (path_ious > 0.5).mean(axis=0)
         final = path_ious[:, -1]
@@ -188,6 +196,9 @@ def run_suite(
         ours["ms_per_query_batched"] = round(timings[batch_sizes[-1]], 4)
         rows.append(ours)
         _plot_paths(searcher, pairs, output / f"search_paths_{dataset}.png")
+        prior = prior_box_ious(splits["train"].boxes, pairs.boxes)
+        rows.append(_row(dataset, "prior_box", prior, 0.0, 1, "-"))
+        curves["prior box (no matching)"] = success_curve(prior)
 
         for name, settings in (baselines or {}).get(dataset, {}).items():
             settings = dict(settings or {})
@@ -243,7 +254,7 @@ def add_ratios(rows: list[dict]) -> None:
     ours = {r["dataset"]: r for r in rows if r["method"] == "search_path"}
     for row in rows:
         mine = ours.get(row["dataset"])
-        if mine and row is not mine and mine["ms_per_query"] > 0:
+        if mine and row is not mine and mine["ms_per_query"] > 0 and row["ms_per_query"] > 0:
             row["speedup_of_search_path"] = round(row["ms_per_query"] / mine["ms_per_query"], 2)
             if mine.get("ms_per_query_batched"):
                 row["speedup_of_search_path_batched"] = round(row["ms_per_query"] / mine["ms_per_query_batched"], 2)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DatasetNotFoundError
 from .model import SearchPathMatcher
 
 
@@ -28,8 +27,8 @@ class RegionSearcher:
         """Load a Lightning checkpoint written by ``benchmarks.train`` (or by the benchmark suite)."""
         path = Path(path)
         if not path.is_file():
-            raise DatasetNotFoundError("checkpoint not found", path, "train one with `python -m benchmarks.train experiment=regionsearch/translated`")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            raise FileNotFoundError(f"checkpoint not found: {path} (train one with `python -m benchmarks.train experiment=regionsearch/translated`)")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         if "net_config" not in checkpoint:
             raise ValueError(f"{path} is not a region-search checkpoint (no net_config)")
         net = SearchPathMatcher(**checkpoint["net_config"])

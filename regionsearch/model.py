@@ -86,15 +86,19 @@ class SiameseEncoder(nn.Module):
 class SearchPathPolicy(nn.Module):
     """LSTM localisation module with a Gaussian policy and a learned baseline.
 
-    Input per step: ``[query feature, window feature, window location (cx, cy, w, h) in [-1,1]]``.
+    Input per step: ``[query feature, window feature, window location (cx, cy, w, h) in [-1,1]]``,
+    plus, with ``compare=True``, the comparison of the two features (their elementwise
+    product and distance: the poster's "compare" step, which an LSTM otherwise has to
+    learn to compute from the raw features).
 
     Shape:
         query_feature, window_feature: (B, D); location: (B, 4) -> mean (B, action_dim), baseline (B,)
     """
 
-    def __init__(self, feature_dim: int, hidden_size: int = 256, action_dim: int = 2, std: float = 0.1) -> None:
+    def __init__(self, feature_dim: int, hidden_size: int = 256, action_dim: int = 2, std: float = 0.1, compare: bool = False) -> None:
         super().__init__()
-        self.cell = nn.LSTMCell(2 * feature_dim + 4, hidden_size)
+        self.compare = compare
+        self.cell = nn.LSTMCell((3 * feature_dim + 5 if compare else 2 * feature_dim + 4), hidden_size)
         self.mean_head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, action_dim))
         self.baseline_head = nn.Linear(hidden_size, 1)
         self.hidden_size = hidden_size
@@ -106,7 +110,10 @@ class SearchPathPolicy(nn.Module):
         return zeros, zeros.clone()
 
     def forward(self, query_feature, window_feature, location, state):
-        hidden, cell = self.cell(torch.cat([query_feature, window_feature, location], dim=1), state)
+        inputs = [query_feature, window_feature, location]
+        if self.compare:
+            inputs += [query_feature * window_feature, (query_feature - window_feature).norm(dim=1, keepdim=True)]
+        hidden, cell = self.cell(torch.cat(inputs, dim=1), state)
         mean = torch.tanh(self.mean_head(hidden))
         # The baseline only estimates the expected reward: it must not shape the LSTM state.
         baseline = self.baseline_head(hidden.detach()).squeeze(1)
@@ -147,6 +154,7 @@ class SearchPathMatcher(nn.Module):
             also picks one size) or ``anisotropic`` (width and height).
         window_size: final window size, a fraction of the reference side (``schedule`` mode).
         min_size, max_size: range of predicted sizes, fractions of the reference side.
+        compare: also feed the policy the query/window feature comparison.
 
     Shape:
         query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
@@ -166,6 +174,7 @@ class SearchPathMatcher(nn.Module):
         zoom_steps: int = 2,
         min_size: float = 0.1,
         max_size: float = 0.9,
+        compare: bool = False,
     ) -> None:
         super().__init__()
         if size_mode not in SIZE_MODES:
@@ -174,7 +183,7 @@ class SearchPathMatcher(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.encoder = SiameseEncoder(in_channels, channels, strides)
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
-        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std)
+        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare)
         self.glimpse_size = glimpse_size
         self.steps = steps
         self.size_mode = size_mode

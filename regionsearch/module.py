@@ -193,4 +193,5 @@ def net_config(net: SearchPathMatcher) -> dict:
         "zoom_steps": net.zoom_steps,
         "min_size": net.min_size,
         "max_size": net.max_size,
+        "compare": net.policy.compare,
     }

@@ -114,3 +114,19 @@ def test_official_digits_from_data_root(make_cfg):
     datamodule = hydra.utils.instantiate(cfg.data)
     pools = datamodule.digit_pools()
     assert len(pools["train"][0]) == 19690 and len(pools["test"][0]) == 5000
+
+
+@pytest.mark.parametrize(
+    ("entry", "overrides", "expected"),
+    [
+        ("benchmarks.train", ["model.reward=foo"], "reward must be one of"),
+        ("benchmarks.eval", [], "eval needs a checkpoint"),
+        ("benchmarks.eval", ["ckpt_path=/no/such.ckpt"], "checkpoint not found"),
+    ],
+)
+def test_bad_values_give_one_line(tmp_path, entry, overrides, expected):
+    result = run_module([entry, *DEMO, *overrides, f"hydra.run.dir={tmp_path}", "extras.print_config=false"], cwd=REPO)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]

@@ -285,16 +285,15 @@ def test_other_integer_dtypes_raise():
 
 
 def test_ncc_is_precise_on_flat_canvases():
-    """OpenCV's float32 NCC must agree with scikit-image's float64 one on black MNIST-like canvases."""
+    """OpenCV's float32 NCC must agree with scikit-image's float64 one on black MNIST canvases
+    (uncentred float32 input disagreed on 7 of these 100 pairs)."""
     from regionsearch.baselines import match_ncc_skimage
+    from regionsearch.canvases import generate_pairs
+    from regionsearch.mnist import load_mnist
 
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        reference = np.zeros((60, 60), np.float32)
-        digit = (rng.random((28, 28)) > 0.7).astype(np.float32)
-        row, col = rng.integers(0, 33, 2)
-        reference[row : row + 28, col : col + 28] = digit
-        query = np.clip(digit + (rng.random((28, 28)) > 0.9), 0, 1).astype(np.float32)  # same class, another instance
+    images, labels = load_mnist("test", None)
+    pairs = generate_pairs(images[9000:], labels[9000:], 100, "translated", 5)
+    for query, reference in zip(pairs["queries"], pairs["references"]):
         opencv, skimage = match_ncc(query, reference), match_ncc_skimage(query, reference)
         np.testing.assert_allclose(opencv.box, skimage.box)
         assert abs(opencv.score - skimage.score) < 1e-3

@@ -68,9 +68,10 @@ def test_encoder_shape_and_constant_input():
         SiameseEncoder(channels=(8, 8, 8))
 
 
-@pytest.mark.parametrize("size_mode", ["schedule", "isotropic", "anisotropic"])
-def test_matcher_shapes_and_first_window(size_mode):
-    net = SearchPathMatcher(in_channels=1, steps=4, size_mode=size_mode, channels=(8, 8, 8, 8, 8), hidden_size=16)
+@pytest.mark.parametrize(("size_mode", "compare"), [("schedule", False), ("isotropic", False), ("anisotropic", False), ("schedule", True)])
+def test_matcher_shapes_and_first_window(size_mode, compare):
+    net = SearchPathMatcher(in_channels=1, steps=4, size_mode=size_mode, channels=(8, 8, 8, 8, 8), hidden_size=16, compare=compare)
+    assert net.policy.cell.input_size == (3 * 8 + 5 if compare else 2 * 8 + 4)
     out = net(torch.rand(5, 1, 28, 28), torch.rand(5, 1, 60, 80), sample=True, final_feature=True)
     assert out.windows.shape == (5, 5, 4) and out.log_probs.shape == (4, 5) and out.baselines.shape == (4, 5)
     torch.testing.assert_close(out.windows[0], torch.tensor([[0.0, 0.0, 80.0, 60.0]] * 5))
