@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     """A configuration that cannot work; the message says what, where and how to fix it."""
 
 
+class SweepConfigError(ConfigError):
+    """A configuration that makes the whole sweep invalid: stops it, even inside a multirun."""
+
+
 # Errors a user fixes by changing data or config: reported as one line, not a stack trace.
 USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, OmegaConfBaseException)
 
@@ -70,7 +74,7 @@ def report_user_errors(fn: Callable) -> Callable:
             cause = user_error(exc)
             # In a multirun the sweeper decides what a failed job means (max_failure_rate):
             # SystemExit would end the whole sweep, so only single runs exit here.
-            if cause is None or _multirun():
+            if cause is None or (_multirun() and not isinstance(cause, SweepConfigError)):
                 raise
             message = " ".join(str(cause).split())  # OmegaConf errors span several lines
             print(f"error: {type(cause).__name__}: {message}", file=sys.stderr)
@@ -140,7 +144,7 @@ def check_ddp_multirun(cfg: DictConfig) -> None:
     if "trainer" not in cfg or launched_externally():
         return
     if _multirun() and _uses_subprocess_ddp(cfg.trainer):
-        raise ConfigError(
+        raise SweepConfigError(
             "trainer.strategy=ddp with several devices cannot run inside a Hydra multirun (every rank would "
             "re-run the whole sweep). Use trainer=ddp_spawn, launch each job with torchrun, or sweep with "
             "launcher=submitit_slurm (one SLURM task per device)"

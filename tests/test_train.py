@@ -82,7 +82,7 @@ def test_ddp_inside_multirun_is_refused(tmp_path):
         cwd=REPO,
     )
     assert result.returncode != 0
-    assert "error: ConfigError" in result.stderr and "ddp_spawn" in result.stderr
+    assert "error: SweepConfigError" in result.stderr and "ddp_spawn" in result.stderr
     assert "Traceback" not in result.stderr
 
 
