@@ -40,6 +40,12 @@ benchmark-quick: ## smoke run of every suite in a few minutes
 benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhaustive CNN (QUICK=1: minutes)
 	$(PY) -m benchmarks.run benchmark=regionsearch $(PUBLISH) $(ARGS)
 
+benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator vs the official logic, SIFT (QUICK=1)
+	$(PY) -m benchmarks.run benchmark=patch_eval $(PUBLISH) $(ARGS)
+
+benchmark-search: ## nearest-neighbour search at 10k/100k/1M: brute-force matmul vs faiss (QUICK=1)
+	$(PY) -m benchmarks.run benchmark=search $(PUBLISH) $(ARGS)
+
 sweep-example: ## an Optuna sweep (4 short trials) of the matcher on Translated MNIST
 	$(PY) -m benchmarks.train -m hparams_search=regionsearch_optuna experiment=regionsearch/demo hydra.sweeper.n_trials=4 trainer.max_epochs=1 logger=csv $(ARGS)
 
@@ -57,4 +63,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch sweep-example lint format clean clean-cache
+.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-patch-eval benchmark-search sweep-example lint format clean clean-cache
