@@ -214,6 +214,10 @@ def integral_tables(x: torch.Tensor, alpha: float = 10.0) -> tuple[torch.Tensor,
     """Summed-area tables of ``(x / s)^alpha`` with ``s`` the per-channel max (no overflow).
 
     Returns ``(tables (B, C, H+1, W+1) float64, scale (B, C))``; built once per image.
+    Precision: a region sum is a difference of table entries, exact to about 1e-16 of the
+    channel's total, so a region whose max is below roughly ``(1e-16)^(1/alpha)`` (~2.5% for
+    alpha = 10) of its channel's max over the map comes out too large; those entries barely
+    move the L2-normalised region vectors (see :func:`benchmark_integral_max_pooling`).
     """
     _check_map(x)
     scale = x.amax(dim=(-2, -1)).clamp(min=EPS)
