@@ -43,6 +43,15 @@ class _RetrievalModule(pl.LightningModule):
         self._vectors: dict[str, dict[int, list[tuple[torch.Tensor, torch.Tensor]]]] = {"val": {}, "test": {}}
         self.best_metrics: dict[str, float] = {}
 
+    def _apply_frozen_modes(self) -> None:
+        """Put the layers that must not train (frozen BatchNorm, a frozen backbone) in eval mode."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            self._apply_frozen_modes()
+        return self
+
     # -- embedding ----------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, images: torch.Tensor, scales: tuple[float, ...] = (1.0,)) -> torch.Tensor:
@@ -175,14 +184,14 @@ class RetrievalFineTuneModule(_RetrievalModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss_fn = LOSSES[loss]
+        self.train()  # Lightning restores the modes it captured: start frozen
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.hparams.freeze_bn:
+    def _apply_frozen_modes(self) -> None:
+        if self.hparams.freeze_bn:
             freeze_batchnorm(self.net)
-        return self
 
     def on_train_epoch_start(self) -> None:
+        self._apply_frozen_modes()
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "mine"):
             datamodule.mine(self.embed)
@@ -247,6 +256,13 @@ class RegionalAttentionModule(_RetrievalModule):
         else:
             self.classifier = nn.Linear(net.backbone.out_channels, num_classes)
         net.backbone.requires_grad_(False)
+        self.train()  # Lightning restores the modes it captured: start frozen
+
+    def _apply_frozen_modes(self) -> None:
+        self.net.backbone.eval()  # frozen: BatchNorm statistics and dropout fixed
+
+    def on_train_epoch_start(self) -> None:
+        self._apply_frozen_modes()
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -256,11 +272,6 @@ class RegionalAttentionModule(_RetrievalModule):
                 f"the datamodule has {expected} classes but the classifier predicts {self.classifier.out_features}; "
                 f"set model.num_classes={expected}"
             )
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.net.backbone.eval()  # frozen: BatchNorm statistics and dropout fixed
-        return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.net.classification_features(images))
