@@ -67,6 +67,15 @@ class RetrievalNet(nn.Module):
         self.backbone = backbone
         self.pool = pooling
         self.whiten = whiten
+        # Layers this network never runs get no gradient (DDP would otherwise need
+        # find_unused_parameters): the ImageNet classifier, and VGG16's fc6/fc7 unless used.
+        if backbone.classifier is not None:
+            backbone.classifier.requires_grad_(False)
+        if backbone.head is not None:
+            backbone.head.requires_grad_(False)
+            if isinstance(pooling, NeuralCodes):
+                for name in ("fc6", "fc7")[: 1 + (pooling.layer == "fc7")]:
+                    backbone.head[name].requires_grad_(True)
 
     @property
     def feature_dim(self) -> int:

@@ -206,3 +206,11 @@ def test_attention_training_changes_only_the_attention():
     assert any(not torch.equal(v, net.attention.state_dict()[k]) for k, v in attention_state.items())
     with pytest.raises(ValueError, match="num_classes=3"):
         trainer(max_epochs=1).fit(RegionalAttentionModule(RegionalAttentionNet(tiny_backbone()), num_classes=4), datamodule=datamodule)
+
+
+def test_layers_the_network_never_runs_get_no_gradient():
+    net = RetrievalNet(tiny_backbone(), "mac")
+    net(torch.rand(2, 3, 32, 32)).sum().backward()
+    unused = [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []  # DDP without find_unused_parameters
+    assert not any(p.requires_grad for p in net.backbone.classifier.parameters())
