@@ -173,7 +173,7 @@ def test_pool_parameter_group_and_multiscale():
     optimizer = module.configure_optimizers()
     base, pool = optimizer.param_groups
     assert pool["params"] == [net.pool.p] and pool["lr"] == pytest.approx(1e-5) and pool["weight_decay"] == 0.0
-    assert base["lr"] == 1e-6 and base["weight_decay"] == 1e-6 and len(base["params"]) == len(list(net.parameters())) - 1
+    assert base["lr"] == 1e-6 and base["weight_decay"] == 1e-6 and len(base["params"]) == len([p for p in net.parameters() if p.requires_grad]) - 1
     images = torch.rand(2, 3, 32, 32)
     net.eval()
     ms = module.embed(images, scales=(1.0, 1 / math.sqrt(2), 0.5))
