@@ -24,18 +24,12 @@ from .pooling import boxes_to_rois, l2n, regional_max, rmac_regions, roi_mac
 
 
 def regional_mean(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """Average of every grid region (feature-cell boxes ``x0, y0, x1, y1``), one pool per size.
+    """Average of every grid region (feature-cell boxes ``x0, y0, x1, y1``, exclusive ends).
 
     Shape:
         (B, C, H, W), (R, 4) -> (B, R, C)
     """
-    out = x.new_empty(x.shape[0], len(regions), x.shape[1])
-    sides = (regions[:, 2] - regions[:, 0]).tolist()
-    for side in sorted(set(sides)):
-        pooled = F.avg_pool2d(x, kernel_size=side, stride=1)
-        rows = [i for i, s in enumerate(sides) if s == side]
-        out[:, rows] = pooled[:, :, regions[rows, 1], regions[rows, 0]].transpose(1, 2)
-    return out
+    return torch.stack([x[..., y0:y1, x0:x1].mean(dim=(-2, -1)) for x0, y0, x1, y1 in regions.tolist()], dim=1)
 
 
 def roi_mean(x: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor], spatial_scale: float = 1.0) -> torch.Tensor:

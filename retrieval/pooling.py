@@ -127,21 +127,16 @@ def rmac_regions(height: int, width: int, levels: int = 3, overlap: float = 0.4)
 
 
 def regional_max(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """MAC of every region (feature-cell boxes from :func:`rmac_regions`), one max-pool per size.
+    """Exact MAC of every region (feature-cell boxes ``x0, y0, x1, y1``, exclusive ends).
+
+    One slice + max per region: with the 14-40 regions of an R-MAC grid this is several times
+    faster on the CPU than stride-1 max-pools with region-sized kernels.
 
     Shape:
         (B, C, H, W), (R, 4) -> (B, R, C)
     """
     _check_map(x)
-    out = x.new_empty(x.shape[0], len(regions), x.shape[1])
-    sides = (regions[:, 2] - regions[:, 0]).tolist()
-    for side in sorted(set(sides)):
-        # all windows of this side at once, then pick the grid's top-left corners
-        pooled = F.max_pool2d(x, kernel_size=side, stride=1)
-        rows = [i for i, s in enumerate(sides) if s == side]
-        ys, xs = regions[rows, 1], regions[rows, 0]
-        out[:, rows] = pooled[:, :, ys, xs].transpose(1, 2)
-    return out
+    return torch.stack([x[..., y0:y1, x0:x1].amax(dim=(-2, -1)) for x0, y0, x1, y1 in regions.tolist()], dim=1)
 
 
 def aggregate_regions(vectors: torch.Tensor, region_whiten: Callable | None = None, eps: float = EPS) -> torch.Tensor:
@@ -248,15 +243,6 @@ def integral_region_pool(
     return (sums.pow(1.0 / alpha) * scale.double()[..., None]).to(scale.dtype).transpose(1, 2)
 
 
-def explicit_region_max(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """Exact MAC of each region by slicing (the reference the approximation is checked against).
-
-    Shape:
-        (B, C, H, W), (R, 4) -> (B, R, C)
-    """
-    return torch.stack([x[..., y0:y1, x0:x1].amax(dim=(-2, -1)) for x0, y0, x1, y1 in regions.tolist()], dim=1)
-
-
 def all_regions(height: int, width: int, sizes: tuple[int, ...] | None = None) -> torch.Tensor:
     """Every square window of the given sides (default: all) at every position: the search
     space of AML-style localisation, where integral pooling pays off.
@@ -282,8 +268,8 @@ def benchmark_integral_max_pooling(
     ``(1, 512, 24, 32)``; ``regions`` to every square window (:func:`all_regions`).
 
     Returns:
-        ``{"regions", "alpha", "explicit_ms", "integral_ms" (tables included), "table_ms",
-        "speedup", "mean/median/max_rel_error", "min/mean_region_cosine", "rmac_cosine"}``;
+        ``{"regions", "alpha", "explicit_ms" (:func:`regional_max`, a slice + max per region),
+        "integral_ms" (tables included), "table_ms", "speedup", "mean/median/max_rel_error", "min/mean_region_cosine", "rmac_cosine"}``;
         errors are ``|approx - max| / max`` over the region/channel entries with a positive max
         (``reduction="sum"``); cosines compare the L2-normalised region vectors and the
         R-MAC descriptors (Tolias grid, L = 3) of the approximation and the exact maxima.
@@ -301,7 +287,7 @@ def benchmark_integral_max_pooling(
             times.append(time.perf_counter() - start)
         return min(times) * 1000, result
 
-    explicit_ms, exact = best_time(lambda: explicit_region_max(x, regions))
+    explicit_ms, exact = best_time(lambda: regional_max(x, regions))
     table_ms, (tables, scale) = best_time(lambda: integral_tables(x, alpha))
     integral_ms, approx = best_time(lambda: integral_region_pool(*integral_tables(x, alpha), regions, alpha))
     positive = exact > EPS
@@ -309,7 +295,7 @@ def benchmark_integral_max_pooling(
     # what R-MAC sees: per-region L2 vectors, and the aggregated descriptor on the Tolias grid
     region_cosine = (l2n(approx) * l2n(exact)).sum(-1)
     grid = rmac_regions(x.shape[-2], x.shape[-1])
-    exact_rmac = aggregate_regions(explicit_region_max(x, grid))
+    exact_rmac = aggregate_regions(regional_max(x, grid))
     integral_rmac = aggregate_regions(integral_region_pool(*integral_tables(x, alpha), grid, alpha))
     return {
         "regions": len(regions),
