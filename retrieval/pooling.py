@@ -151,6 +151,20 @@ def aggregate_regions(vectors: torch.Tensor, region_whiten: Callable | None = No
     return l2n(vectors.sum(dim=1), eps=eps)
 
 
+def rmac_region_vectors(x: torch.Tensor, levels: int = 3, overlap: float = 0.4, include_global: bool = False) -> torch.Tensor:
+    """The L2-normalised regional MACs that R-MAC sums: the training vectors of a per-region
+    PCA-whitening (learn it on another dataset, then pass it as ``region_whiten``).
+
+    Shape:
+        (B, C, H, W) -> (B, R, C)
+    """
+    _check_map(x)
+    vectors = regional_max(x, rmac_regions(x.shape[-2], x.shape[-1], levels, overlap))
+    if include_global:
+        vectors = torch.cat([mac(x).unsqueeze(1), vectors], dim=1)
+    return l2n(vectors)
+
+
 def rmac(
     x: torch.Tensor,
     levels: int = 3,
@@ -170,11 +184,7 @@ def rmac(
     Shape:
         (B, C, H, W) -> (B, C) (or (B, D) with a whitening to D dims)
     """
-    _check_map(x)
-    vectors = regional_max(x, rmac_regions(x.shape[-2], x.shape[-1], levels, overlap).to(x.device))
-    if include_global:
-        vectors = torch.cat([mac(x).unsqueeze(1), vectors], dim=1)
-    return aggregate_regions(vectors, region_whiten, eps)
+    return aggregate_regions(rmac_region_vectors(x, levels, overlap, include_global), region_whiten, eps)
 
 
 def boxes_to_rois(boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

@@ -214,3 +214,37 @@ def test_layers_the_network_never_runs_get_no_gradient():
     unused = [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []  # DDP without find_unused_parameters
     assert not any(p.requires_grad for p in net.backbone.classifier.parameters())
+
+
+def test_ddp_gather_puts_vectors_back_in_index_order(monkeypatch):
+    """Two ranks, DistributedSampler-style: rank r gets samples r, r+2, ...; the last one padded."""
+    module = RetrievalFineTuneModule(RetrievalNet(tiny_backbone(), "mac"))
+    vectors = torch.arange(5, dtype=torch.float32).unsqueeze(1).repeat(1, 3)  # vector i = (i, i, i)
+    rank_indices = [torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0])]  # 5 samples, padded with sample 0
+    monkeypatch.setattr(type(module), "trainer", property(lambda self: type("T", (), {"world_size": 2})()))
+
+    def all_gather(tensor):
+        if tensor.dtype == torch.long:
+            return torch.stack(rank_indices)
+        return torch.stack([vectors[i] for i in rank_indices])
+
+    monkeypatch.setattr(module, "all_gather", all_gather)
+    ordered = module._assemble([(rank_indices[0], vectors[rank_indices[0]])], "query")
+    assert torch.equal(ordered, vectors)
+    rank_indices[1] = torch.tensor([1, 1, 0])  # sample 3 extracted nowhere
+    with pytest.raises(RuntimeError, match="1 of 5 query images were not extracted"):
+        module._assemble([(rank_indices[0], vectors[rank_indices[0]])], "query")
+
+
+@pytest.mark.slow
+def test_fit_under_ddp_on_two_cpu_processes():
+    datamodule = FakeRetrievalData()
+    module = RetrievalFineTuneModule(RetrievalNet(tiny_backbone(), "gem"))
+    ddp = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    ddp.fit(module, datamodule=datamodule)
+    assert "val/map" in ddp.callback_metrics
+    single = trainer().validate(module, datamodule=datamodule, verbose=False)[0]
+    assert float(ddp.callback_metrics["val/map"]) == pytest.approx(single["val/map"])

@@ -87,3 +87,18 @@ def test_learned_whitening_with_a_single_pair_still_works():
     x = correlated(n=10, d=3)
     mean, projection = learned_whiten_learn(x, [0], [1])  # rank-1 scatter: needs the jitter
     assert np.isfinite(projection).all() and projection.shape == (3, 3)
+
+
+def test_per_region_pca_whitening_plugs_into_rmac():
+    from retrieval.pooling import RMAC, l2n, rmac_region_vectors
+
+    generator = torch.Generator().manual_seed(0)
+    other_set = torch.rand(20, 8, 6, 8, generator=generator)  # "learned on the other dataset"
+    regions = rmac_region_vectors(other_set).flatten(0, 1).numpy()
+    mean, projection = pca_whiten_learn(regions)
+    linear = whitening_linear(mean, projection, dims=5)
+    x = torch.rand(2, 8, 6, 8, generator=generator)
+    with torch.no_grad():
+        out = RMAC(region_whiten=linear)(x)
+        expected = l2n(l2n(linear(rmac_region_vectors(x))).sum(dim=1))
+    assert out.shape == (2, 5) and torch.allclose(out, expected, atol=1e-6)
