@@ -256,6 +256,8 @@ class RegionalAttentionModule(_RetrievalModule):
         else:
             self.classifier = nn.Linear(net.backbone.out_channels, num_classes)
         net.backbone.requires_grad_(False)
+        if net.region_whiten is not None:  # a PCA learned beforehand; unused by the classification loss
+            net.region_whiten.requires_grad_(False)
         self.train()  # Lightning restores the modes it captured: start frozen
 
     def _apply_frozen_modes(self) -> None:
@@ -265,8 +267,7 @@ class RegionalAttentionModule(_RetrievalModule):
         self._apply_frozen_modes()
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        expected = getattr(datamodule, "num_classes", None)
+        expected = getattr(self.trainer.datamodule, "num_classes", None)
         if stage == "fit" and expected is not None and expected != self.classifier.out_features:
             raise ValueError(
                 f"the datamodule has {expected} classes but the classifier predicts {self.classifier.out_features}; "
