@@ -304,5 +304,8 @@ class RegionalAttentionModule(_RetrievalModule):
         else:
             self._retrieval_step(batch, "test", dataloader_idx)
 
-    def _parameter_groups(self) -> list[dict]:
-        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+    def figures(self, batch: dict) -> dict:
+        """The attention over the R-MAC grid of the first validation images (FigureLogger)."""
+        from .attention import plot_region_attention
+
+        return {"region_attention": plot_region_attention(self.net, batch["image"][:4].to(self.device))}

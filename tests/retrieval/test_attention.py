@@ -116,3 +116,18 @@ def test_pretrained_classifier_is_required_without_num_classes():
     backbone.classifier = None
     with pytest.raises(ValueError, match="num_classes"):
         RegionalAttentionModule(RegionalAttentionNet(backbone))
+
+
+def test_attention_figure_and_weight_map():
+    from retrieval.attention import region_weight_map
+
+    regions = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3]])
+    heat = region_weight_map(regions, torch.tensor([1.0, 3.0]), 3, 3)
+    assert heat.tolist() == [[1, 1, 0], [1, 2, 3], [0, 3, 3]]
+    module = RegionalAttentionModule(RegionalAttentionNet(tiny_backbone()), num_classes=3)
+    figures = module.figures({"image": torch.rand(2, 3, 48, 64), "index": torch.arange(2)})
+    figure = figures["region_attention"]
+    assert len(figure.axes) == 2
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
