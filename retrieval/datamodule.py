@@ -61,8 +61,7 @@ def _resolve_root(dataset: str, data_root: str | None, root: str | None) -> Path
         raise DatasetNotFoundError(
             f"no data root configured for {dataset}", "<unset>", "set DEEPMATCH_DATA (paths.data_dir) or data.root"
         )
-    base = Path(data_root).expanduser()
-    return base / dataset if (base / dataset).is_dir() or dataset != "folder" else base
+    return Path(data_root).expanduser() / dataset
 
 
 def _grouped_items(dataset: str, root: Path, min_box_size: float) -> ds.GroupedImages:
@@ -80,8 +79,8 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
 
     Args:
         dataset: one of :data:`EVAL_DATASETS`.
-        data_root: the data root; the set is read from ``<data_root>/<dataset>`` (for
-            ``folder``: ``data_root`` itself) unless ``root`` names the folder.
+        data_root: the data root; the set is read from ``<data_root>/<dataset>`` unless
+            ``root`` names its folder (e.g. ``root=/data/my_groups`` for ``folder``).
         image_size: the longer side of test images (never enlarged).
         distractors: folders (Flickr100k, R1M) appended to every split's database.
         split_fractions: for grouped sets (:data:`GROUPED_DATASETS`), the train/val/test
@@ -299,7 +298,7 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
         train_image_size: side S of the square training images.
         nnum: negatives per tuple. poolsize: size of the negative pool.
         n_train: tuples per epoch (qsize); None = one per training item.
-        batch_size: tuples per training batch.
+        batch_size: tuples per training batch. mine_batch_size: images per embedding batch.
         seed: seeds the per-epoch draws (epoch e uses ``[seed, e]``).
     """
 
@@ -312,6 +311,7 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
         split_fractions: Sequence[float] | None = (0.5, 0.2, 0.3),
         seed: int = 0,
         batch_size: int = 5,
+        mine_batch_size: int = 32,
         **kwargs,
     ) -> None:
         if dataset not in GROUPED_DATASETS:
@@ -324,6 +324,7 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
         self.train_image_size = train_image_size
         self.nnum = nnum
         self.poolsize = poolsize
+        self.mine_batch_size = mine_batch_size
         self.seed = seed
         self.epoch = 0
         self.train_items: ds.GroupedImages | None = None
@@ -356,7 +357,7 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
         dataset = ImageListDataset(
             [self.train_items.paths[i] for i in indices], [self.train_items.boxes[i] for i in indices], self.train_image_size, square=True
         )
-        loader = DataLoader(dataset, batch_size=max(1, self.eval_batch_size), num_workers=self.num_workers)
+        loader = DataLoader(dataset, batch_size=self.mine_batch_size, num_workers=self.num_workers)
         out = []
         for batch in tqdm(loader, desc="mining: embedding", leave=False, mininterval=2):
             out.append(embed_fn(batch["image"].to(device)).float().cpu())
