@@ -57,11 +57,15 @@ def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:
     return float(np.mean(hits))
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
+def _timed(fn, repeats: int, device: torch.device) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
 
@@ -70,17 +74,18 @@ def measure(
     searcher: Searcher, queries: np.ndarray, topk: int, n_single: int, repeats: int
 ) -> tuple[float, float, torch.Tensor]:
     """(ms per query batched, ms per query one at a time, batched results)."""
+    device = searcher.database.device if searcher.backend == "torch" else torch.device("cpu")
     searcher.search(queries[:2], topk)  # warm-up
-    batched, (indices, _) = _timed(lambda: searcher.search(queries, topk), repeats)
-    single, _ = _timed(lambda: [searcher.search(queries[i : i + 1], topk) for i in range(n_single)], repeats)
-    return batched * 1000 / len(queries), single * 1000 / n_single, indices
+    batched, (indices, _) = _timed(lambda: searcher.search(queries, topk), repeats, device)
+    single, _ = _timed(lambda: [searcher.search(queries[i : i + 1], topk) for i in range(n_single)], repeats, device)
+    return batched * 1000 / len(queries), single * 1000 / n_single, indices.cpu()
 
 
 def run_suite(
     output_dir: str,
     quick: bool = False,
     sizes: Sequence[int] = (10_000, 100_000, 1_000_000),
-    quick_sizes: Sequence[int] = (10_000, 50_000),
+    quick_sizes: Sequence[int] = (10_000, 25_000),
     dim: int = 512,
     n_queries: int = 100,
     quick_queries: int = 50,
@@ -93,6 +98,7 @@ def run_suite(
     repeats: int = 3,
     num_threads: int | None = None,
     seed: int = 0,
+    torch_device: str = "cpu",
     publish_dir: str | None = None,
 ) -> list[dict]:
     """Measure every method at every size; returns the rows written to ``search.json``."""
@@ -111,7 +117,10 @@ def run_suite(
     n_queries = quick_queries if quick else n_queries
     repeats = 1 if quick else repeats
     ivfpq = dict(ivfpq or {})
-    device = machine()
+    gpu = torch.device(torch_device)
+    if gpu.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"torch_device={torch_device} but CUDA is not available")
+    device = machine() + (f"; torch brute force on {torch.cuda.get_device_name(gpu)}" if gpu.type == "cuda" else "")
     queries = random_unit_vectors(n_queries, dim, seed + 1)
     rows: list[dict] = []
     for size in sizes:
@@ -123,7 +132,8 @@ def run_suite(
             kwargs = {}
             if method == "faiss_ivfpq":  # nlist null: sqrt(N) lists
                 kwargs = {**ivfpq, "nlist": ivfpq.get("nlist") or max(1, int(np.sqrt(size)))}
-            searcher = Searcher(database, backend=method, chunk_size=chunk_size, seed=seed, **kwargs)
+            vectors = torch.from_numpy(database).to(gpu) if method == "torch" else database
+            searcher = Searcher(vectors, backend=method, chunk_size=chunk_size, seed=seed, **kwargs)
             build_s = time.perf_counter() - start
             for nprobe in nprobes if method == "faiss_ivfpq" else [None]:
                 if nprobe is not None:
@@ -150,7 +160,7 @@ def run_suite(
                     row["m"] = int(searcher.index.pq.M)
                 rows.append(row)
                 log.info("%s", row)
-            del searcher
+            del searcher, vectors
             gc.collect()
         del database
         gc.collect()

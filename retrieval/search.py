@@ -3,7 +3,7 @@
 :func:`rank` ranks a query set against a database and returns ``(indices, scores)``, both
 ``(Q, k)``, sorted by decreasing inner product. Backends:
 
-* ``torch``: a batched matmul on the vectors' device (CPU or GPU), chunked over the
+* ``torch``: a batched matmul on the database's device (CPU or GPU), chunked over the
   database so at most ``Q x chunk_size`` scores exist at once; with ``topk`` the per-chunk
   top-k is merged into a running top-k, so memory stays ``O(Q (k + chunk_size))``.
 * ``faiss``: exact search with ``IndexFlatIP``.
@@ -53,7 +53,8 @@ def _as_numpy(x) -> np.ndarray:
 
 def _torch_rank(queries: torch.Tensor, database: torch.Tensor, topk: int | None, chunk_size: int):
     n = database.shape[0]
-    database = database.to(device=queries.device, dtype=queries.dtype)
+    # compute where the database lives (a GPU database is never copied back per search)
+    queries = queries.to(device=database.device, dtype=database.dtype)
     if topk is None or topk >= n:
         # full ranking: fill the score matrix chunk by chunk, then one stable sort
         scores = torch.empty(queries.shape[0], n, dtype=queries.dtype, device=queries.device)

@@ -215,3 +215,24 @@ def _two_groups(tmp_path: Path) -> Path:
         for i in range(2):
             write_jpeg(tmp_path / "two" / g / f"{i}.jpg", seed=i)
     return tmp_path / "two"
+
+
+def test_download_unpacks_and_flattens_paris_layout(tmp_path):
+    """file:// URLs stand in for the official ones (no network here)."""
+    import tarfile
+
+    from retrieval.download import download_dataset
+
+    source = write_oxford(tmp_path / "source", prefix="", nested=True)
+    with tarfile.open(tmp_path / "paris_1-v1.tgz", "w:gz") as tar:
+        tar.add(source / "jpg" / "paris", arcname="paris")
+    with tarfile.open(tmp_path / "paris_120310.tgz", "w:gz") as tar:
+        for path in (source / "gt_files").iterdir():
+            tar.add(path, arcname=path.name)
+    root = tmp_path / "paris6k"
+    urls = [((tmp_path / "paris_1-v1.tgz").as_uri(), "jpg", True), ((tmp_path / "paris_120310.tgz").as_uri(), "gt_files", True)]
+    download_dataset("paris6k", root, urls=urls)
+    assert sorted(p.stem for p in (root / "jpg").glob("*.jpg")) == sorted(OXFORD_IMAGES)  # flattened
+    assert len(read_oxford_paris(root, "paris6k").queries) == 3
+    with pytest.raises(DatasetNotFoundError, match="could not download"):
+        download_dataset("paris6k", tmp_path / "other", urls=[((tmp_path / "absent.tgz").as_uri(), "jpg", True)])
