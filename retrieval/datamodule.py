@@ -90,6 +90,7 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
         query_angle: COIL-100 query view. queries_per_group: folder queries per group.
         queries_per_brand: FlickrLogos-27 queries per brand. min_box_size: smallest logo box.
         exclude: Oxford/Paris image names (no extension) left out of the database.
+        drop_unreadable: Oxford/Paris: leave broken image files out (Paris has 20).
         holidays_image_dir: folder under the Holidays root (e.g. a rotated copy).
         n_val, n_test: number of queries evaluated (the first ones; None = all).
         n_train, batch_size: accepted for the shared config interface (tuple subclass).
@@ -112,6 +113,7 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
         queries_per_brand: int = 1,
         min_box_size: float = 10.0,
         exclude: Sequence[str] = (),
+        drop_unreadable: bool = False,
         holidays_image_dir: str | None = None,
         n_train: int | None = None,
         n_val: int | None = None,
@@ -143,6 +145,7 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
         self.queries_per_brand = queries_per_brand
         self.min_box_size = min_box_size
         self.exclude = list(exclude or ())
+        self.drop_unreadable = drop_unreadable
         self.holidays_image_dir = holidays_image_dir
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.batch_size = batch_size
@@ -171,7 +174,7 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
     def _read_set(self, groups: np.ndarray | None) -> ds.RetrievalSet:
         root = self.dataset_root()
         if self.dataset in ("oxford5k", "paris6k"):
-            return ds.read_oxford_paris(root, self.dataset, exclude=self.exclude)
+            return ds.read_oxford_paris(root, self.dataset, self.exclude, self.drop_unreadable)
         if self.dataset in ("roxford5k", "rparis6k"):
             return ds.read_revisited(root, self.dataset)
         if self.dataset == "holidays":

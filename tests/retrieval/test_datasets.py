@@ -236,3 +236,13 @@ def test_download_unpacks_and_flattens_paris_layout(tmp_path):
     assert len(read_oxford_paris(root, "paris6k").queries) == 3
     with pytest.raises(DatasetNotFoundError, match="could not download"):
         download_dataset("paris6k", tmp_path / "other", urls=[((tmp_path / "absent.tgz").as_uri(), "jpg", True)])
+
+
+def test_paris_drops_unreadable_images(tmp_path):
+    root = write_oxford(tmp_path / "paris6k", prefix="", nested=True)
+    broken = root / "jpg" / "paris" / "christ_church" / "christ_church_000001.jpg"
+    broken.write_bytes(b"\xff\xd8\xff corrupt")
+    rset = read_oxford_paris(root, "paris6k", drop_unreadable=True)
+    assert len(rset.database) == len(OXFORD_IMAGES) - 1
+    assert rset.gnd[0]["junk"].size == 0  # its only junk image was the broken one
+    assert len(read_oxford_paris(root, "paris6k").database) == len(OXFORD_IMAGES)
