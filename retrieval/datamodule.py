@@ -346,7 +346,14 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
                 "from other groups; lower nnum or raise the train split fraction"
             )
         rng = np.random.default_rng([self.seed, 0])
-        self.train_set = TupleDataset(self.train_items, random_tuples(self.train_items.groups, self.qsize, self.nnum, rng), self.train_image_size)
+        tuples = random_tuples(self.train_items.groups, self.qsize, self.nnum, rng, self._sources())
+        self.train_set = TupleDataset(self.train_items, tuples, self.train_image_size)
+
+    def _sources(self) -> np.ndarray:
+        """The photo of each training item: a positive comes from another photo when it can."""
+        assert self.train_items is not None
+        photo = {}
+        return np.array([photo.setdefault(p, len(photo)) for p in self.train_items.paths], dtype=np.int64)
 
     @property
     def qsize(self) -> int:
@@ -388,6 +395,7 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
                 self.poolsize,
                 self.nnum,
                 rng,
+                self._sources(),
             )
         finally:
             if was_training:

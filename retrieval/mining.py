@@ -32,11 +32,14 @@ def select_negatives(ranked_pool: Sequence[int], pool_groups: Sequence[int], que
     return chosen
 
 
-def draw_query_pairs(groups: np.ndarray, qsize: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_query_pairs(
+    groups: np.ndarray, qsize: int, rng: np.random.Generator, sources: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``qsize`` random (query, positive) item pairs of the same group (distinct items).
 
     Queries are drawn without replacement while there are enough items in groups of at
-    least two, then with replacement.
+    least two, then with replacement. ``sources`` (e.g. the photo each logo crop comes
+    from): the positive comes from another source whenever the group has one.
     """
     groups = np.asarray(groups)
     members = {g: np.flatnonzero(groups == g) for g in np.unique(groups)}
@@ -48,6 +51,8 @@ def draw_query_pairs(groups: np.ndarray, qsize: int, rng: np.random.Generator) -
     for i, q in enumerate(queries):
         others = members[groups[q]]
         others = others[others != q]
+        if sources is not None and (sources[others] != sources[q]).any():
+            others = others[sources[others] != sources[q]]
         positives[i] = others[rng.integers(len(others))]
     return queries.astype(np.int64), positives.astype(np.int64)
 
@@ -63,10 +68,12 @@ def _fill_random(chosen: list[int], groups: np.ndarray, query_group: int, nnum: 
     return chosen
 
 
-def random_tuples(groups: np.ndarray, qsize: int, nnum: int, rng: np.random.Generator) -> np.ndarray:
+def random_tuples(
+    groups: np.ndarray, qsize: int, nnum: int, rng: np.random.Generator, sources: np.ndarray | None = None
+) -> np.ndarray:
     """``(qsize, 2 + nnum)`` item indices with random negatives (one per other group)."""
     groups = np.asarray(groups)
-    queries, positives = draw_query_pairs(groups, qsize, rng)
+    queries, positives = draw_query_pairs(groups, qsize, rng, sources)
     tuples = np.empty((qsize, 2 + nnum), dtype=np.int64)
     for i, (q, p) in enumerate(zip(queries, positives)):
         tuples[i, :2] = (q, p)
@@ -82,10 +89,12 @@ def mine_tuples(
     poolsize: int,
     nnum: int,
     rng: np.random.Generator,
+    sources: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """One epoch of tuples ``(qsize, 2 + nnum)``: query, positive, ``nnum`` hard negatives.
 
-    ``embed_items(item_indices) -> (n, D)`` L2-normalised descriptors. The pool is
+    ``embed_items(item_indices) -> (n, D)`` L2-normalised descriptors; ``sources``: see
+    :func:`draw_query_pairs`. The pool is
     ``poolsize`` random items (all when fewer); when the pool has fewer than ``nnum``
     other groups the remaining negatives are random items of unused groups.
     Returns the tuples and statistics: mean query-negative and query-positive similarity.
@@ -93,7 +102,7 @@ def mine_tuples(
     groups = np.asarray(groups)
     if len(np.unique(groups)) <= nnum:
         raise ValueError(f"{len(np.unique(groups))} groups cannot give {nnum} negatives from other groups")
-    queries, positives = draw_query_pairs(groups, qsize, rng)
+    queries, positives = draw_query_pairs(groups, qsize, rng, sources)
     pool = rng.choice(len(groups), size=min(poolsize, len(groups)), replace=False)
     needed = np.unique(np.concatenate([queries, positives, pool]))
     vectors = embed_items(needed).float()

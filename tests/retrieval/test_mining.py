@@ -57,3 +57,13 @@ def test_errors():
         draw_query_pairs(np.arange(5), 3, rng)
     with pytest.raises(ValueError, match="negatives"):
         mine_tuples(np.repeat(np.arange(3), 2), lambda i: torch.zeros(len(i), 2), 2, 4, nnum=3, rng=rng)
+
+
+def test_positive_comes_from_another_source_when_possible():
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    sources = np.array([7, 7, 8, 9, 9, 9])  # group 1 has a single source: any other item will do
+    queries, positives = draw_query_pairs(groups, 60, np.random.default_rng(0), sources)
+    for q, p in zip(queries, positives):
+        assert groups[p] == groups[q] and p != q
+        if groups[q] == 0:
+            assert sources[p] != sources[q]
