@@ -253,9 +253,28 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
                 f"{split}: expected {len(rset.queries)} query and {len(rset.database)} database vectors, "
                 f"got {query_vectors.shape[0]} and {database_vectors.shape[0]}"
             )
-        indices, _ = rank(query_vectors.detach().float(), database_vectors.detach().float(), topk=self.topk, backend=self.search_backend)
-        ranks = indices.cpu().numpy().T
+        ranks = self.ranks(query_vectors, database_vectors)
         return evaluate_protocol(rset.protocol, ranks, rset.gnd, self.kappas, rset.query_groups, rset.database_groups)
+
+    def ranks(self, query_vectors: torch.Tensor, database_vectors: torch.Tensor, topk: int | None = None) -> np.ndarray:
+        """``(n_db or topk, n_q)`` database indices by decreasing inner product (revisitop layout)."""
+        indices, _ = rank(
+            query_vectors.detach().float(), database_vectors.detach().float(), topk=topk or self.topk, backend=self.search_backend
+        )
+        return indices.cpu().numpy().T
+
+    def ranking_figure(self, split: str, query_vectors: torch.Tensor, database_vectors: torch.Tensor, n_queries: int = 4, top: int = 8):
+        """A figure of the first queries and their top results (green ok, grey junk, red negative);
+        revisited sets are framed by the Medium ground truth."""
+        from .evaluate import revisited_gnd
+        from .plots import plot_rankings
+
+        self.setup()
+        rset = self.sets[split]
+        n = min(n_queries, len(rset.queries))
+        ranks = self.ranks(query_vectors[:n], database_vectors, topk=top)
+        gnd = revisited_gnd(rset.gnd[:n], "medium") if rset.protocol == "revisited" else rset.gnd[:n]
+        return plot_rankings(rset.queries[:n], rset.query_boxes[:n], rset.database, ranks, gnd, n, top)
 
 
 class TupleDataset(Dataset):

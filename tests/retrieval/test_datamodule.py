@@ -162,3 +162,19 @@ def test_tuple_datamodule_in_a_trainer_remines_every_epoch(tmp_path):
     for tuples in module.tuples_seen:
         groups = dm.train_items.groups[tuples]
         assert (groups[:, 0] == groups[:, 1]).all() and (groups[:, 2:] != groups[:, :1]).all()
+
+
+def test_ranking_figure_frames_results_by_ground_truth(tmp_path):
+    write_groups(tmp_path / "folder", n_groups=3)
+    dm = RetrievalEvalDataModule("folder", data_root=str(tmp_path), image_size=32)
+    dm.setup()
+    rset = dm.sets["val"]
+    q = F.one_hot(torch.as_tensor(rset.query_groups), 3).float()
+    db = F.one_hot(torch.as_tensor(rset.database_groups), 3).float() + 0.01 * torch.arange(6.0).unsqueeze(1)
+    fig = dm.ranking_figure("val", q, db, n_queries=2, top=3)
+    axes = fig.axes
+    assert len(axes) == 2 * 4
+    colours = [ax.spines["top"].get_edgecolor() for ax in axes[1:4]]
+    from matplotlib.colors import to_rgba
+
+    assert colours[:2] == [to_rgba("tab:green")] * 2 and colours[2] == to_rgba("tab:red")  # 2 positives, then a negative
