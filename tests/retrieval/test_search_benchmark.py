@@ -45,4 +45,4 @@ def test_helpers():
     assert recall_at_k(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([[3, 2, 9], [7, 8, 9]])) == (2 / 3 + 0) / 2
     row = {"size": 1000, "dim": 8, "method": "faiss_ivfpq", "nprobe": 4, "build_s": 1.0, "ms_per_query_batched": 0.5,
            "ms_per_query_single": 1.0, "recall_at_10": 0.5, "n_queries": 3, "device": "cpu"}
-    assert "| 1,000 | faiss IVF-PQ (nprobe 4) | 1.00 | 0.5 | 1 | 0.500 |" in markdown_table([row], "cpu", 10, False)
+    assert "| 1,000 | faiss IVF-PQ (nprobe 4) | 1.00 | 0.5 | 1 | 0.500 |  |" in markdown_table([row], "cpu", 10, False)
