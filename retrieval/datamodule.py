@@ -35,7 +35,7 @@ from . import datasets as ds
 from .errors import DatasetNotFoundError
 from .evaluate import evaluate_protocol
 from .images import ImageListDataset, SameSizeBatchSampler, load_image
-from .mining import mine_tuples, random_tuples
+from .mining import draw_query_pairs, mine_tuples, random_tuples
 from .search import rank
 
 log = logging.getLogger(__name__)
@@ -423,6 +423,23 @@ class RetrievalTupleDataModule(RetrievalEvalDataModule):
         self.epoch += 1
         self.last_mining = stats
         return stats
+
+    def train_items_dataloader(self, square: bool = True) -> DataLoader:
+        """Every training item once, ``{"image", "index"}`` batches (``mine_batch_size``), e.g.
+        to learn whitening; ``square=False`` keeps the aspect (max side ``image_size``, batch 1
+        where sizes differ)."""
+        self.setup()
+        assert self.train_items is not None
+        size = self.train_image_size if square else self.image_size
+        dataset = ImageListDataset(self.train_items.paths, self.train_items.boxes, size, square=square)
+        return DataLoader(dataset, batch_sampler=SameSizeBatchSampler(dataset, self.mine_batch_size), num_workers=self.num_workers)
+
+    def whitening_pairs(self, n_pairs: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(query, positive) training-item indices of the same group, for learned whitening
+        (cirtorch's ``qidxs``/``pidxs``); ``n_pairs`` None = one per training item."""
+        self.setup()
+        assert self.train_items is not None
+        return draw_query_pairs(self.train_items.groups, n_pairs or len(self.train_items), np.random.default_rng(seed), self._sources())
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -157,6 +157,10 @@ def test_tuple_datamodule_in_a_trainer_remines_every_epoch(tmp_path):
     assert module.mined == 2 and dm.epoch == 2
     assert len(module.tuples_seen) == 4  # 2 batches per epoch
     assert "val/map" in trainer.callback_metrics
+    queries, positives = dm.whitening_pairs(10)
+    assert (dm.train_items.groups[queries] == dm.train_items.groups[positives]).all() and (queries != positives).all()
+    batches = list(dm.train_items_dataloader())
+    assert sum(len(b["index"]) for b in batches) == len(dm.train_items) and batches[0]["image"].shape[-1] == 16
     train_groups = set(dm.train_items.groups.tolist())
     assert not train_groups & set(dm.sets["val"].query_groups.tolist())
     for tuples in module.tuples_seen:
