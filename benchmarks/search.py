@@ -190,7 +190,7 @@ def markdown_table(rows: list[dict], device: str, topk: int, quick: bool) -> str
         f"{rows[0]['n_queries'] if rows else '?'} random unit queries; recall@{topk} against the exact brute-force top-{topk}.",
         "Latency: ms per query with all queries in one batch / one query at a time (median of repeats);",
         "load = the machine's 1-minute load average when the method started (a shared machine skews timings).",
-        "Uniform random vectors are the worst case for IVF-PQ: true neighbours are barely more similar than",
+        "Uniform random vectors are a hard case for IVF-PQ: true neighbours are barely more similar than",
         "the rest, so quantisation error reorders them (real descriptors have structure; not measured here).",
         "",
         f"| database size | method | build (s) | ms/query batched | ms/query single | recall@{topk} | load |",
@@ -214,9 +214,10 @@ def plot_rows(rows: list[dict], path: Path, topk: int) -> None:
     for label in dict.fromkeys(_label(r) for r in rows):
         series = [r for r in rows if _label(r) == label]
         sizes = [r["size"] for r in series]
-        ax_time.plot(sizes, [r["ms_per_query_batched"] for r in series], marker="o", label=f"{label}, batched")
-        ax_time.plot(sizes, [r["ms_per_query_single"] for r in series], marker="x", linestyle="--", label=f"{label}, single")
-        ax_recall.plot(sizes, [r[f"recall_at_{topk}"] for r in series], marker="o", label=label)
+        (line,) = ax_time.plot(sizes, [r["ms_per_query_batched"] for r in series], marker="o", label=f"{label}, batched")
+        colour = line.get_color()  # one colour per method: solid = batched, dashed = one query at a time
+        ax_time.plot(sizes, [r["ms_per_query_single"] for r in series], marker="x", linestyle="--", color=colour, label=f"{label}, single")
+        ax_recall.plot(sizes, [r[f"recall_at_{topk}"] for r in series], marker="o", color=colour, label=label)
     ax_time.set(xscale="log", yscale="log", xlabel="database size", ylabel="ms per query", title="latency")
     ax_recall.set(xscale="log", xlabel="database size", ylabel=f"recall@{topk}", ylim=(0, 1.05), title=f"recall@{topk} vs exact")
     ax_time.legend(fontsize=6)
