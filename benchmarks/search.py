@@ -210,7 +210,7 @@ def plot_rows(rows: list[dict], path: Path, topk: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_time, ax_recall) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_time, ax_recall) = plt.subplots(1, 2, figsize=(11, 5.2))
     for label in dict.fromkeys(_label(r) for r in rows):
         series = [r for r in rows if _label(r) == label]
         sizes = [r["size"] for r in series]
@@ -220,8 +220,8 @@ def plot_rows(rows: list[dict], path: Path, topk: int) -> None:
         ax_recall.plot(sizes, [r[f"recall_at_{topk}"] for r in series], marker="o", color=colour, label=label)
     ax_time.set(xscale="log", yscale="log", xlabel="database size", ylabel="ms per query", title="latency")
     ax_recall.set(xscale="log", xlabel="database size", ylabel=f"recall@{topk}", ylim=(0, 1.05), title=f"recall@{topk} vs exact")
-    ax_time.legend(fontsize=6)
-    ax_recall.legend(fontsize=7)
+    ax_time.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)  # below: no data hidden
+    ax_recall.legend(fontsize=7, loc="center right")
     for ax in (ax_time, ax_recall):
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
