@@ -67,6 +67,7 @@ __all__ = [
     "read_distractors",
     "read_flickrlogos27_retrieval",
     "read_folder",
+    "read_gnd_pickle",
     "read_holidays",
     "read_oxford_paris",
     "read_revisited",
@@ -106,7 +107,8 @@ DATASET_URLS = {
 DATASET_HINTS = {
     "oxford5k": (
         f"Download {DATASET_URLS['oxford5k'][0]} into <root>/jpg and {DATASET_URLS['oxford5k'][1]} "
-        "into <root>/gt_files, with <root> = <data root>/oxford5k"
+        "into <root>/gt_files, with <root> = <data root>/oxford5k (or cirtorch's "
+        "http://cmp.felk.cvut.cz/cnnimageretrieval/data/test/oxford5k/gnd_oxford5k.pkl into <root>)"
     ),
     "paris6k": (
         "Download paris_1-v1.tgz and paris_2-v1.tgz (images) into <root>/jpg and paris_120310.tgz "
@@ -306,7 +308,8 @@ def _readable(path: Path) -> bool:
 def read_oxford_paris(
     root: str | os.PathLike, dataset: str = "oxford5k", exclude: Iterable[str] = (), drop_unreadable: bool = False
 ) -> RetrievalSet:
-    """Oxford5k or Paris6k, old protocol, from the official images + ``gt_files``.
+    """Oxford5k or Paris6k, old protocol, from the official images + ``gt_files``
+    (or, without ``gt_files``, from cirtorch's ``gnd_<dataset>.pkl`` + ``jpg/``).
 
     Queries are ordered by landmark, then query number. ``exclude`` holds image names (no
     extension) left out of the database. ``drop_unreadable`` checks every image file and
@@ -317,6 +320,8 @@ def read_oxford_paris(
     if dataset not in ("oxford5k", "paris6k"):
         raise ValueError(f"dataset must be oxford5k or paris6k, got {dataset!r}")
     root = _require_dir(Path(root).expanduser(), f"{dataset} root", dataset)
+    if (root / f"gnd_{dataset}.pkl").is_file() and not any(root.glob("**/*_query.txt")):
+        return read_gnd_pickle(root, dataset)  # cirtorch's copy of the official gnd
     gt_dir = _gt_folder(root, dataset)
     image_dir = _image_folder(root, dataset)
     excluded = set(exclude)
@@ -373,14 +378,14 @@ def read_oxford_paris(
 # --------------------------------------------------------------------------- revisited
 
 
-def read_revisited(root: str | os.PathLike, dataset: str = "roxford5k") -> RetrievalSet:
-    """Revisited Oxford / Paris from ``gnd_<dataset>.pkl`` and ``jpg/<name>.jpg``.
+def read_gnd_pickle(root: str | os.PathLike, dataset: str) -> RetrievalSet:
+    """A set from ``<root>/gnd_<dataset>.pkl`` (revisitop / cirtorch format) and ``jpg/<name>.jpg``.
 
-    ``gnd`` entries keep ``easy``/``hard``/``junk`` (int64 arrays) and the query ``bbx``;
-    the queries are not in the database.
+    ``imlist``/``qimlist`` name the images (no ``.jpg``); ``gnd`` holds per query the
+    ``bbx`` and 0-based index lists: ``easy``/``hard``/``junk`` (revisited protocol; the
+    queries are not in the database) or ``ok``/``junk`` (cirtorch's old-protocol copies
+    ``gnd_oxford5k.pkl`` / ``gnd_paris6k.pkl``; the query stays in the database).
     """
-    if dataset not in ("roxford5k", "rparis6k"):
-        raise ValueError(f"dataset must be roxford5k or rparis6k, got {dataset!r}")
     root = _require_dir(Path(root).expanduser(), f"{dataset} root", dataset)
     pkl = root / f"gnd_{dataset}.pkl"
     if not pkl.is_file():
@@ -391,12 +396,14 @@ def read_revisited(root: str | os.PathLike, dataset: str = "roxford5k") -> Retri
         imlist, qimlist, entries = list(cfg["imlist"]), list(cfg["qimlist"]), list(cfg["gnd"])
     except Exception as exc:  # pickle raises many types on corrupt input
         raise CorruptDatasetError(
-            f"Not a revisitop ground-truth pickle with imlist/qimlist/gnd ({type(exc).__name__}: {exc})",
+            f"Not a ground-truth pickle with imlist/qimlist/gnd ({type(exc).__name__}: {exc})",
             pkl,
             f"Delete it and download it again. {DATASET_HINTS[dataset]}",
         ) from None
     if len(entries) != len(qimlist):
         raise CorruptDatasetError(f"{len(qimlist)} queries but {len(entries)} gnd entries", pkl, DATASET_HINTS[dataset])
+    revisited = bool(entries) and "easy" in entries[0]
+    keys = ("easy", "hard", "junk") if revisited else ("ok", "junk")
     image_dir = _require_dir(root / "jpg", f"{dataset} image folder", dataset)
     database = [image_dir / f"{name}.jpg" for name in imlist]
     queries = [image_dir / f"{name}.jpg" for name in qimlist]
@@ -406,15 +413,29 @@ def read_revisited(root: str | os.PathLike, dataset: str = "roxford5k") -> Retri
     gnd, boxes = [], []
     for i, entry in enumerate(entries):
         try:
-            lists = {k: np.asarray(entry[k], dtype=np.int64).reshape(-1) for k in ("easy", "hard", "junk")}
+            lists = {k: np.asarray(entry[k], dtype=np.int64).reshape(-1) for k in keys}
             box = tuple(float(v) for v in entry["bbx"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptDatasetError(f"gnd entry {i} lacks bbx/easy/hard/junk ({exc})", pkl, DATASET_HINTS[dataset]) from None
+            raise CorruptDatasetError(f"gnd entry {i} lacks bbx/{'/'.join(keys)} ({exc})", pkl, DATASET_HINTS[dataset]) from None
         if any(((v < 0) | (v >= len(database))).any() for v in lists.values()) or len(box) != 4:
             raise CorruptDatasetError(f"gnd entry {i} has an index outside the {len(database)} images or a bad bbx", pkl, DATASET_HINTS[dataset])
         gnd.append(lists)
         boxes.append(box)
-    return RetrievalSet(dataset, "revisited", database, queries, boxes, gnd)
+    return RetrievalSet(dataset, "revisited" if revisited else "oxford", database, queries, boxes, gnd)
+
+
+def read_revisited(root: str | os.PathLike, dataset: str = "roxford5k") -> RetrievalSet:
+    """Revisited Oxford / Paris from ``gnd_<dataset>.pkl`` and ``jpg/<name>.jpg``.
+
+    ``gnd`` entries keep ``easy``/``hard``/``junk`` (int64 arrays) and the query ``bbx``;
+    the queries are not in the database.
+    """
+    if dataset not in ("roxford5k", "rparis6k"):
+        raise ValueError(f"dataset must be roxford5k or rparis6k, got {dataset!r}")
+    rset = read_gnd_pickle(root, dataset)
+    if rset.protocol != "revisited":
+        raise CorruptDatasetError("gnd entries have no easy/hard lists", Path(root) / f"gnd_{dataset}.pkl", DATASET_HINTS[dataset])
+    return rset
 
 
 # --------------------------------------------------------------------------- Holidays / UKBench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,27 @@ def test_paris_drops_unreadable_images(tmp_path):
     assert len(rset.database) == len(OXFORD_IMAGES) - 1
     assert rset.gnd[0]["junk"].size == 0  # its only junk image was the broken one
     assert len(read_oxford_paris(root, "paris6k").database) == len(OXFORD_IMAGES)
+
+
+def test_old_protocol_gnd_pickle_matches_gt_files(tmp_path):
+    root = write_oxford(tmp_path / "oxford5k")
+    from_gt = read_oxford_paris(root, "oxford5k")
+    names = [p.stem for p in from_gt.database]
+    entries = [{"bbx": list(b), "ok": g["ok"].tolist(), "junk": g["junk"].tolist()} for b, g in zip(from_gt.query_boxes, from_gt.gnd)]
+    pkl_root = tmp_path / "pkl" / "oxford5k"
+    (pkl_root).mkdir(parents=True)
+    shutil.copytree(root / "jpg", pkl_root / "jpg")
+    with (pkl_root / "gnd_oxford5k.pkl").open("wb") as handle:
+        pickle.dump({"imlist": names, "qimlist": [p.stem for p in from_gt.queries], "gnd": entries}, handle)
+    from_pkl = read_oxford_paris(pkl_root, "oxford5k")
+    assert from_pkl.protocol == "oxford" and [p.name for p in from_pkl.database] == [p.name for p in from_gt.database]
+    assert all((a["ok"] == b["ok"]).all() and (a["junk"] == b["junk"]).all() for a, b in zip(from_pkl.gnd, from_gt.gnd))
+    shutil.copy(pkl_root / "gnd_oxford5k.pkl", pkl_root / "gnd_roxford5k.pkl")
+    with pytest.raises(CorruptDatasetError, match="easy/hard"):  # an old-protocol file is not a revisited one
+        read_revisited(pkl_root, "roxford5k")
+
+
+def test_flickr100k_style_distractor_folder(tmp_path):
+    for i in range(3):
+        write_jpeg(tmp_path / "flickr100k" / f"oxc1_100k_part{i}" / f"img{i}.jpg", seed=i)
+    assert [p.name for p in read_distractors(tmp_path / "flickr100k")] == ["img0.jpg", "img1.jpg", "img2.jpg"]
