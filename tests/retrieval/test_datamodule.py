@@ -182,3 +182,28 @@ def test_ranking_figure_frames_results_by_ground_truth(tmp_path):
     from matplotlib.colors import to_rgba
 
     assert colours[:2] == [to_rgba("tab:green")] * 2 and colours[2] == to_rgba("tab:red")  # 2 positives, then a negative
+
+
+FLICKRLOGOS27 = SHARED_DATA / "flickrlogos27"
+
+
+@pytest.mark.skipif(not FLICKRLOGOS27.is_dir(), reason=f"FlickrLogos-27 not found at {FLICKRLOGOS27}")
+def test_flickrlogos27_real_queries_are_logo_crops():
+    dm = RetrievalEvalDataModule("flickrlogos27", data_root=str(SHARED_DATA), image_size=256, split_fractions=(0.5, 0.2, 0.3), queries_per_brand=2, n_test=4)
+    dm.setup()
+    rset = dm.sets["test"]
+    assert len(rset.queries) == 4 and len(rset.database) == 566  # every annotated photo
+    for query, box, gnd in zip(rset.queries, rset.query_boxes, rset.gnd):
+        own = rset.database.index(query)
+        assert gnd["junk"].tolist() == [own] and own not in gnd["ok"] and len(gnd["ok"]) > 0
+    from retrieval.images import image_size_of, output_size
+
+    queries, _ = dm.test_dataloader()
+    first = next(iter(queries))["image"]
+    width, height = image_size_of(rset.queries[0])
+    x1, y1, x2, y2 = rset.query_boxes[0]
+    scale = min(1.0, 256 / max(width, height))  # the crop is scaled like its photo
+    assert first.shape[-1] == round((min(x2, width) - max(x1, 0)) * scale)
+    assert tuple(first.shape[-2:][::-1]) == output_size((width, height), rset.query_boxes[0], 256)
+    val_brands, test_brands = set(dm.sets["val"].query_groups.tolist()), set(rset.query_groups.tolist())
+    assert not val_brands & test_brands
