@@ -193,7 +193,7 @@ def test_flickrlogos27_real_queries_are_logo_crops():
     dm.setup()
     rset = dm.sets["test"]
     assert len(rset.queries) == 4 and len(rset.database) == 566  # every annotated photo
-    for query, box, gnd in zip(rset.queries, rset.query_boxes, rset.gnd):
+    for query, gnd in zip(rset.queries, rset.gnd):
         own = rset.database.index(query)
         assert gnd["junk"].tolist() == [own] and own not in gnd["ok"] and len(gnd["ok"]) > 0
     from retrieval.images import image_size_of, output_size
