@@ -59,6 +59,7 @@ __all__ = [
     "DATASET_URLS",
     "GroupedImages",
     "RetrievalSet",
+    "coil100_angles",
     "coil100_items",
     "find_images",
     "flickrlogos27_items",
@@ -545,10 +546,8 @@ _COIL_NAME = re.compile(r"^obj(?P<object>\d+)__(?P<angle>\d+)$")
 
 
 def coil100_items(root: str | os.PathLike) -> GroupedImages:
-    """COIL-100 views ``obj{O}__{A}.png`` grouped by object (group names ``obj{O}``).
-
-    ``extra``-free: the view angle of item ``i`` is ``coil100_angles(items)[i]``.
-    """
+    """COIL-100 views ``obj{O}__{A}.png`` grouped by object (group names ``obj{O}``),
+    sorted by object then angle; :func:`coil100_angles` gives each view's angle."""
     root = _require_dir(Path(root).expanduser(), "COIL-100 folder", "coil100")
     found = []
     for path in find_images(root, recursive=False):
@@ -569,6 +568,7 @@ def coil100_items(root: str | os.PathLike) -> GroupedImages:
 
 
 def coil100_angles(items: GroupedImages) -> np.ndarray:
+    """The turntable angle (degrees) of every COIL-100 item."""
     return np.array([int(_COIL_NAME.match(p.stem)["angle"]) for p in items.paths], dtype=np.int64)
 
 

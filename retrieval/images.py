@@ -26,6 +26,7 @@ __all__ = [
     "ImageListDataset",
     "SameSizeBatchSampler",
     "clip_box",
+    "image_size_of",
     "load_image",
     "normalize",
     "output_size",
