@@ -14,8 +14,24 @@ from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader, Dataset
 
 from descriptors._fpr import fpr_at_recall, roc_points
-from descriptors.module import DescriptorModule, MetricLearningModule, random_dihedral, resize_patches
-from descriptors.networks import BinaryL2Net, CSL2Net, DeepCompare2ch, DeepDesc, HardNet, L2Net, MatchNet, SNet, TFeat, TNet
+from descriptors.module import (
+    DescriptorModule,
+    MetricLearningModule,
+    random_dihedral,
+    resize_patches,
+)
+from descriptors.networks import (
+    BinaryL2Net,
+    CSL2Net,
+    DeepCompare2ch,
+    DeepDesc,
+    HardNet,
+    L2Net,
+    MatchNet,
+    SNet,
+    TFeat,
+    TNet,
+)
 
 
 # -- FPR95 --------------------------------------------------------------------------------
