@@ -32,8 +32,8 @@ def fpr_at_recall(distances, labels, recall: float = 0.95) -> float:
     positive = labels > 0.5
     if not positive.any() or positive.all():
         raise ValueError("fpr_at_recall needs both positive and negative pairs")
-    if not np.isfinite(distances).all():
-        raise ValueError("fpr_at_recall got non-finite distances")
+    if np.isnan(distances).any():
+        raise ValueError("fpr_at_recall got NaN distances")
     sorted_positive = positive[np.argsort(distances, kind="stable")]
     threshold_index = int(np.argmax(np.cumsum(sorted_positive) >= recall * positive.sum()))
     false_positives = int(np.sum(~sorted_positive[:threshold_index]))

@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from . import losses as L
 from ._fpr import fpr_at_recall, roc_points
@@ -79,7 +80,8 @@ class PatchMatchingModule(pl.LightningModule):
         lr_decay: ``"linear"``: HardNet's per-iteration decay to 0 over the run (a ``LambdaLR``
             stepped every step; the total comes from the trainer when training starts).
         lr_decay_steps: the total for ``lr_decay`` instead of the trainer's estimate.
-        augment: random rotation/flip of each training tuple (the same for its patches).
+        augment: random rotation/flip of each training tuple (the same for its patches); pairs
+            of a metric network are also swapped at random (DeepCompare).
     """
 
     def __init__(self, net, optimizer=None, scheduler=None, lr_decay: str | None = None, lr_decay_steps: int | None = None, augment: bool = False) -> None:
@@ -93,6 +95,7 @@ class PatchMatchingModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
         self.last_results: dict[str, dict] = {}
+        self.roc_history: list[dict] = []
         self.best_fpr95 = math.inf
         self._total_steps: float | None = None
 
@@ -143,13 +146,26 @@ class PatchMatchingModule(pl.LightningModule):
             # last round with repeats; interleave back to dataset order and drop the repeats.
             gathered = gathered.transpose(0, 1).flatten(0, 1)[: self._dataset_size(split)]
         distances, labels = gathered[:, 0].cpu().numpy(), gathered[:, 1].cpu().numpy()
+        if np.isnan(distances).any():
+            # a diverged network: rank its NaN pairs last instead of failing the run
+            rank_zero_warn(f"{split}: {int(np.isnan(distances).sum())} NaN distances counted as +inf")
+            distances = np.nan_to_num(distances, nan=np.inf)
+        positives = int((labels > 0.5).sum())
+        if positives in (0, len(labels)):
+            # e.g. the two sanity-check batches of a sorted pair list: no FPR95 to compute
+            rank_zero_warn(f"{split}: {len(labels)} pairs of a single class, FPR95 skipped")
+            return
         fpr95 = fpr_at_recall(distances, labels, 0.95)
         fpr, tpr = roc_points(distances, labels)
-        self.last_results[split] = {"fpr95": fpr95, "fpr": fpr, "tpr": tpr, "n_pairs": int(len(labels))}
+        result = {"fpr95": fpr95, "fpr": fpr, "tpr": tpr, "n_pairs": int(len(labels)), "epoch": self.current_epoch}
+        self.last_results[split] = result
         self.log(f"{split}/fpr95", fpr95, prog_bar=True, sync_dist=False)
         if split == "val" and not self.trainer.sanity_checking:
             self.best_fpr95 = min(self.best_fpr95, fpr95)
             self.log("val/fpr95_best", self.best_fpr95, sync_dist=False)
+            # ROC of every validation epoch (thinned to <= 256 points) for the figure
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 256)).round().astype(int))
+            self.roc_history.append({"epoch": self.current_epoch, "fpr95": fpr95, "fpr": fpr[keep], "tpr": tpr[keep]})
 
     def on_validation_epoch_end(self) -> None:
         self._finish_epoch("val")
@@ -187,10 +203,11 @@ class PatchMatchingModule(pl.LightningModule):
 
     # -- figures (the FigureLogger callback) ------------------------------------------------
     def figures(self, batch) -> dict:
-        """ROC curve of the last validation epoch (empty before the first one)."""
+        """ROC curve of the last validation epoch, earlier epochs faded (empty before the first)."""
         if "val" not in self.last_results:
             return {}
-        return {"roc": plot_roc({type(self.net).__name__: self.last_results["val"]})}
+        name = type(self.net).__name__
+        return {"roc": plot_roc({name: self.last_results["val"]}, earlier=self.roc_history[:-1])}
 
 
 class MetricLearningModule(PatchMatchingModule):
@@ -226,6 +243,9 @@ class MetricLearningModule(PatchMatchingModule):
     def training_step(self, batch, batch_idx):
         self._check_keys(batch, ("patch1", "patch2", "label"), f"loss {self.hparams.loss}")
         patch1, patch2 = self._augment(self._resize(batch["patch1"]), self._resize(batch["patch2"]))
+        if self.hparams.augment:  # DeepCompare also swaps the two patches of a pair
+            swap = (torch.rand(patch1.shape[0], device=patch1.device) < 0.5).view(-1, 1, 1, 1)
+            patch1, patch2 = torch.where(swap, patch2, patch1), torch.where(swap, patch1, patch2)
         labels = batch["label"]
         output = self.net(patch1, patch2)
         name = self.hparams.loss
@@ -321,14 +341,17 @@ class DescriptorModule(PatchMatchingModule):
         return loss
 
 
-def plot_roc(results: dict[str, dict], title: str = "ROC (validation pairs)"):
-    """ROC curves of ``{name: {"fpr", "tpr", "fpr95"}}`` with the 95% recall line (Agg figure)."""
+def plot_roc(results: dict[str, dict], title: str = "ROC (validation pairs)", earlier: list[dict] | None = None):
+    """ROC curves of ``{name: {"fpr", "tpr", "fpr95"}}`` with the 95% recall line (Agg figure);
+    ``earlier`` curves (e.g. previous epochs) are drawn thin and grey underneath."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5, 4))
+    for index, result in enumerate(earlier or []):
+        axis.plot(result["fpr"], result["tpr"], color="grey", linewidth=0.6, alpha=0.3 + 0.5 * index / max(len(earlier), 1))
     for name, result in results.items():
         axis.plot(np.asarray(result["fpr"]), np.asarray(result["tpr"]), label=f"{name} (FPR95 {100 * result['fpr95']:.2f}%)")
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)

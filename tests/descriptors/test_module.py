@@ -155,8 +155,10 @@ def test_descriptor_module_learns_on_synthetic_patches():
     assert before > 0.2  # untrained (measured: 0.38)
     assert after < 0.5 * before  # trained (measured: 0.08)
     assert module.best_fpr95 <= after
+    assert [r["epoch"] for r in module.roc_history] == [0, 0, 1, 2, 3]  # validate() before fit, then 4 epochs
     figure = module.figures({})["roc"]
-    assert figure.axes[0].lines  # the ROC of the last validation epoch
+    # the last epoch's ROC, the four earlier ones faded, the 95% recall line
+    assert len(figure.axes[0].lines) == 6
 
 
 def test_metric_module_learns_on_synthetic_pairs():
@@ -295,6 +297,47 @@ def test_ddp_gather_restores_dataset_order_and_drops_padding(monkeypatch):
     module._finish_epoch("test")
     assert module.last_results["test"]["n_pairs"] == 5
     assert module.last_results["test"]["fpr95"] == fpr_at_recall(distances, labels)
+
+
+def test_single_class_epochs_are_skipped_and_nan_distances_ranked_last(monkeypatch):
+    module = DescriptorModule(TFeat(), loss="hardnet")
+    monkeypatch.setattr(module, "all_gather", lambda local: local)
+    module._outputs["test"].append(torch.tensor([[0.1, 1.0], [0.2, 1.0]]))
+    with pytest.warns(UserWarning, match="single class"):
+        module._finish_epoch("test")
+    assert "test" not in module.last_results
+    # a NaN distance counts as the farthest pair: here a positive, so recall 95% needs every pair
+    module._outputs["test"].append(torch.tensor([[0.1, 1.0], [0.2, 0.0], [float("nan"), 1.0], [0.3, 0.0]]))
+    with pytest.warns(UserWarning, match="NaN"):
+        module._finish_epoch("test")
+    assert module.last_results["test"]["fpr95"] == 1.0
+
+
+def test_metric_augmentation_swaps_and_rotates_pairs():
+    seen = []
+
+    class Recorder(DeepCompare2ch):
+        def forward(self, patch1, patch2):
+            seen.append((patch1, patch2))
+            return super().forward(patch1, patch2)
+
+    torch.manual_seed(0)
+    module = MetricLearningModule(Recorder(), loss="hinge", augment=True)
+    batch = _batch(PAIRS, size=64)
+    module.training_step(batch, 0)
+    patch1, patch2 = seen[-1]
+
+    def dihedral(x):
+        rotations = [torch.rot90(x, k, (-2, -1)) for k in range(4)]
+        return rotations + [r.flip(-1) for r in rotations]
+
+    kept, swapped = [], []
+    for order, flags in (((batch["patch1"], batch["patch2"]), kept), ((batch["patch2"], batch["patch1"]), swapped)):
+        same = [(patch1 == t1).flatten(1).all(1) & (patch2 == t2).flatten(1).all(1) for t1, t2 in zip(dihedral(order[0]), dihedral(order[1]))]
+        flags.append(torch.stack(same, 1).any(1))
+    kept, swapped = kept[0], swapped[0]
+    assert (kept | swapped).all()  # each pair: one rotation/flip for both patches, maybe swapped
+    assert 0 < int(swapped.sum()) < 64
 
 
 def test_resize_matches_half_average_and_dihedral_keeps_pairs_aligned():
