@@ -214,6 +214,9 @@ def decorrelation_penalty(descriptors: torch.Tensor, eps: float = 1e-8) -> torch
 def l2net_e2(anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """L2-Net E2 = 1/2 (sum_{i!=j} r1_ij^2 + sum_{i!=j} r2_ij^2): decorrelated dimensions.
 
+    The q x q correlation matrix of p descriptors has rank < p, so its off-diagonal sum is at
+    least q^2 / (p - 1) - q: with p <= q pairs per batch E2 cannot reach 0.
+
     Shape:
         (p, D), (p, D) -> ()
     """
@@ -223,8 +226,8 @@ def l2net_e2(anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 def l2net_e3(features_anchor: torch.Tensor, features_positive: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     """L2-Net E3: E1's row/column softmax on inner products G = F1^T F2 of flattened
     intermediate feature maps (matching pairs must have the largest similarity).
-    ``normalize=True`` takes cosine similarities instead (the raw inner products of a
-    32x32x32 BN map are in the thousands and saturate the softmax).
+    ``normalize=True`` takes cosine similarities instead (an option, not the paper: the raw
+    inner products of a 32x32x32 BN map are in the thousands).
 
     Shape:
         (p, K), (p, K) -> ()
@@ -242,9 +245,10 @@ def l2net_loss(
     features_positive: list[torch.Tensor] | None = None,
     e2_weight: float = 1.0,
     e3_weight: float = 1.0,
-    e3_normalize: bool = True,
+    e3_normalize: bool = False,
 ) -> torch.Tensor:
-    """E1 + e2_weight * E2 + e3_weight * mean over the supervised maps of E3."""
+    """E1 + e2_weight * E2 + e3_weight * mean over the supervised maps of E3 (L2-Net's total;
+    the network's first and last BN outputs are the maps)."""
     loss = l2net_e1(anchor, positive)
     if e2_weight:
         loss = loss + e2_weight * l2net_e2(anchor, positive)

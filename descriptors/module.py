@@ -283,6 +283,7 @@ class DescriptorModule(PatchMatchingModule):
         self.loss_kwargs = dict(loss_kwargs or {})
         self.hparams["loss_kwargs"] = dict(self.loss_kwargs)
         self.binary = getattr(net, "distance", "l2") == "hamming"
+        self._warned_e2 = False
 
     # -- descriptors --------------------------------------------------------------------------
     def _train_descriptors(self, x: torch.Tensor, return_features: bool = False):
@@ -320,6 +321,10 @@ class DescriptorModule(PatchMatchingModule):
         kwargs = self.loss_kwargs
         if name in POINT_LOSSES:
             anchor, positive = patches
+            if name == "l2net" and kwargs.get("e2_weight", 1.0) and anchor.shape[0] <= self.net.descriptor_dim and not self._warned_e2:
+                # the batch correlation matrix has rank < batch: E2 cannot reach 0 and fights E1
+                rank_zero_warn(f"L2-Net E2 with {anchor.shape[0]} pairs per batch <= {self.net.descriptor_dim} dimensions: use larger batches")
+                self._warned_e2 = True
             if name == "l2net" and kwargs.get("e3_weight", 1.0):
                 (da, fa), (dp, fp) = self._train_descriptors(anchor, True), self._train_descriptors(positive, True)
                 loss = L.l2net_loss(da, dp, fa, fp, **kwargs)

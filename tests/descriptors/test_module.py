@@ -221,6 +221,12 @@ def test_metric_losses_take_pairs(make_net, loss):
     assert scores.shape == (3,)
 
 
+def test_l2net_e2_warns_on_batches_smaller_than_the_descriptor():
+    module = DescriptorModule(L2Net(), loss="l2net", loss_kwargs={"e3_weight": 0.0})
+    with pytest.warns(UserWarning, match="E2 with 8 pairs"):
+        module.training_step(_batch(POINTS), 0)
+
+
 def test_module_argument_checks():
     with pytest.raises(ValueError, match="metric network"):
         MetricLearningModule(TFeat())
