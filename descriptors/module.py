@@ -235,7 +235,7 @@ class MetricLearningModule(PatchMatchingModule):
 
     def score_pairs(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         """Similarity of each pair, higher = more alike. Shape: (B, 1, H, W) x 2 -> (B,)."""
-        return self.net.scores(self.net(self._resize(patch1), self._resize(patch2)))
+        return self.net.scores(self.net(self._resize(patch1), self._resize(patch2)).float())
 
     def pair_distances(self, patch1, patch2):
         return -self.score_pairs(patch1, patch2)
@@ -247,7 +247,7 @@ class MetricLearningModule(PatchMatchingModule):
             swap = (torch.rand(patch1.shape[0], device=patch1.device) < 0.5).view(-1, 1, 1, 1)
             patch1, patch2 = torch.where(swap, patch2, patch1), torch.where(swap, patch1, patch2)
         labels = batch["label"]
-        output = self.net(patch1, patch2)
+        output = self.net(patch1, patch2).float()  # the loss in float32 under autocast too
         name = self.hparams.loss
         if name == "softmax_ce":
             loss = L.softmax_cross_entropy(output, labels)
@@ -287,9 +287,15 @@ class DescriptorModule(PatchMatchingModule):
 
     # -- descriptors --------------------------------------------------------------------------
     def _train_descriptors(self, x: torch.Tensor, return_features: bool = False):
+        # Losses run in float32 even under autocast: HardNet's 0.008 duplicate threshold and
+        # 1e-6 distance eps are below bfloat16/float16 resolution.
         if self.binary:
-            return self.net.float_descriptors(x, return_features=return_features)
-        return self.net(x, return_features=True) if return_features else self.net(x)
+            out = self.net.float_descriptors(x, return_features=return_features)
+        else:
+            out = self.net(x, return_features=True) if return_features else self.net(x)
+        if return_features:
+            return out[0].float(), [f.float() for f in out[1]]
+        return out.float()
 
     @torch.no_grad()
     def describe(self, patches: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -307,7 +313,7 @@ class DescriptorModule(PatchMatchingModule):
         return torch.cat(chunks) if chunks else patches.new_zeros(0, self.net.descriptor_dim)
 
     def pair_distances(self, patch1, patch2):
-        d1, d2 = self.net(self._resize(patch1)), self.net(self._resize(patch2))
+        d1, d2 = self.net(self._resize(patch1)).float(), self.net(self._resize(patch2)).float()
         if self.binary:
             return hamming_from_signs(d1, d2)
         return (d1 - d2).norm(dim=1)

@@ -227,6 +227,15 @@ def test_l2net_e2_warns_on_batches_smaller_than_the_descriptor():
         module.training_step(_batch(POINTS), 0)
 
 
+@pytest.mark.parametrize(("module", "keys"), [(lambda: DescriptorModule(HardNet(), loss="hardnet"), POINTS), (lambda: MetricLearningModule(SNet(), loss="gloss_pair"), PAIRS)])
+def test_losses_stay_float32_under_bfloat16_autocast(module, keys):
+    module = module()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = module.training_step(_batch(keys), 0)
+        distances = module.pair_distances(torch.rand(4, 1, 64, 64), torch.rand(4, 1, 64, 64))
+    assert value.dtype == distances.dtype == torch.float32 and torch.isfinite(value)
+
+
 def test_module_argument_checks():
     with pytest.raises(ValueError, match="metric network"):
         MetricLearningModule(TFeat())
