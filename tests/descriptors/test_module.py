@@ -372,3 +372,16 @@ def test_checkpoint_hparams_are_plain():
     module = DescriptorModule(TFeat(), loss="triplet_margin", loss_kwargs={"margin": 2.0})
     assert dict(module.hparams)["loss_kwargs"] == {"margin": 2.0}
     assert "net" not in module.hparams and math.isinf(module.best_fpr95)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    module = DescriptorModule(TFeat(), loss="hardnet", loss_kwargs={"margin": 1.0}, lr_decay="linear")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=SyntheticPatches("points", n_train=128, n_val=40, batch_size=32))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["loss_kwargs"] == {"margin": 1.0}
+    assert checkpoint["best_fpr95"] == module.best_fpr95 < 1.0
+    restored = DescriptorModule.load_from_checkpoint(path, net=TFeat(), weights_only=True)
+    torch.testing.assert_close(restored.net.descr[0].weight, module.net.descr[0].weight)
