@@ -601,10 +601,11 @@ class BrownDataModule(pl.LightningDataModule):
         return batch_size // world
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        if all(split in self.splits for split in wanted):
             return
         root = self._root()
-        if stage in (None, "fit"):
+        if "train" in wanted and "train" not in self.splits:
             train = self._subset(root, self.train_subset)
             n_train = self.n_train or len(train)
             if self.sampler == "pairs":
@@ -614,10 +615,10 @@ class BrownDataModule(pl.LightningDataModule):
             else:
                 per_device = self._per_device(self.batch_size)
                 self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment)
-        if stage in (None, "fit", "validate"):
+        if "val" in wanted and "val" not in self.splits:
             val = self._subset(root, self.val_subset)
             self.splits["val"] = MatchPairs(val, val.matches(self.val_match_file)[: self.n_val])
-        if stage in (None, "test"):
+        if "test" in wanted and "test" not in self.splits:
             test = self._subset(root, self.test_subset)
             self.splits["test"] = MatchPairs(test, test.matches(self.test_match_file)[: self.n_test])
 
