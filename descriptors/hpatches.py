@@ -58,6 +58,7 @@ __all__ = [
     "write_retrieval_lists",
     "task_lists",
     "HPatchesResults",
+    "verification_distances",
     "evaluate_verification",
     "evaluate_matching",
     "evaluate_retrieval",
@@ -495,6 +496,14 @@ def _pair_distances(table: _DescriptorTable, rows: list[tuple], distance: str, c
         diff = table.table[a[start : start + chunk]] - table.table[b[start : start + chunk]]
         out.append(diff.pow(2).sum(-1).sqrt() if distance == "L2" else diff.abs().sum(-1))
     return torch.cat(out)
+
+
+def verification_distances(descriptors, pairs: VerificationPairs, level: str, neg_type: str = "intra", distance: str = "L2") -> tuple[np.ndarray, np.ndarray]:
+    """Distances and labels ``[negatives; positives]`` of one level and negative type (for ROC plots)."""
+    table = _DescriptorTable(descriptors, level, "cpu")
+    d_pos = _pair_distances(table, pairs.positives, distance)
+    d_neg = _pair_distances(table, pairs.negatives_intra if neg_type == "intra" else pairs.negatives_inter, distance)
+    return torch.cat([d_neg, d_pos]).numpy(), np.r_[np.zeros(len(d_neg)), np.ones(len(d_pos))]
 
 
 def evaluate_verification(descriptors, pairs: VerificationPairs, distance: str = "L2", device: str | torch.device = "cpu") -> dict:

@@ -236,6 +236,8 @@ def warp_patches(image: np.ndarray, centres: np.ndarray, linear: np.ndarray, pat
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not len(a):
+        return np.zeros(0)
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
     a = a - a.mean(1, keepdims=True)
