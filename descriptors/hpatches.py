@@ -485,17 +485,54 @@ class _DescriptorTable:
         return torch.as_tensor(offsets + images * lengths + indices, device=self.table.device)
 
 
-def _pair_distances(table: _DescriptorTable, rows: list[tuple], distance: str, chunk: int = 1 << 18) -> torch.Tensor:
-    if not rows:
+def _pair_rows(table: _DescriptorTable, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """Table rows of both sides of every pair (the same for every level: one layout)."""
+    n = len(rows)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    columns = list(zip(*rows))
+
+    def side(seqs, images, indices) -> np.ndarray:
+        offsets = np.fromiter(map(table.offsets.__getitem__, seqs), np.int64, n)
+        lengths = np.fromiter(map(table.lengths.__getitem__, seqs), np.int64, n)
+        images = np.fromiter(images, np.int64, n)
+        indices = np.fromiter(indices, np.int64, n)
+        bad = (indices < 0) | (indices >= lengths) | (images < 0) | (images > 5)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise IndexError(f"pair {k}: image {images[k]} / patch {indices[k]} out of range for sequence {seqs[k]} ({lengths[k]} patches)")
+        return offsets + images * lengths + indices
+
+    return side(*columns[:3]), side(*columns[3:])
+
+
+def _gathered_distances(table: _DescriptorTable, a: np.ndarray, b: np.ndarray, distance: str, chunk: int = 1024) -> torch.Tensor:
+    """Distances of table rows ``a[k]``, ``b[k]`` in float64. Pairs are visited sorted by
+    (a, b) in small chunks: within-sequence pairs then read a small block of the table and the
+    gathered rows stay in cache (3x faster than large chunks here)."""
+    if not len(a):
         return torch.zeros(0, dtype=torch.float64)
-    s1, t1, i1, s2, t2, i2 = zip(*rows)
-    a = table.rows(s1, np.asarray(t1), np.asarray(i1))
-    b = table.rows(s2, np.asarray(t2), np.asarray(i2))
-    out = []
-    for start in range(0, len(a), chunk):
-        diff = table.table[a[start : start + chunk]] - table.table[b[start : start + chunk]]
-        out.append(diff.pow(2).sum(-1).sqrt() if distance == "L2" else diff.abs().sum(-1))
-    return torch.cat(out)
+    order = np.lexsort((b, a))
+    out = np.empty(len(a))
+    if table.table.device.type == "cpu":
+        values = table.table.numpy()
+        for start in range(0, len(a), chunk):
+            idx = order[start : start + chunk]
+            diff = values[a[idx]]
+            diff -= values[b[idx]]
+            out[idx] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) if distance == "L2" else np.abs(diff).sum(1)
+        return torch.from_numpy(out)
+    a_t, b_t, order_t = (torch.as_tensor(x, device=table.table.device) for x in (a, b, order))
+    result = torch.empty(len(a), dtype=torch.float64, device=table.table.device)
+    for start in range(0, len(a), chunk * 256):
+        idx = order_t[start : start + chunk * 256]
+        diff = table.table[a_t[idx]] - table.table[b_t[idx]]
+        result[idx] = diff.pow(2).sum(-1).sqrt() if distance == "L2" else diff.abs().sum(-1)
+    return result.cpu()
+
+
+def _pair_distances(table: _DescriptorTable, rows: list[tuple], distance: str) -> torch.Tensor:
+    return _gathered_distances(table, *_pair_rows(table, rows), distance)
 
 
 def verification_distances(descriptors, pairs: VerificationPairs, level: str, neg_type: str = "intra", distance: str = "L2") -> tuple[np.ndarray, np.ndarray]:
@@ -510,13 +547,16 @@ def evaluate_verification(descriptors, pairs: VerificationPairs, distance: str =
     """Balanced ROC AUC and imbalanced AP (first n_pos + 0.2 n_pos of [negatives; positives])
     per noise level and negative type, as ``eval_verification``."""
     results = {}
+    rows = None
     for level in LEVELS:
         table = _DescriptorTable(descriptors, level, device)
-        d_pos = _pair_distances(table, pairs.positives, distance)
+        if rows is None:
+            rows = [_pair_rows(table, r) for r in (pairs.positives, pairs.negatives_intra, pairs.negatives_inter)]
+        d_pos = _gathered_distances(table, *rows[0], distance)
         n_pos = len(d_pos)
         n_imbalanced = n_pos + int(n_pos * 0.2)
-        for neg_type, rows in zip(NEG_TYPES, (pairs.negatives_intra, pairs.negatives_inter)):
-            d_neg = _pair_distances(table, rows, distance)
+        for neg_type, neg_rows in zip(NEG_TYPES, rows[1:]):
+            d_neg = _gathered_distances(table, *neg_rows, distance)
             d = torch.cat([d_neg, d_pos])
             labels = torch.cat([torch.zeros_like(d_neg), torch.ones_like(d_pos)])
             # scores = -d sorted descending with a stable sort == d ascending, stable
@@ -536,20 +576,59 @@ def _cdist(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
     raise ValueError(f"unknown distance {distance!r}; expected L2 or L1")
 
 
+def _nearest(queries: torch.Tensor, databases: list[torch.Tensor], distance: str) -> list[torch.Tensor]:
+    """Exact nearest neighbour (first index on ties) of every query in each database.
+
+    L2: a float32 matmul over all databases at once screens the candidates, within a bound
+    of float32's rounding error of the minimum; only those are compared with exact float64
+    differences. The result is the argmin of the exact distances, as scipy's cdist gives.
+    """
+    if distance != "L2":
+        return [_cdist(queries, d, distance).argmin(dim=1) for d in databases]
+    q32 = queries.float()
+    stacked = torch.cat(databases).float()
+    sizes = [len(d) for d in databases]
+    database_norms = stacked.pow(2).sum(-1)
+    approx = database_norms.unsqueeze(0) - 2 * q32 @ stacked.T  # |q - d|^2 - |q|^2
+    # float32 error of |d|^2 - 2 q.d is below ~D * eps * (|q|^2 + |d|^2): screen generously
+    tolerance = 1e-4 * (q32.pow(2).sum(-1, keepdim=True) + database_norms.max()) + 1e-30
+    out, start = [], 0
+    for size, database in zip(sizes, databases):
+        block = approx[:, start : start + size]
+        start += size
+        candidates = block <= block.min(dim=1, keepdim=True).values + tolerance
+        rows, cols = candidates.nonzero(as_tuple=True)
+        exact = (queries[rows] - database[cols]).pow(2).sum(-1)
+        # per row: smallest exact distance, then smallest index
+        order = np.lexsort((cols.cpu().numpy(), exact.cpu().numpy(), rows.cpu().numpy()))
+        rows_sorted = rows.cpu().numpy()[order]
+        first = np.r_[True, rows_sorted[1:] != rows_sorted[:-1]]
+        nearest = torch.empty(len(queries), dtype=torch.long)
+        nearest[torch.from_numpy(rows_sorted[first])] = cols.cpu()[torch.from_numpy(order[first])]
+        out.append(nearest.to(queries.device))
+    return out
+
+
 def evaluate_matching(descriptors, sequences: Sequence[str] | None = None, distance: str = "L2", device: str | torch.device = "cpu") -> dict:
     """Nearest-neighbour matching ref -> image i of each level: AP of the NN distances with
     recall over all N reference patches, as ``eval_matching``."""
     results = {}
+    names = [f"{level}{i}" for level in LEVELS for i in range(1, 6)]
     for seq in sequences or list(descriptors):
         ref = torch.as_tensor(np.asarray(descriptors[seq]["ref"]), dtype=torch.float64, device=device)
         truth = torch.arange(len(ref), device=device)
-        for level in LEVELS:
-            for i in range(1, 6):
-                other = torch.as_tensor(np.asarray(descriptors[seq][f"{level}{i}"]), dtype=torch.float64, device=device)
-                nearest_distance, nearest = _cdist(ref, other, distance).min(dim=1)
-                correct = nearest == truth
-                order = torch.sort(nearest_distance, stable=True).indices
-                results[(seq, level, i)] = float(_ap_from_sorted(correct[order], len(ref)))
+        others = [torch.as_tensor(np.asarray(descriptors[seq][name]), dtype=torch.float64, device=device) for name in names]
+        # a float32 (N, 15 N) screen per group of images, kept under ~256 MB
+        group = max(1, min(len(names), (64 << 20) // max(len(ref) ** 2, 1)))
+        nearest_all = []
+        for g in range(0, len(names), group):
+            nearest_all += _nearest(ref, others[g : g + group], distance)
+        for name, other, nearest in zip(names, others, nearest_all):
+            diff = ref - other[nearest]
+            nearest_distance = diff.pow(2).sum(-1).sqrt() if distance == "L2" else diff.abs().sum(-1)
+            correct = nearest == truth
+            order = torch.sort(nearest_distance, stable=True).indices
+            results[(seq, name[0], int(name[1]))] = float(_ap_from_sorted(correct[order], len(ref)))
     return results
 
 
