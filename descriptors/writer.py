@@ -567,3 +567,31 @@ def build_real_hpatches(
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return release
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m descriptors.writer {brown,hpatches} --data-root D --cache-dir C``: build a
+    real-data set and print where it is (plus the per-pair report)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("layout", choices=("brown", "hpatches"))
+    parser.add_argument("--data-root", default=os.environ.get("DEEPMATCH_DATA"))
+    parser.add_argument("--cache-dir", default=os.environ.get("DEEPMATCH_CACHE", str(Path.home() / ".cache" / "deepmatch")))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.layout == "brown":
+            folder = build_real_brown(args.data_root, args.cache_dir, seed=args.seed)
+            report = json.loads((folder / "done.json").read_text())
+        else:
+            folder = build_real_hpatches(args.data_root, args.cache_dir, seed=args.seed)
+            report = json.loads((folder.parent / "report.json").read_text())
+    except (DatasetNotFoundError, CorruptDatasetError) as exc:
+        raise SystemExit(f"error: {type(exc).__name__}: {exc}") from None
+    print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=1)[:4000])
+    print(folder)
+
+
+if __name__ == "__main__":
+    main()
