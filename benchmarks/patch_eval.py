@@ -94,7 +94,7 @@ def run_suite(
         for implementation in ("fast", "official") if run_official else ("fast",):
             summary, raw = H.evaluate_hpatches(
                 descr, sequences=patch_sets, split=split, tasks_dir=tasks_dir, cache_dir=cache, implementation=implementation,
-                device=torch_device if implementation == "fast" else "cpu", list_sizes=sizes,
+                device=torch_device if implementation == "fast" else "cpu", lists=(verification_pairs, retrieval_lists),
             )
             runs[implementation] = (summary, raw)
             rows.append({
