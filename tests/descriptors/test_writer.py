@@ -135,3 +135,27 @@ def test_frame_overlap_identity_and_shift():
     lens = 2 * np.arccos(0.5) - np.sqrt(3) / 2
     assert overlaps[0] == 1.0 and overlaps[1] == 0.0
     assert overlaps[2] == pytest.approx(lens / (2 * np.pi - lens), abs=0.01)
+
+
+@pytest.mark.slow
+def test_real_brown_set_from_shared_data(tmp_path):
+    """The real-data Brown set (photos under random homographies + graf; v_churchill held out)
+    through the datamodule, as conf/data/brown_real.yaml builds it (~20 s)."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "sequences" / "v_churchill").is_dir():
+        pytest.skip("shared real sequences not available")
+    from descriptors.brown import BrownDataModule
+
+    module = BrownDataModule(
+        data_root=str(SHARED_DATA), train_subset="real_train", test_subset="v_churchill", sampler="points",
+        n_train=256, n_val=100, n_test=100, batch_size=64, test_match_file="m50_1000_1000_0.txt", cache_dir=str(tmp_path),
+        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300},
+    )
+    module.prepare_data()
+    module.setup("fit")
+    module.setup("test")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["anchor"].shape == (64, 1, 64, 64)
+    test = next(iter(module.test_dataloader()))
+    assert 0 < test["label"].mean() < 1
