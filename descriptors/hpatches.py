@@ -728,13 +728,14 @@ def evaluate_retrieval(
         # pool bin of each distractor: the first pool k whose first k - 5 distractors hold it
         bins = torch.searchsorted(pools - 5, position.contiguous(), right=False)
         bins = torch.where(valid, bins, torch.full_like(bins, n_pools))
-        onehot = torch.nn.functional.one_hot(bins, n_pools + 1)[..., :n_pools].double()  # (q, Nd, P)
+        # counts by float32 matmul: exact for counts below 2^24
+        onehot = torch.nn.functional.one_hot(bins, n_pools + 1)[..., :n_pools].float()  # (q, Nd, P)
         for li in range(len(LEVELS)):
             query = queries32[start:stop].unsqueeze(1)  # (q, 1, D)
             dist_p = _cdist(query, positives[li][start:stop], distance).squeeze(1)  # (q, 5)
             dist_p = torch.sort(dist_p, dim=1, stable=True).values
-            closer = (dist_d.unsqueeze(1) < dist_p.unsqueeze(2)).double()  # (q, 5, Nd)
-            before = torch.bmm(closer, onehot).cumsum(-1)  # (q, 5, P) distractors ranked before
+            closer = (dist_d.unsqueeze(1) < dist_p.unsqueeze(2)).float()  # (q, 5, Nd)
+            before = torch.bmm(closer, onehot).double().cumsum(-1)  # (q, 5, P) distractors ranked before
             c = torch.arange(1, 6, dtype=torch.float64, device=device).view(1, 5, 1)
             rank = c + before  # 1-based rank of the c-th positive
             previous = torch.where(rank > 1, (c - 1).clamp_min(1e-10) / (rank - 1).clamp_min(1e-10), torch.ones_like(rank))
