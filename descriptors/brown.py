@@ -367,6 +367,10 @@ class _Sampler(Dataset):
         self.groups = [g for g in _point_groups(self.point_ids) if len(g) >= 2]
         if not self.groups:
             raise ValueError(f"Brown subset {subset.name}: no 3D point has two patches")
+        # the groups as one flat array, for vectorised draws
+        self._flat = np.concatenate(self.groups)
+        self._sizes = np.array([len(g) for g in self.groups])
+        self._starts = np.r_[0, np.cumsum(self._sizes)[:-1]]
         self.n_items = int(n_items)
         self.seed = seed
         self.augment = augment
@@ -384,10 +388,12 @@ class _Sampler(Dataset):
 
     def _two_of(self, rng: np.random.Generator, group_ids: np.ndarray) -> np.ndarray:
         """Two distinct patches of each chosen point: ``(len(group_ids), 2)``."""
-        sizes = np.array([len(self.groups[g]) for g in group_ids])
+        group_ids = np.asarray(group_ids, dtype=np.int64)
+        sizes = self._sizes[group_ids]
         first = rng.integers(sizes)
         second = (first + 1 + rng.integers(sizes - 1)) % sizes  # uniform over the others
-        return np.array([[self.groups[g][i], self.groups[g][j]] for g, i, j in zip(group_ids, first, second)])
+        starts = self._starts[group_ids]
+        return np.stack([self._flat[starts + first], self._flat[starts + second]], axis=1).reshape(-1, 2)
 
     def _patch(self, index: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.patches[index], dtype=np.float32) / 255.0).unsqueeze(0)
