@@ -61,6 +61,7 @@ def run_suite(
     quick_list_sizes: dict | None = None,
     quick_synthetic: int = 2,
     run_official: bool = True,
+    brown_real: dict | None = None,
     device: str = "auto",
     num_threads: int | None = None,
     publish_dir: str | None = None,
@@ -129,9 +130,10 @@ def run_suite(
         "retrieval_distractors": len(retrieval_lists.distractors),
         "lists_seconds": round(lists_seconds, 2),
     }
+    brown_rows = _brown_fpr95(data_dir, cache, descriptors, brown_real, output) if brown_real is not None else []
     report_path = release.parent / "report.json"
     generation = json.loads(report_path.read_text()) if report_path.is_file() else None
-    result = {"source": source, "split": split, "quick": quick, "counts": counts, "rows": rows, "matching_per_image_pair": per_pair, "generation": generation}
+    result = {"source": source, "split": split, "quick": quick, "counts": counts, "rows": rows, "brown_fpr95": brown_rows, "matching_per_image_pair": per_pair, "generation": generation}
     (output / "patch_eval.json").write_text(json.dumps(result, indent=2))
     (output / "patch_eval.md").write_text(markdown(result))
     _plot_roc(roc_curves, output / "patch_eval_roc.png")
@@ -139,9 +141,40 @@ def run_suite(
     if publish_dir:
         publish = Path(publish_dir)
         publish.mkdir(parents=True, exist_ok=True)
-        for name in ("patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png"):
+        names = ["patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png"]
+        names += ["patch_eval_brown_roc.png"] if brown_rows else []
+        for name in names:
             shutil.copy(output / name, publish / name)
     print((output / "patch_eval.md").read_text())
+    return rows
+
+
+def _brown_fpr95(data_dir, cache: Path, descriptors, settings: dict, output: Path) -> list[dict]:
+    """FPR95 (HardNet's definition) of each descriptor on the m50 pairs of the held-out
+    sequence of the real-data Brown set (descriptors.writer.build_real_brown)."""
+    import matplotlib.pyplot as plt
+
+    from descriptors.brown import load_subset
+    from descriptors.metrics import fpr_at_recall, plot_roc
+    from descriptors.writer import build_real_brown
+
+    settings = dict(settings)
+    root = build_real_brown(data_dir, cache, **settings)
+    test_name = settings.get("test_sequence", "v_churchill")
+    n_pairs = settings.get("n_test_pairs", 10000)
+    subset = load_subset(root, test_name, cache)
+    matches = subset.matches(f"m50_{n_pairs}_{n_pairs}_0.txt")
+    rows, curves = [], {}
+    for name in descriptors:
+        start = time.perf_counter()
+        descr = DESCRIPTORS[name](np.asarray(subset.patches))
+        seconds = time.perf_counter() - start
+        distances = np.linalg.norm(descr[matches[:, 0]] - descr[matches[:, 1]], axis=1)
+        curves[name] = (distances, matches[:, 2])
+        rows.append({"descriptor": name, "test": test_name, "pairs": int(len(matches)), "patches": int(len(subset)), "fpr95": round(fpr_at_recall(distances, matches[:, 2]), 6), "describe_seconds": round(seconds, 3)})
+    fig = plot_roc(curves, title=f"Real Brown-layout pairs ({test_name}, held out)")
+    fig.savefig(output / "patch_eval_brown_roc.png", dpi=90)
+    plt.close(fig)
     return rows
 
 
@@ -170,6 +203,11 @@ def markdown(result: dict) -> str:
     for r in fast:
         lines += ["", f"{r['descriptor']}: largest difference fast vs official over all numbers: {r['max_abs_difference_vs_official']:.2e}; "
                   f"speed-up per task: verification {r.get('speedup_verification')}x, matching {r.get('speedup_matching')}x, retrieval {r.get('speedup_retrieval')}x."]
+    if result.get("brown_fpr95"):
+        lines += ["", "FPR95 (%) on the real Brown-layout test pairs (m50 file of the held-out sequence, half matching):", "",
+                  "| descriptor | test sequence | pairs | patches | FPR95 |", "|---|---|---|---|---|"]
+        for r in result["brown_fpr95"]:
+            lines.append(f"| {r['descriptor']} | {r['test']} | {r['pairs']} | {r['patches']} | {100 * r['fpr95']:.2f} |")
     lines += ["", "Matching AP (%) per image pair (ref vs image i+1), fast evaluator:", ""]
     for name, per_seq in result["matching_per_image_pair"].items():
         lines += [f"| {name} | level | 1-2 | 1-3 | 1-4 | 1-5 | 1-6 |", "|---|---|---|---|---|---|---|"]

@@ -39,6 +39,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
         quick_synthetic=0,
         quick_list_sizes={"n_pos": 300, "n_neg": 300, "n_queries": 20, "n_distractors": 100},
         device="cpu",
+        brown_real={"train_sequences": ["v_one"], "test_sequence": "v_two", "skimage_photos": False, "n_coil": 0, "n_logos": 0, "n_train_pairs": 200, "n_test_pairs": 200, "test_keypoints": 150},
         publish_dir=str(publish),
     )
     assert [r["implementation"] for r in rows] == ["fast", "official"]
@@ -46,9 +47,11 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     for key in ("verification_map", "verification_auc", "matching_map", "retrieval_map"):
         assert 0 < fast[key] <= 1 and abs(fast[key] - official[key]) < 1e-9
     assert fast["max_abs_difference_vs_official"] < 1e-9 and fast["speedup_total"] > 0
-    for name in ("patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png"):
+    for name in ("patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png", "patch_eval_brown_roc.png"):
         assert (tmp_path / "run" / name).is_file() and (publish / name).is_file(), name
     result = json.loads((tmp_path / "run" / "patch_eval.json").read_text())
     assert result["rows"] == rows and set(result["matching_per_image_pair"]["sift"]) == {"v_one", "v_two"}
+    (brown_row,) = result["brown_fpr95"]
+    assert brown_row["pairs"] == 200 and 0 <= brown_row["fpr95"] < 0.5  # same-point patches are near
     table = markdown(result)
     assert "| sift | fast |" in table and "| v_one | e |" in table
