@@ -20,6 +20,7 @@ generated with the same random draws as ``gen_verif`` / ``gen_retrieval`` (seed 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import urllib.error
@@ -397,7 +398,11 @@ def task_lists(
         return read_verification_pairs(tasks_dir, split_name), read_retrieval_lists(tasks_dir, split_name)
     test = list(sequences)
     if cache_dir is not None:
-        key = f"{split_name}-{len(test)}-{sum(len(v['ref']) for v in sequences.values())}-{n_pos}-{n_neg}-{n_queries}-{n_distractors}"
+        # names, sizes and the centre row of every ref patch (the std filter reads the patches)
+        digest = hashlib.md5(json.dumps([n_pos, n_neg, n_queries, n_distractors, test]).encode())
+        for name in test:
+            digest.update(np.ascontiguousarray(sequences[name]["ref"][:, PATCH // 2]).tobytes())
+        key = f"{split_name}-{digest.hexdigest()[:12]}"
         folder = Path(cache_dir) / "hpatches_tasks" / key
         try:
             return read_verification_pairs(folder, split_name), read_retrieval_lists(folder, split_name)
