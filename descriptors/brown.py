@@ -1,0 +1,651 @@
+"""Brown / UBC PhotoTour patches in their official layout, a memory-mapped cache, the
+training samplers and :class:`BrownDataModule`.
+
+Official layout of one subset folder (``liberty``, ``notredame``, ``yosemite``)::
+
+    patches0000.bmp ...   1024x1024 grey tiles of 16x16 patches of 64x64, row-major
+                          (left to right, then top to bottom); the last tile partly filled
+    info.txt              one line per patch: "3D-point-id unused"
+    interest.txt          one line per patch: "reference-image-id x y orientation log2-scale"
+    m50_<n>_<n>_0.txt     match pairs: "patch1 point1 unused patch2 point2 unused";
+                          label = (point1 == point2); m50_100000_100000_0.txt is the test set
+
+Batches (the contract with the networks): dicts of float32 tensors in [0, 1], patches
+``(B, 1, 64, 64)``:
+
+* train, ``sampler="pairs"`` -> ``{"patch1", "patch2", "label"}`` (balanced, label 1 = same point)
+* train, ``sampler="triplets"`` -> ``{"anchor", "positive", "negative"}``
+* train, ``sampler="points"`` -> ``{"anchor", "positive"}``: each batch holds B distinct 3D points
+* val / test -> ``{"patch1", "patch2", "label"}`` from an m50 match file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import CorruptDatasetError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BROWN_SUBSETS",
+    "BROWN_URLS",
+    "BROWN_MIRROR",
+    "BROWN_MD5",
+    "BROWN_PATCH_COUNTS",
+    "BROWN_MEAN_STD",
+    "TEST_MATCH_FILE",
+    "BrownSubset",
+    "find_subset_dir",
+    "read_info",
+    "read_interest",
+    "read_matches",
+    "read_patches",
+    "read_subset",
+    "load_subset",
+    "write_subset",
+    "write_matches",
+    "sample_match_pairs",
+    "download_brown",
+    "PairSampler",
+    "TripletSampler",
+    "PointSampler",
+    "EpochSampler",
+    "MatchPairs",
+    "BrownDataModule",
+]
+
+BROWN_SUBSETS = ("liberty", "notredame", "yosemite")
+#: torchvision's (now dead) official URLs and the md5 of those zips.
+BROWN_URLS = {name: f"http://icvl.ee.ic.ac.uk/vbalnt/{name}.zip" for name in BROWN_SUBSETS}
+BROWN_MD5 = {
+    "notredame": "509eda8535847b8c0a90bbb210c83484",
+    "yosemite": "533b2e8eb7ede31be40abc317b2fd4f0",
+    "liberty": "fdd9152f138ea5ef2091746689176414",
+}
+#: Re-packed zips (different md5s, not known here: checked by zip integrity instead).
+BROWN_MIRROR = "https://cmp.felk.cvut.cz/~mishkdmy/datasets/BrownPhotoTour/"
+BROWN_PATCH_COUNTS = {"notredame": 468159, "yosemite": 633587, "liberty": 450092}
+#: mean / std of the patches on [0, 1] (HardNet's normalisation constants)
+BROWN_MEAN_STD = {"liberty": (0.4437, 0.2019), "notredame": (0.4854, 0.1864), "yosemite": (0.4844, 0.1818)}
+TEST_MATCH_FILE = "m50_100000_100000_0.txt"
+
+PATCH = 64
+TILE = 1024
+PER_ROW = TILE // PATCH
+PER_TILE = PER_ROW * PER_ROW
+
+
+def _hint(subset: str) -> str:
+    url = BROWN_URLS.get(subset, "<subset>.zip")
+    return (
+        f"Get the Brown/UBC PhotoTour subset {subset!r} ({url}, dead; mirror {BROWN_MIRROR}{subset}.zip), "
+        f"unzip it to <data_root>/brown/{subset}/ (e.g. descriptors.brown.download_brown(root, '{subset}')) "
+        "and point the data root (DEEPMATCH_DATA / data.data_root) at it"
+    )
+
+
+@dataclass
+class BrownSubset:
+    """One subset: ``patches`` uint8 ``(N, 64, 64)`` (possibly memory-mapped), ``point_ids``
+    int64 ``(N,)``, ``interest`` float ``(N, 5)`` or None, and the folder it came from."""
+
+    name: str
+    patches: np.ndarray
+    point_ids: np.ndarray
+    interest: np.ndarray | None
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.point_ids)
+
+    def matches(self, match_file: str = TEST_MATCH_FILE) -> np.ndarray:
+        """``(M, 3)`` int64 ``[patch1, patch2, is_match]`` from one of the subset's m50 files."""
+        return read_matches(self.folder / match_file, n_patches=len(self))
+
+
+def find_subset_dir(root: str | os.PathLike, subset: str) -> Path:
+    """``root/brown/<subset>``, ``root/<subset>`` or ``root`` itself (holding ``info.txt``)."""
+    if root is None:
+        raise DatasetNotFoundError("no data root configured for Brown", "<unset>", _hint(subset))
+    root = Path(root).expanduser()
+    for folder in (root / "brown" / subset, root / subset, root):
+        if (folder / "info.txt").is_file() and (folder is not root or root.name == subset):
+            return folder
+    if (root / "brown" / subset).is_dir() or (root / subset).is_dir():
+        folder = root / "brown" / subset if (root / "brown" / subset).is_dir() else root / subset
+        raise DatasetNotFoundError("Brown subset folder has no info.txt", folder, _hint(subset))
+    raise DatasetNotFoundError(f"Brown subset {subset!r} not found under", root, _hint(subset))
+
+
+def _read_columns(path: Path, columns: int, dtype, what: str, hint: str = "") -> np.ndarray:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"Brown {what} not found", path, hint)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptDatasetError(f"cannot read Brown {what} ({exc})", path, hint) from exc
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    bad = next((i for i, row in enumerate(rows) if len(row) != columns), None)
+    if bad is not None:
+        raise CorruptDatasetError(
+            f"Brown {what}: line {bad + 1} has {len(rows[bad])} columns, expected {columns}", path, hint
+        )
+    try:
+        return np.array(rows, dtype=np.float64).astype(dtype).reshape(len(rows), columns)
+    except ValueError as exc:
+        raise CorruptDatasetError(f"Brown {what}: non-numeric value ({exc})", path, hint) from exc
+
+
+def read_info(path: str | os.PathLike) -> np.ndarray:
+    """3D point id of every patch (``info.txt``: "pointid unused" per line)."""
+    return _read_columns(Path(path), 2, np.int64, "info.txt")[:, 0]
+
+
+def read_interest(path: str | os.PathLike) -> np.ndarray:
+    """``(N, 5)`` float: reference image id, x, y, orientation, scale (log2 units)."""
+    return _read_columns(Path(path), 5, np.float64, "interest.txt")
+
+
+def read_matches(path: str | os.PathLike, n_patches: int | None = None) -> np.ndarray:
+    """``(M, 3)`` int64 ``[patch1, patch2, is_match]`` from an m50 file (6 columns)."""
+    path = Path(path)
+    table = _read_columns(path, 6, np.int64, "match file")
+    if n_patches is not None and len(table) and (table[:, [0, 3]].max() >= n_patches or table[:, [0, 3]].min() < 0):
+        raise CorruptDatasetError(f"match file refers to patches outside 0..{n_patches - 1}", path)
+    return np.stack([table[:, 0], table[:, 3], (table[:, 1] == table[:, 4]).astype(np.int64)], axis=1)
+
+
+def read_patches(folder: str | os.PathLike, n_patches: int) -> np.ndarray:
+    """The first ``n_patches`` patches of the ``patchesNNNN.bmp`` tiles of ``folder``."""
+    folder = Path(folder)
+    n_tiles = -(-n_patches // PER_TILE)
+    patches = np.empty((n_tiles * PER_TILE, PATCH, PATCH), dtype=np.uint8)
+    for tile in range(n_tiles):
+        path = folder / f"patches{tile:04d}.bmp"
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"Brown tile missing ({n_patches} patches in info.txt need {n_tiles} tiles)", path, _hint(folder.name)
+            )
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise CorruptDatasetError("unreadable or truncated Brown tile", path, "Delete it and unzip the subset again")
+        if image.shape != (TILE, TILE):
+            raise CorruptDatasetError(f"Brown tile is {image.shape[1]}x{image.shape[0]}, expected 1024x1024", path)
+        block = patches[tile * PER_TILE : (tile + 1) * PER_TILE]
+        block[:] = image.reshape(PER_ROW, PATCH, PER_ROW, PATCH).transpose(0, 2, 1, 3).reshape(PER_TILE, PATCH, PATCH)
+    return patches[:n_patches]
+
+
+def read_subset(folder: str | os.PathLike, name: str | None = None) -> BrownSubset:
+    """Read a subset folder directly from the bmp tiles (slow for real subsets: use :func:`load_subset`)."""
+    folder = Path(folder)
+    point_ids = read_info(folder / "info.txt")
+    interest_path = folder / "interest.txt"
+    interest = read_interest(interest_path) if interest_path.is_file() else None
+    if interest is not None and len(interest) != len(point_ids):
+        raise CorruptDatasetError(f"interest.txt has {len(interest)} lines but info.txt {len(point_ids)}", interest_path)
+    return BrownSubset(name or folder.name, read_patches(folder, len(point_ids)), point_ids, interest, folder)
+
+
+def _source_signature(folder: Path) -> dict:
+    files = sorted(folder.glob("patches*.bmp")) + [folder / "info.txt"]
+    return {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in files if p.is_file()}
+
+
+def load_subset(root: str | os.PathLike, subset: str, cache_dir: str | os.PathLike | None = None) -> BrownSubset:
+    """A subset with its patches memory-mapped from ``<cache_dir>/brown/<subset>/patches.npy``.
+
+    The cache is built once from the bmp tiles (and rebuilt when the tiles change); later
+    loads cost one ``np.load(mmap_mode="r")`` instead of decoding hundreds of bitmaps.
+    """
+    folder = find_subset_dir(root, subset)
+    if cache_dir is None:
+        return read_subset(folder, subset)
+    key = hashlib.md5(str(folder.resolve()).encode()).hexdigest()[:8]
+    cache = Path(cache_dir) / "brown" / f"{subset}-{key}"
+    meta_path = cache / "meta.json"
+    signature = _source_signature(folder)
+    point_ids = read_info(folder / "info.txt")
+    interest_path = folder / "interest.txt"
+    interest = read_interest(interest_path) if interest_path.is_file() else None
+    if interest is not None and len(interest) != len(point_ids):
+        raise CorruptDatasetError(f"interest.txt has {len(interest)} lines but info.txt {len(point_ids)}", interest_path)
+    fresh = meta_path.is_file() and json.loads(meta_path.read_text()).get("signature") == signature
+    if not fresh:
+        patches = read_patches(folder, len(point_ids))
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / "patches.tmp.npy"
+        np.save(tmp, patches)
+        os.replace(tmp, cache / "patches.npy")
+        meta_path.write_text(json.dumps({"signature": signature, "n_patches": len(point_ids), "folder": str(folder)}))
+        log.info("cached %d Brown patches of %s in %s", len(point_ids), subset, cache)
+    patches = np.load(cache / "patches.npy", mmap_mode="r")
+    if len(patches) != len(point_ids):
+        raise CorruptDatasetError(f"cached patches ({len(patches)}) do not match info.txt ({len(point_ids)})", cache)
+    return BrownSubset(subset, patches, point_ids, interest, folder)
+
+
+def write_subset(
+    folder: str | os.PathLike,
+    patches: np.ndarray,
+    point_ids: np.ndarray,
+    interest: np.ndarray | None = None,
+    match_files: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write patches in the official layout (tiles, info.txt, interest.txt, m50 files).
+
+    ``match_files`` maps a file name to ``(M, 2)`` patch index pairs (see :func:`write_matches`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    patches = np.asarray(patches, dtype=np.uint8)
+    if patches.ndim != 3 or patches.shape[1:] != (PATCH, PATCH):
+        raise ValueError(f"patches must be (N, 64, 64), got {patches.shape}")
+    point_ids = np.asarray(point_ids, dtype=np.int64)
+    if len(point_ids) != len(patches):
+        raise ValueError("one point id per patch is needed")
+    n_tiles = -(-len(patches) // PER_TILE)
+    for tile in range(n_tiles):
+        block = np.zeros((PER_TILE, PATCH, PATCH), dtype=np.uint8)
+        chunk = patches[tile * PER_TILE : (tile + 1) * PER_TILE]
+        block[: len(chunk)] = chunk
+        image = block.reshape(PER_ROW, PER_ROW, PATCH, PATCH).transpose(0, 2, 1, 3).reshape(TILE, TILE)
+        cv2.imwrite(str(folder / f"patches{tile:04d}.bmp"), image)
+    (folder / "info.txt").write_text("".join(f"{p} 0\n" for p in point_ids))
+    if interest is None:
+        interest = np.zeros((len(patches), 5))
+    (folder / "interest.txt").write_text(
+        "".join(f"{int(r[0])} {r[1]:.6g} {r[2]:.6g} {r[3]:.6g} {r[4]:.6g}\n" for r in np.asarray(interest))
+    )
+    for name, pairs in (match_files or {}).items():
+        write_matches(folder / name, pairs, point_ids)
+    return folder
+
+
+def write_matches(path: str | os.PathLike, pairs: np.ndarray, point_ids: np.ndarray) -> Path:
+    """An m50 file for patch index pairs ``(M, 2)``: "patch1 point1 0 patch2 point2 0"."""
+    pairs = np.asarray(pairs, dtype=np.int64)
+    lines = (f"{a} {point_ids[a]} 0 {b} {point_ids[b]} 0\n" for a, b in pairs)
+    Path(path).write_text("".join(lines))
+    return Path(path)
+
+
+def sample_match_pairs(point_ids: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndarray:
+    """``(n_pairs, 2)`` patch index pairs, half matching (same point), half not, shuffled."""
+    rng = np.random.default_rng(seed)
+    groups = _point_groups(point_ids)
+    multi = [g for g in groups if len(g) >= 2]
+    if not multi:
+        raise ValueError("no 3D point has two patches: cannot sample matching pairs")
+    n_pos = n_pairs // 2
+    pairs = np.empty((n_pairs, 2), dtype=np.int64)
+    for i, g in enumerate(rng.integers(len(multi), size=n_pos)):
+        pairs[i] = rng.choice(multi[g], 2, replace=False)
+    n_neg = n_pairs - n_pos
+    a = rng.integers(len(point_ids), size=n_neg * 2)
+    b = rng.integers(len(point_ids), size=n_neg * 2)
+    keep = point_ids[a] != point_ids[b]
+    if keep.sum() < n_neg:
+        raise ValueError("too few distinct 3D points for non-matching pairs")
+    pairs[n_pos:] = np.stack([a[keep][:n_neg], b[keep][:n_neg]], axis=1)
+    return pairs[rng.permutation(n_pairs)]
+
+
+def download_brown(root: str | os.PathLike, subset: str, timeout: float = 120.0) -> Path:
+    """Download and unzip a subset to ``root/brown/<subset>/``: the official URL (md5
+    checked), then the CTU mirror (zip integrity checked). Raises DatasetNotFoundError
+    when neither works (no network)."""
+    if subset not in BROWN_SUBSETS:
+        raise ValueError(f"unknown Brown subset {subset!r}; expected one of {BROWN_SUBSETS}")
+    from regionsearch.mnist import md5sum
+
+    target = Path(root).expanduser() / "brown"
+    target.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for url, md5 in ((BROWN_URLS[subset], BROWN_MD5[subset]), (f"{BROWN_MIRROR}{subset}.zip", None)):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{subset}.", suffix=".zip.part", dir=target)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            if md5 is not None and md5sum(tmp) != md5:
+                failures.append(f"{url}: md5 mismatch")
+                continue
+            with zipfile.ZipFile(tmp) as archive:
+                if archive.testzip() is not None:
+                    failures.append(f"{url}: corrupt zip")
+                    continue
+                names = archive.namelist()
+                nested = all(n.startswith(f"{subset}/") for n in names)
+                archive.extractall(target if nested else target / subset)
+            return find_subset_dir(target.parent, subset)
+        except (urllib.error.URLError, OSError, TimeoutError, zipfile.BadZipFile) as exc:
+            failures.append(f"{url}: {exc}")
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    raise DatasetNotFoundError(f"could not download Brown {subset} ({'; '.join(failures)}) into", target, _hint(subset))
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def _point_groups(point_ids: np.ndarray) -> list[np.ndarray]:
+    """Patch indices of every 3D point, in order of first appearance."""
+    order = np.argsort(point_ids, kind="stable")
+    sorted_ids = point_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    groups = np.split(order, starts[1:])
+    return sorted(groups, key=lambda g: g[0])
+
+
+class _Sampler(Dataset):
+    """Base: a fixed number of items per epoch, redrawn by :meth:`set_epoch` from ``seed``."""
+
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, subset: BrownSubset, n_items: int, seed: int = 0, augment: bool = False) -> None:
+        self.patches = subset.patches
+        self.point_ids = np.asarray(subset.point_ids)
+        self.groups = [g for g in _point_groups(self.point_ids) if len(g) >= 2]
+        if not self.groups:
+            raise ValueError(f"Brown subset {subset.name}: no 3D point has two patches")
+        # the groups as one flat array, for vectorised draws
+        self._flat = np.concatenate(self.groups)
+        self._sizes = np.array([len(g) for g in self.groups])
+        self._starts = np.r_[0, np.cumsum(self._sizes)[:-1]]
+        self.n_items = int(n_items)
+        self.seed = seed
+        self.augment = augment
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.indices = self._draw(np.random.default_rng([self.seed, epoch]))
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:  # (n_items, len(keys)) patch indices
+        raise NotImplementedError
+
+    def _two_of(self, rng: np.random.Generator, group_ids: np.ndarray) -> np.ndarray:
+        """Two distinct patches of each chosen point: ``(len(group_ids), 2)``."""
+        group_ids = np.asarray(group_ids, dtype=np.int64)
+        sizes = self._sizes[group_ids]
+        first = rng.integers(sizes)
+        second = (first + 1 + rng.integers(sizes - 1)) % sizes  # uniform over the others
+        starts = self._starts[group_ids]
+        return np.stack([self._flat[starts + first], self._flat[starts + second]], axis=1).reshape(-1, 2)
+
+    def _patch(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.patches[index], dtype=np.float32) / 255.0).unsqueeze(0)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        row = self.indices[item]
+        patches = [self._patch(int(i)) for i in row[: len(self.keys)]]
+        if self.augment:
+            # the same flip / rotation for every patch of an item (HardNet's --fliprot),
+            # deterministic per (seed, epoch, item)
+            k, flip = np.random.default_rng([self.seed, self.epoch, item, 7]).integers(0, [4, 2])
+            patches = [torch.rot90(p, int(k), dims=(1, 2)) for p in patches]
+            if flip:
+                patches = [torch.flip(p, dims=(2,)) for p in patches]
+        out = dict(zip(self.keys, patches))
+        if len(row) > len(self.keys):
+            out["label"] = torch.tensor(float(row[-1]))
+        return out
+
+
+class PairSampler(_Sampler):
+    """Balanced pairs: even items match (two patches of one point), odd items do not."""
+
+    keys = ("patch1", "patch2")
+
+    def _draw(self, rng):
+        n_pos = (self.n_items + 1) // 2
+        positives = self._two_of(rng, rng.integers(len(self.groups), size=n_pos))
+        n_neg = self.n_items - n_pos
+        negatives = np.empty((n_neg, 2), dtype=np.int64)
+        filled = 0
+        while filled < n_neg:
+            a = rng.integers(len(self.point_ids), size=n_neg - filled)
+            b = rng.integers(len(self.point_ids), size=n_neg - filled)
+            good = self.point_ids[a] != self.point_ids[b]
+            count = int(good.sum())
+            negatives[filled : filled + count] = np.stack([a[good], b[good]], 1)
+            filled += count
+        rows = np.zeros((self.n_items, 3), dtype=np.int64)
+        rows[0::2, :2], rows[0::2, 2] = positives, 1
+        rows[1::2, :2] = negatives
+        return rows
+
+
+class TripletSampler(_Sampler):
+    """(anchor, positive, negative): a and p from one point, n from another point."""
+
+    keys = ("anchor", "positive", "negative")
+
+    def _draw(self, rng):
+        groups = rng.integers(len(self.groups), size=self.n_items)
+        pairs = self._two_of(rng, groups)
+        negatives = rng.integers(len(self.point_ids), size=self.n_items)
+        anchor_points = self.point_ids[pairs[:, 0]]
+        clash = self.point_ids[negatives] == anchor_points
+        while clash.any():
+            negatives[clash] = rng.integers(len(self.point_ids), size=int(clash.sum()))
+            clash = self.point_ids[negatives] == anchor_points
+        return np.column_stack([pairs, negatives])
+
+
+class PointSampler(_Sampler):
+    """L2-Net / HardNet batches: every block of ``batch_size`` consecutive items holds pairs of
+    ``batch_size`` distinct 3D points (load it with ``shuffle=False`` and that batch size)."""
+
+    keys = ("anchor", "positive")
+
+    def __init__(self, subset: BrownSubset, n_items: int, batch_size: int, seed: int = 0, augment: bool = False) -> None:
+        self.batch_size = int(batch_size)
+        n_points = sum(1 for g in _point_groups(np.asarray(subset.point_ids)) if len(g) >= 2)
+        if self.batch_size > n_points:
+            raise ValueError(f"batch_size {batch_size} exceeds the {n_points} 3D points with two patches")
+        super().__init__(subset, n_items, seed, augment)
+
+    def _draw(self, rng):
+        blocks = []
+        for start in range(0, self.n_items, self.batch_size):
+            size = min(self.batch_size, self.n_items - start)
+            blocks.append(self._two_of(rng, rng.choice(len(self.groups), size=size, replace=False)))
+        return np.concatenate(blocks)
+
+
+class EpochSampler(Sampler):
+    """Item order of a training sampler; Lightning calls :meth:`set_epoch` before every epoch,
+    which redraws the dataset's items for that epoch (and reshuffles when ``shuffle``)."""
+
+    def __init__(self, dataset: _Sampler, shuffle: bool, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.dataset.epoch != epoch:
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(len(self.dataset)))
+        order = np.random.default_rng([self.seed, self.epoch, 1]).permutation(len(self.dataset))
+        return iter(order.tolist())
+
+
+class MatchPairs(Dataset):
+    """Pairs of an m50 match file: ``{"patch1", "patch2", "label"}``."""
+
+    def __init__(self, subset: BrownSubset, matches: np.ndarray) -> None:
+        self.patches = subset.patches
+        self.matches = np.asarray(matches, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        a, b, label = self.matches[item]
+        return {
+            "patch1": torch.from_numpy(np.array(self.patches[a], dtype=np.float32) / 255.0).unsqueeze(0),
+            "patch2": torch.from_numpy(np.array(self.patches[b], dtype=np.float32) / 255.0).unsqueeze(0),
+            "label": torch.tensor(float(label)),
+        }
+
+
+# --------------------------------------------------------------------------- datamodule
+
+
+class BrownDataModule(pl.LightningDataModule):
+    """Train on one Brown subset, validate / test on the m50 pairs of another.
+
+    Args:
+        data_root: folder holding ``brown/<subset>/`` (or the subsets directly).
+        train_subset, test_subset: subset names (liberty / notredame / yosemite, or the
+            generated real-data subsets, see ``real_data``).
+        val_subset: subset of the validation pairs (default: ``test_subset``).
+        sampler: ``pairs`` | ``triplets`` | ``points`` (see the module docstring).
+        n_train: training items per epoch (None: one per training patch).
+        n_val, n_test: caps on the validation / test pairs (None: the whole match file).
+        test_match_file, val_match_file: m50 files of the evaluation pairs.
+        augment: random rot90 / flip, the same for every patch of an item.
+        real_data: when set, keyword arguments of :func:`descriptors.writer.build_real_brown`:
+            the subsets are generated from real images into ``cache_dir`` first.
+        cache_dir: the memory-mapped patch caches (and generated sets) live here.
+        seed: samples are a function of (seed, epoch) only.
+    """
+
+    def __init__(
+        self,
+        data_root: str | None = None,
+        train_subset: str = "liberty",
+        test_subset: str = "notredame",
+        val_subset: str | None = None,
+        sampler: str = "pairs",
+        n_train: int | None = None,
+        n_val: int | None = 10000,
+        n_test: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = 1024,
+        test_match_file: str = TEST_MATCH_FILE,
+        val_match_file: str | None = None,
+        augment: bool = False,
+        real_data: dict | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if sampler not in ("pairs", "triplets", "points"):
+            raise ValueError(f"sampler must be pairs, triplets or points, got {sampler!r}")
+        self.data_root = data_root
+        self.train_subset = train_subset
+        self.test_subset = test_subset
+        self.val_subset = val_subset or test_subset
+        self.sampler = sampler
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.test_match_file = test_match_file
+        self.val_match_file = val_match_file or test_match_file
+        self.augment = augment
+        self.real_data = dict(real_data) if real_data else None
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.subsets: dict[str, BrownSubset] = {}
+        self.splits: dict[str, Dataset] = {}
+
+    def _root(self) -> str | None:
+        if self.real_data is None:
+            return self.data_root
+        from .writer import build_real_brown
+
+        if self.cache_dir is None:
+            raise ValueError("real_data needs a cache_dir to write the generated subsets to")
+        return str(build_real_brown(self.data_root, self.cache_dir, **self.real_data))
+
+    def prepare_data(self) -> None:
+        self._root()
+
+    def _subset(self, root: str | None, name: str) -> BrownSubset:
+        if name not in self.subsets:
+            self.subsets[name] = load_subset(root, name, self.cache_dir)
+        return self.subsets[name]
+
+    def _per_device(self, batch_size: int) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the number of devices {world}")
+        return batch_size // world
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        if all(split in self.splits for split in wanted):
+            return
+        root = self._root()
+        if "train" in wanted and "train" not in self.splits:
+            train = self._subset(root, self.train_subset)
+            n_train = self.n_train or len(train)
+            if self.sampler == "pairs":
+                self.splits["train"] = PairSampler(train, n_train, self.seed, self.augment)
+            elif self.sampler == "triplets":
+                self.splits["train"] = TripletSampler(train, n_train, self.seed, self.augment)
+            else:
+                per_device = self._per_device(self.batch_size)
+                self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment)
+        if "val" in wanted and "val" not in self.splits:
+            val = self._subset(root, self.val_subset)
+            self.splits["val"] = MatchPairs(val, val.matches(self.val_match_file)[: self.n_val])
+        if "test" in wanted and "test" not in self.splits:
+            test = self._subset(root, self.test_subset)
+            self.splits["test"] = MatchPairs(test, test.matches(self.test_match_file)[: self.n_test])
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.splits["train"]
+        # points batches are built in order: shuffling would mix the distinct-point blocks
+        sampler = EpochSampler(dataset, shuffle=self.sampler != "points", seed=self.seed)
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return DataLoader(
+            dataset,
+            batch_size=self._per_device(self.batch_size),
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=True,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self._per_device(self.eval_batch_size), shuffle=False, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,190 @@
+"""Patch-pair metrics: FPR at 95% recall (HardNet's definition), ROC / PR curves and plots,
+and Hamming distances for binary descriptors.
+
+Convention: ``distances`` are "lower = more similar"; for similarity scores pass ``-score``.
+``labels`` are 1 for a matching pair (same 3D point), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "fpr_at_recall",
+    "roc_curve",
+    "pr_curve",
+    "roc_auc",
+    "average_precision",
+    "plot_roc",
+    "plot_pr",
+    "pair_distances",
+    "to_bits",
+    "hamming_pair_distances",
+    "hamming_cdist",
+]
+
+ArrayLike = np.ndarray | torch.Tensor | list
+
+
+def _numpy(values: ArrayLike, dtype=np.float64) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype).reshape(-1)
+
+
+def _check(distances: np.ndarray, labels: np.ndarray) -> None:
+    if distances.shape != labels.shape:
+        raise ValueError(f"distances {distances.shape} and labels {labels.shape} differ in length")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 (non-matching) or 1 (matching)")
+
+
+def fpr_at_recall(distances: ArrayLike, labels: ArrayLike, recall: float = 0.95) -> float:
+    """False-positive rate at the distance threshold that first reaches ``recall``.
+
+    Exactly HardNet's ``ErrorRateAt95Recall``: sort pairs by ascending distance, take the first
+    index where the cumulative positive count reaches ``recall * #positives``; FP = negatives
+    before that index, TN = negatives from it on; return FP / (FP + TN). The sort is stable, so
+    ties keep the input order (numpy's default quicksort leaves tied order undefined).
+    """
+    d = _numpy(distances)
+    y = _numpy(labels, np.int64)
+    _check(d, y)
+    if y.sum() == 0 or y.sum() == len(y):
+        raise ValueError("fpr_at_recall needs both matching and non-matching pairs")
+    y = y[np.argsort(d, kind="stable")]
+    threshold_index = int(np.argmax(np.cumsum(y) >= recall * np.sum(y)))
+    false_positives = int(np.sum(y[:threshold_index] == 0))
+    true_negatives = int(np.sum(y[threshold_index:] == 0))
+    return false_positives / (false_positives + true_negatives)
+
+
+def roc_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)`` as :func:`sklearn.metrics.roc_curve` on ``-distances``
+    (thresholds are distances: a pair is called matching when its distance <= threshold)."""
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    d, y = _numpy(distances), _numpy(labels, np.int64)
+    _check(d, y)
+    fpr, tpr, thresholds = sk_roc_curve(y, -d, drop_intermediate=False)
+    return fpr, tpr, -thresholds
+
+
+def pr_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, thresholds)`` as :func:`sklearn.metrics.precision_recall_curve`."""
+    from sklearn.metrics import precision_recall_curve
+
+    d, y = _numpy(distances), _numpy(labels, np.int64)
+    _check(d, y)
+    precision, recall, thresholds = precision_recall_curve(y, -d)
+    return precision, recall, -thresholds
+
+
+def roc_auc(distances: ArrayLike, labels: ArrayLike) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    d, y = _numpy(distances), _numpy(labels, np.int64)
+    _check(d, y)
+    return float(roc_auc_score(y, -d))
+
+
+def average_precision(distances: ArrayLike, labels: ArrayLike) -> float:
+    from sklearn.metrics import average_precision_score
+
+    d, y = _numpy(distances), _numpy(labels, np.int64)
+    _check(d, y)
+    return float(average_precision_score(y, -d))
+
+
+def plot_roc(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "ROC", max_fpr: float = 1.0):
+    """One ROC curve per entry ``name -> (distances, labels)``, FPR95 in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, (distances, labels) in curves.items():
+        fpr, tpr, _ = roc_curve(distances, labels)
+        ax.plot(fpr, tpr, label=f"{name} (FPR95 {100 * fpr_at_recall(distances, labels):.2f}%)")
+    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(0, max_fpr)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "Precision-recall"):
+    """One precision-recall curve per entry ``name -> (distances, labels)``, AP in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, (distances, labels) in curves.items():
+        precision, recall, _ = pr_curve(distances, labels)
+        ax.plot(recall, precision, label=f"{name} (AP {100 * average_precision(distances, labels):.2f}%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pair_distances(descriptors1: torch.Tensor, descriptors2: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+    """Distance of each row pair ``(B, D), (B, D) -> (B,)``: ``l2``, ``l1`` or ``hamming``."""
+    if descriptors1.shape != descriptors2.shape:
+        raise ValueError(f"descriptor shapes differ: {tuple(descriptors1.shape)} vs {tuple(descriptors2.shape)}")
+    if metric == "l2":
+        return (descriptors1 - descriptors2).pow(2).sum(-1).sqrt()
+    if metric == "l1":
+        return (descriptors1 - descriptors2).abs().sum(-1)
+    if metric == "hamming":
+        return hamming_pair_distances(descriptors1, descriptors2)
+    raise ValueError(f"unknown metric {metric!r}; expected l2, l1 or hamming")
+
+
+def to_bits(descriptors: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Binary descriptors as a bool tensor ``(N, bits)``.
+
+    Accepts ±1 (or any real values: bit = value > 0, i.e. ``sign``), 0/1 values, or uint8
+    packed bytes (8 bits per byte, numpy ``packbits`` order, as ORB/BRIEF store them).
+    """
+    tensor = torch.as_tensor(descriptors)
+    if tensor.dtype == torch.uint8 and tensor.numel() and int(tensor.max()) > 1:
+        shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=tensor.device)
+        return ((tensor.unsqueeze(-1) >> shifts) & 1).bool().flatten(-2)
+    if tensor.dtype == torch.bool:
+        return tensor
+    return tensor > 0
+
+
+def hamming_pair_distances(descriptors1, descriptors2) -> torch.Tensor:
+    """Number of differing bits of each row pair (see :func:`to_bits` for the formats)."""
+    bits1, bits2 = to_bits(descriptors1), to_bits(descriptors2)
+    if bits1.shape != bits2.shape:
+        raise ValueError(f"bit shapes differ: {tuple(bits1.shape)} vs {tuple(bits2.shape)}")
+    return (bits1 ^ bits2).sum(-1).to(torch.float32)
+
+
+def hamming_cdist(descriptors1, descriptors2) -> torch.Tensor:
+    """All-pairs Hamming distances ``(N, bits), (M, bits) -> (N, M)``, by one matmul:
+    for bits in {0,1}, hamming = |a| + |b| - 2 a.b."""
+    bits1 = to_bits(descriptors1).to(torch.float32)
+    bits2 = to_bits(descriptors2).to(torch.float32)
+    if bits1.shape[-1] != bits2.shape[-1]:
+        raise ValueError(f"bit lengths differ: {bits1.shape[-1]} vs {bits2.shape[-1]}")
+    return bits1.sum(-1, keepdim=True) + bits2.sum(-1) - 2 * bits1 @ bits2.T

@@ -1,0 +1,204 @@
+"""Brown / UBC PhotoTour reader, cache, errors, samplers and datamodule on fixtures written
+in the official layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from descriptors.brown import (
+    BrownDataModule,
+    load_subset,
+    read_matches,
+    read_subset,
+    sample_match_pairs,
+    write_subset,
+)
+from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
+
+N_PATCHES = 300  # two tiles, the second partly filled
+
+
+def encoded_patches(n: int) -> np.ndarray:
+    """Patch k carries k in its first two pixels (k % 256, k // 256) over random texture."""
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 256, (n, 64, 64), dtype=np.uint8)
+    patches[:, 0, 0] = np.arange(n) % 256
+    patches[:, 0, 1] = np.arange(n) // 256
+    return patches
+
+
+def decode(batch_patches: torch.Tensor) -> np.ndarray:
+    pixels = (batch_patches[:, 0, 0, :2] * 255).round().long().numpy()
+    return pixels[:, 0] + 256 * pixels[:, 1]
+
+
+def point_ids_for(n: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(2, 5, n)  # 2..4 patches per point, consecutive like the official files
+    return np.repeat(np.arange(n), sizes)[:n]
+
+
+@pytest.fixture
+def brown_root(tmp_path) -> Path:
+    root = tmp_path / "data"
+    for name, seed in (("liberty", 0), ("notredame", 1)):
+        ids = point_ids_for(N_PATCHES)
+        pairs = sample_match_pairs(ids, 200, seed)
+        write_subset(root / "brown" / name, encoded_patches(N_PATCHES), ids, match_files={"m50_100000_100000_0.txt": pairs})
+    return root
+
+
+def test_official_tile_order(tmp_path):
+    """A tile written by hand (patch k at row k // 16, column k % 16) reads back in order."""
+    folder = tmp_path / "liberty"
+    folder.mkdir()
+    tile = np.zeros((1024, 1024), dtype=np.uint8)
+    for k in range(256):
+        r, c = divmod(k, 16)
+        tile[r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64] = k
+    cv2.imwrite(str(folder / "patches0000.bmp"), tile)
+    (folder / "info.txt").write_text("".join(f"{k // 2} 0\n" for k in range(200)))
+    subset = read_subset(folder)
+    assert subset.patches.shape == (200, 64, 64) and subset.interest is None
+    np.testing.assert_array_equal(subset.patches[:, 10, 20], np.arange(200))
+    np.testing.assert_array_equal(subset.point_ids, np.arange(200) // 2)
+
+
+def test_write_read_roundtrip_and_cache(brown_root, tmp_path):
+    folder = brown_root / "brown" / "liberty"
+    assert sorted(p.name for p in folder.glob("*.bmp")) == ["patches0000.bmp", "patches0001.bmp"]
+    subset = read_subset(folder)
+    np.testing.assert_array_equal(subset.patches, encoded_patches(N_PATCHES))
+    np.testing.assert_array_equal(subset.point_ids, point_ids_for(N_PATCHES))
+    assert subset.interest.shape == (N_PATCHES, 5)
+    matches = subset.matches()
+    assert matches.shape == (200, 3) and matches[:, 2].sum() == 100
+    ids = subset.point_ids
+    np.testing.assert_array_equal(matches[:, 2], ids[matches[:, 0]] == ids[matches[:, 1]])
+
+    cache = tmp_path / "cache"
+    cached = load_subset(brown_root, "liberty", cache)
+    assert isinstance(cached.patches, np.memmap)
+    np.testing.assert_array_equal(cached.patches, subset.patches)
+    (npy,) = cache.glob("brown/liberty-*/patches.npy")
+    stamp = npy.stat().st_mtime_ns
+    load_subset(brown_root, "liberty", cache)
+    assert npy.stat().st_mtime_ns == stamp  # the second load reuses the cache
+
+
+def test_missing_subset_names_path(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="yosemite") as info:
+        load_subset(tmp_path, "yosemite")
+    assert str(tmp_path) in str(info.value) and "brown" in str(info.value)
+
+
+def test_truncated_bmp_names_file(brown_root):
+    tile = brown_root / "brown" / "liberty" / "patches0001.bmp"
+    tile.write_bytes(tile.read_bytes()[:5000])
+    with pytest.raises(CorruptDatasetError, match="patches0001.bmp"):
+        read_subset(tile.parent)
+
+
+def test_missing_tile_names_file(brown_root):
+    tile = brown_root / "brown" / "liberty" / "patches0001.bmp"
+    tile.unlink()
+    with pytest.raises(DatasetNotFoundError, match="patches0001.bmp"):
+        read_subset(tile.parent)
+
+
+def test_bad_match_file_columns(brown_root):
+    path = brown_root / "brown" / "liberty" / "m50_100000_100000_0.txt"
+    path.write_text("1 2 0 3 4\n")
+    with pytest.raises(CorruptDatasetError, match="m50_100000_100000_0.txt.*|columns") as info:
+        read_matches(path)
+    assert str(path) in str(info.value) and "5 columns" in str(info.value)
+
+
+def _module(root, cache, **kwargs) -> BrownDataModule:
+    defaults = {"data_root": str(root), "train_subset": "liberty", "test_subset": "notredame", "n_train": 64, "n_val": 50, "n_test": 80, "batch_size": 16, "eval_batch_size": 40, "cache_dir": str(cache)}
+    module = BrownDataModule(**{**defaults, **kwargs})
+    module.setup("fit")
+    return module
+
+
+def test_pairs_are_balanced_and_labelled_by_point(brown_root, tmp_path):
+    module = _module(brown_root, tmp_path / "cache", sampler="pairs")
+    ids = point_ids_for(N_PATCHES)
+    labels = []
+    for batch in module.train_dataloader():
+        assert set(batch) == {"patch1", "patch2", "label"}
+        assert batch["patch1"].shape == (16, 1, 64, 64) and batch["patch1"].dtype == torch.float32
+        assert 0 <= batch["patch1"].min() and batch["patch1"].max() <= 1
+        a, b = decode(batch["patch1"]), decode(batch["patch2"])
+        np.testing.assert_array_equal(batch["label"].numpy(), (ids[a] == ids[b]).astype(np.float32))
+        assert (a[batch["label"].numpy() == 1] != b[batch["label"].numpy() == 1]).all()
+        labels.append(batch["label"])
+    labels = torch.cat(labels)
+    assert len(labels) == 64 and labels.sum() == 32
+
+
+def test_triplets(brown_root, tmp_path):
+    module = _module(brown_root, tmp_path / "cache", sampler="triplets")
+    ids = point_ids_for(N_PATCHES)
+    batch = next(iter(module.train_dataloader()))
+    assert set(batch) == {"anchor", "positive", "negative"}
+    a, p, n = (decode(batch[k]) for k in ("anchor", "positive", "negative"))
+    assert (ids[a] == ids[p]).all() and (a != p).all() and (ids[a] != ids[n]).all()
+
+
+def test_points_batches_hold_distinct_points(brown_root, tmp_path):
+    module = _module(brown_root, tmp_path / "cache", sampler="points", n_train=96, batch_size=32)
+    ids = point_ids_for(N_PATCHES)
+    batches = list(module.train_dataloader())
+    assert len(batches) == 3
+    for batch in batches:
+        assert set(batch) == {"anchor", "positive"}
+        a, p = decode(batch["anchor"]), decode(batch["positive"])
+        assert (ids[a] == ids[p]).all() and (a != p).all()
+        assert len(set(ids[a])) == 32  # B pairs from B distinct 3D points
+
+
+def test_eval_loaders_and_caps(brown_root, tmp_path):
+    module = _module(brown_root, tmp_path / "cache")
+    module.setup("test")
+    val = list(module.val_dataloader())
+    test = list(module.test_dataloader())
+    assert sum(len(b["label"]) for b in val) == 50 and sum(len(b["label"]) for b in test) == 80
+    matches = read_matches(brown_root / "brown" / "notredame" / "m50_100000_100000_0.txt")
+    first = test[0]
+    assert set(first) == {"patch1", "patch2", "label"}
+    np.testing.assert_array_equal(decode(first["patch1"]), matches[:40, 0])
+    np.testing.assert_array_equal(first["label"].numpy(), matches[:40, 2])
+
+
+def test_deterministic_by_seed_and_epoch(brown_root, tmp_path):
+    def first_batch(seed, epoch=0):
+        module = _module(brown_root, tmp_path / "cache", sampler="pairs", seed=seed, augment=True)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))
+
+    a, b = first_batch(3), first_batch(3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["patch1"], first_batch(4)["patch1"])
+    assert not torch.equal(a["patch1"], first_batch(3, epoch=1)["patch1"])
+
+
+def test_augmentation_is_the_same_for_both_patches(brown_root, tmp_path):
+    module = _module(brown_root, tmp_path / "cache", sampler="points", augment=True, n_train=16)
+    plain = _module(brown_root, tmp_path / "cache", sampler="points", augment=False, n_train=16)
+    aug_item, plain_item = module.splits["train"][0], plain.splits["train"][0]
+    # find the dihedral transform that maps the plain anchor to the augmented one
+    candidates = [(k, f) for k in range(4) for f in (False, True)]
+
+    def apply(x, k, f):
+        x = torch.rot90(x, k, dims=(1, 2))
+        return torch.flip(x, dims=(2,)) if f else x
+
+    found = [c for c in candidates if torch.equal(apply(plain_item["anchor"], *c), aug_item["anchor"])]
+    assert found and torch.equal(apply(plain_item["positive"], *found[0]), aug_item["positive"])

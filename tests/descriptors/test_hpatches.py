@@ -1,0 +1,223 @@
+"""HPatches reader, splits, task lists, the three tasks on hand-made sets with known
+answers, and the fast code == the official-logic port on random descriptors."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from descriptors import hpatches as H
+from descriptors import hpatches_official as official
+from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
+from tests.conftest import SHARED_DATA
+
+REF_SAMPLE = SHARED_DATA / "hpatches_ref_sample" / "ref.png"
+
+
+@pytest.mark.skipif(not REF_SAMPLE.is_file(), reason="real ref.png sample not available")
+def test_reader_on_real_ref_sample():
+    patches = H.read_patch_file(REF_SAMPLE)
+    assert patches.shape == (1123, 65, 65) and patches.dtype == np.uint8
+    image = cv2.imread(str(REF_SAMPLE), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(patches[7], image[7 * 65 : 8 * 65])
+    np.testing.assert_array_equal(patches[-1], image[-65:])
+
+
+def random_sequence(rng, n: int) -> dict[str, np.ndarray]:
+    return {name: rng.integers(0, 256, (n, 65, 65), dtype=np.uint8) for name in H.IMAGES}
+
+
+def test_write_read_sequence_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    seq = random_sequence(rng, 7)
+    H.write_sequence(tmp_path / "hpatches-release" / "v_x", seq)
+    H.write_sequence(tmp_path / "hpatches-release" / "i_y", random_sequence(rng, 3))
+    loaded = H.load_hpatches(tmp_path, "full")
+    assert sorted(loaded) == ["i_y", "v_x"]
+    for name in H.IMAGES:
+        np.testing.assert_array_equal(loaded["v_x"][name], seq[name])
+    assert list(H.load_hpatches(tmp_path, "view")) == ["v_x"]
+    assert list(H.load_hpatches(tmp_path, "illum")) == ["i_y"]
+
+
+def test_missing_and_corrupt_sequence_files(tmp_path):
+    folder = H.write_sequence(tmp_path / "v_x", random_sequence(np.random.default_rng(0), 2))
+    (folder / "h3.png").unlink()
+    with pytest.raises(DatasetNotFoundError, match="h3.png"):
+        H.read_sequence(folder)
+    cv2.imwrite(str(folder / "h3.png"), np.zeros((130, 64), np.uint8))
+    with pytest.raises(CorruptDatasetError, match="h3.png"):
+        H.read_sequence(folder)
+    cv2.imwrite(str(folder / "h3.png"), np.zeros((195, 65), np.uint8))
+    with pytest.raises(CorruptDatasetError, match="h3.png has 3 patches"):
+        H.read_sequence(folder)
+    with pytest.raises(DatasetNotFoundError, match=str(tmp_path / "nothing")):
+        H.load_hpatches(tmp_path / "nothing")
+
+
+def test_official_splits():
+    splits = H.load_splits()
+    for name in "abc":
+        assert len(splits[name]["test"]) == 40 and len(splits[name]["train"]) == 76
+        assert not set(splits[name]["test"]) & set(splits[name]["train"])
+    assert len(splits["full"]["test"]) == 116
+    assert len(splits["illum"]["test"]) == 57 and len(splits["view"]["test"]) == 59
+    assert "v_churchill" in splits["b"]["test"] and "v_churchill" in splits["a"]["train"]
+    with pytest.raises(DatasetNotFoundError, match="missing"):
+        H.split_sequences("a", ["v_churchill"])
+
+
+def test_user_splits_file(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"mine": {"test": ["v_b"], "train": ["v_a"]}}))
+    assert H.split_sequences("mine", ["v_a", "v_b"], path) == ["v_b"]
+    path.write_text("{not json")
+    with pytest.raises(CorruptDatasetError, match="splits.json"):
+        H.load_splits(path)
+
+
+def test_generated_lists_follow_gen_verif(tmp_path):
+    lengths = {"v_a": 30, "i_b": 20, "v_c": 25}
+    pairs = H.generate_verification_pairs(lengths, list(lengths), n_pos=300, n_neg=300)
+    assert pairs == H.generate_verification_pairs(lengths, list(lengths), n_pos=300, n_neg=300)
+    for (s1, t1, i1, s2, t2, i2), (_, _, j1, _, _, j2) in zip(pairs.positives, pairs.negatives_intra):
+        assert s1 == s2 and i1 == i2 == j1 and j2 != j1 and t1 != t2 and 0 <= t1 <= 4 and 0 <= t2 <= 4
+        assert i1 < lengths[s1] and j2 < lengths[s1]
+    assert all(row[:3] == pos[:3] for row, pos in zip(pairs.negatives_inter, pairs.positives))
+    H.write_verification_pairs(tmp_path, "x", pairs)
+    assert H.read_verification_pairs(tmp_path, "x") == pairs
+
+
+def test_generated_retrieval_lists_filter_flat_patches():
+    rng = np.random.default_rng(0)
+    seqs = {"v_a": random_sequence(rng, 40), "v_b": random_sequence(rng, 40)}
+    seqs["v_a"]["ref"][:20] = 128  # flat patches are never queries or distractors
+    lists = H.generate_retrieval_lists(seqs, list(seqs), n_queries=15, n_distractors=30)
+    assert len(lists.queries) == 15 and len(lists.distractors) == 30
+    assert not set(lists.queries) & set(lists.distractors)
+    assert len(set(lists.queries)) == 15
+    assert all(not (s == "v_a" and i < 20) for s, i in lists.queries + lists.distractors)
+
+
+def test_task_list_with_wrong_columns(tmp_path):
+    (tmp_path / "retr_queries_split-full.csv").write_text("s,idx,extra\nv_a,1,2\n")
+    (tmp_path / "retr_distractors_split-full.csv").write_text("s,idx\nv_a,1\n")
+    with pytest.raises(CorruptDatasetError, match="retr_queries_split-full.csv"):
+        H.read_retrieval_lists(tmp_path, "full")
+
+
+# --------------------------------------------------------------------------- hand cases
+
+
+def constant_descriptors(values: dict[str, dict[str, np.ndarray]]) -> dict:
+    return {s: {name: np.asarray(v, dtype=np.float64) for name, v in images.items()} for s, images in values.items()}
+
+
+def test_matching_hand_case():
+    # patch 0 finds itself at distance 0.1, patch 1's nearest neighbour is patch 0 (wrong):
+    # ranked [correct, wrong] -> recall 0, .5, .5; precision 1, 1, .5 -> AP = trapz = 0.5
+    ref = np.array([[0.0], [1.0]])
+    other = np.array([[0.1], [5.0]])
+    descr = {"v_a": {name: (ref if name == "ref" else other) for name in H.IMAGES}}
+    fast = H.evaluate_matching(descr)
+    slow = official.eval_matching(descr, ["v_a"])
+    assert all(v == pytest.approx(0.5) for v in fast.values())
+    assert fast == pytest.approx(slow)
+    perfect = {"v_a": {name: ref for name in H.IMAGES}}
+    assert set(H.evaluate_matching(perfect).values()) == {1.0}
+
+
+def test_verification_hand_case():
+    # one sequence of 1-D descriptors, every image = ref: pair (0, k) has distance x[k].
+    # positives at 3, 1, 2, 4, 5 and negatives at 2.5, 6, 7, 8, 9: balanced AUC = the share of
+    # (positive, negative) pairs ordered right = 22/25. Imbalanced: the first 5 + 1 rows of
+    # [negatives; positives] = the 5 negatives and the positive at 3, which ranks 2nd:
+    # AP = recall step 1 x (precision 1e-10/1 + 1/2) / 2
+    x = np.array([0, 3, 1, 2, 4, 5, 2.5, 6, 7, 8, 9], dtype=np.float64)[:, None]
+    descr = {"v_a": {name: x for name in H.IMAGES}}
+    positives = [("v_a", 0, 0, "v_a", 1, k) for k in range(1, 6)]
+    negatives = [("v_a", 0, 0, "v_a", 2, k) for k in range(6, 11)]
+    pairs = H.VerificationPairs(positives, negatives, negatives)
+    fast = H.evaluate_verification(descr, pairs)
+    slow = official.eval_verification(descr, pairs)
+    for key in fast:
+        assert fast[key]["auc"] == pytest.approx(22 / 25)
+        assert fast[key]["ap"] == pytest.approx((1e-10 + 0.5) / 2)
+        assert fast[key] == pytest.approx(slow[key])
+
+
+def test_retrieval_hand_case():
+    # query 0 of v_a: its 5 positives at distance 1; one distractor (of v_b) at 0.5, the
+    # others at 10: the positives rank 2..6. hpatches' PR curve starts at precision 1, so
+    # AP = mean_c ((c-1)/(m_c-1) + c/m_c) / 2 with m_c = c + 1 (and 1e-10 / 1 for c = 1)
+    descr = {
+        "v_a": {name: np.array([[0.0, 0.0]] if name == "ref" else [[1.0, 0.0]]) for name in H.IMAGES},
+        "v_b": {name: np.array([[0.5, 0.0], [10.0, 0.0], [0.0, 10.0]]) for name in H.IMAGES},
+    }
+    lists = H.RetrievalLists([("v_a", 0)], [("v_b", 0), ("v_b", 1), ("v_b", 2)])
+    expected = np.mean([(1e-10 + 1 / 2) / 2] + [((c - 1) / c + c / (c + 1)) / 2 for c in range(2, 6)])
+    fast = H.evaluate_retrieval(descr, lists, pool_sizes=(6, 100))
+    slow = official.eval_retrieval(descr, lists, ["v_a", "v_b"], at_ranks=(6, 100))
+    np.testing.assert_allclose(fast, expected)
+    np.testing.assert_allclose(fast, slow)
+    # a pool of 5 holds only the positives: perfect
+    np.testing.assert_allclose(H.evaluate_retrieval(descr, lists, pool_sizes=(5,)), 1.0)
+    # distractors of the query's own sequence are masked out
+    lists_same = H.RetrievalLists([("v_b", 1)], [("v_b", 0), ("v_a", 0)])
+    np.testing.assert_allclose(H.evaluate_retrieval(descr, lists_same, pool_sizes=(10,)), official.eval_retrieval(descr, lists_same, ["v_a", "v_b"], at_ranks=(10,)))
+
+
+def test_official_metric_port_hand_values():
+    precision, recall, ap = official.pr(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]))
+    np.testing.assert_allclose(recall, [0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(precision, [1, 1, 0.5, 2 / 3])
+    assert ap == pytest.approx(0.5 * 1 + 0.5 * (0.5 + 2 / 3) / 2)
+    _, _, auc = official.roc(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]))
+    assert auc == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- fast == official
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_equals_official_port_on_random_descriptors(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    sizes = {"i_a": 25, "v_b": 40, "v_c": 18, "i_d": 30}
+    sequences = {s: random_sequence(rng, n) for s, n in sizes.items()}
+    base = {s: rng.normal(size=(n, 6)) for s, n in sizes.items()}
+    noise = {"r": 0.0, "e": 0.3, "h": 0.6, "t": 1.0}
+    descriptors = {
+        s: {name: (base[s] + noise[name[0]] * rng.normal(size=base[s].shape)).astype(np.float32) for name in H.IMAGES} for s in sizes
+    }
+    descriptors["v_c"]["e2"][3] = descriptors["v_c"]["ref"][3]  # an exact tie at distance 0
+    kwargs = {"sequences": sequences, "list_sizes": {"n_pos": 400, "n_neg": 400, "n_queries": 30, "n_distractors": 60}, "pool_sizes": (10, 40, 100), "cache_dir": tmp_path}
+    fast_summary, fast = H.evaluate_hpatches(descriptors, **kwargs)
+    slow_summary, slow = H.evaluate_hpatches(descriptors, implementation="official", **kwargs)
+    assert fast_summary.keys() == slow_summary.keys()
+    for key in fast_summary:
+        assert fast_summary[key] == pytest.approx(slow_summary[key], abs=1e-12), key
+    for key in fast.verification:
+        assert fast.verification[key] == pytest.approx(slow.verification[key], abs=1e-12)
+    assert fast.matching == pytest.approx(slow.matching, abs=1e-12)
+    np.testing.assert_allclose(fast.retrieval, slow.retrieval, atol=1e-12)
+    assert 0 < fast_summary["matching_map_t"] < fast_summary["matching_map_e"] <= 1
+    # the lists were cached as the official CSVs and read back: same numbers
+    (folder,) = (tmp_path / "hpatches_tasks").iterdir()
+    assert (folder / "verif_neg_inter_split-full.csv").is_file()
+    again, _ = H.evaluate_hpatches(descriptors, tasks_dir=folder, sequences=sequences, pool_sizes=(10, 40, 100))
+    assert again == pytest.approx(fast_summary)
+
+
+def test_describe_function_entry_point():
+    rng = np.random.default_rng(0)
+    sequences = {"v_a": random_sequence(rng, 12), "v_b": random_sequence(rng, 9)}
+
+    def mean_std(patches):
+        flat = patches.reshape(len(patches), -1).astype(np.float64)
+        return np.stack([flat.mean(1), flat.std(1)], 1)
+
+    summary, raw = H.evaluate_hpatches(sequences=sequences, describe=mean_std, tasks=("matching",))
+    assert set(raw.seconds) == {"matching"} and 0 <= summary["matching_map"] <= 1

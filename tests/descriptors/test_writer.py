@@ -1,0 +1,161 @@
+"""The real-patch writer: corresponding patches come from the same scene point (synthetic warp
+with a known H), both sequence layouts, the Brown and HPatches outputs, the e/h/t jitter."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from descriptors import brown, hpatches
+from descriptors import writer as W
+from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
+
+
+def texture(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:
+    """Smooth random blobs: plenty of SIFT keypoints, no exact repetitions."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(size[0] // 8, size[1] // 8))
+    image = cv2.resize(noise, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    image = cv2.GaussianBlur(image, (0, 0), 2.0)
+    image = (image - image.min()) / (image.max() - image.min())
+    return (image * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def warped_sequence() -> W.ImageSequence:
+    """Image 2 = image 1 under a known homography, no photometric change."""
+    image = texture()
+    H = np.array([[0.9, 0.12, 20.0], [-0.08, 1.05, 8.0], [1e-4, -5e-5, 1.0]])
+    warped = cv2.warpPerspective(image, H, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR)
+    return W.ImageSequence("v_synthetic", [image, warped], [np.eye(3), H])
+
+
+def test_local_affine_is_the_jacobian():
+    H = np.array([[0.9, 0.12, 20.0], [-0.08, 1.05, 8.0], [1e-3, -5e-4, 1.0]])
+    points = np.array([[10.0, 20.0], [100.0, 50.0]])
+    eps = 1e-5
+    numeric = np.stack(
+        [(W.apply_homography(H, points + [eps, 0]) - W.apply_homography(H, points - [eps, 0])) / (2 * eps),
+         (W.apply_homography(H, points + [0, eps]) - W.apply_homography(H, points - [0, eps])) / (2 * eps)],
+        -1,
+    )
+    np.testing.assert_allclose(W.local_affine(H, points), numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_corresponding_patches_show_the_same_scene_point(warped_sequence):
+    corr = W.extract_correspondences(warped_sequence, max_keypoints=150, magnification=2.5)
+    both = np.flatnonzero(corr.inside.all(0))
+    assert len(both) > 40
+    # the keypoint centre maps to its position in image 2 through H
+    np.testing.assert_allclose(corr.centres[1, both], W.apply_homography(warped_sequence.homographies[1], corr.keypoints[both, :2]))
+    p1 = W.warp_patches(warped_sequence.images[0], corr.centres[0, both], corr.linear[0, both], 64).astype(float)
+    p2 = W.warp_patches(warped_sequence.images[1], corr.centres[1, both], corr.linear[1, both], 64).astype(float)
+    same = np.abs(p1 - p2).mean(axis=(1, 2))
+    shuffled = np.abs(p1 - np.roll(p2, 7, axis=0)).mean(axis=(1, 2))
+    assert np.median(same) < 4.0  # grey levels: only interpolation differences
+    assert np.median(shuffled) > 5 * np.median(same)
+    assert corr.report[0]["median_ncc"] > 0.95
+
+
+def test_ncc_check_drops_wrong_geometry(warped_sequence):
+    wrong = W.ImageSequence("v_wrong", warped_sequence.images, [np.eye(3), np.array([[1.0, 0, 40], [0, 1, 0], [0, 0, 1]])])
+    corr = W.extract_correspondences(wrong, max_keypoints=100, min_ncc=0.5)
+    assert corr.report[0]["inside"] > 0 and corr.report[0]["kept"] < 0.2 * corr.report[0]["inside"]
+
+
+def _write_layout(folder, sequence: W.ImageSequence, layout: str) -> None:
+    folder.mkdir(parents=True)
+    for n, (image, H) in enumerate(zip(sequence.images, sequence.homographies), start=1):
+        cv2.imwrite(str(folder / (f"img{n}.ppm" if layout == "oxford" else f"{n}.ppm")), cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+        if n > 1:
+            np.savetxt(folder / (f"H1to{n}p" if layout == "oxford" else f"H_1_{n}"), H)
+
+
+@pytest.mark.parametrize("layout", ["oxford", "hpatches"])
+def test_sequence_layouts_roundtrip(tmp_path, layout):
+    seq = W.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
+    _write_layout(tmp_path / "v_x", seq, layout)
+    read = W.read_image_sequence(tmp_path / "v_x", n_images=3)
+    for a, b in zip(read.images, seq.images):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(read.homographies, seq.homographies):
+        np.testing.assert_allclose(a, b / b[2, 2], rtol=1e-6)
+
+
+def test_missing_or_bad_sequence_files(tmp_path):
+    seq = W.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
+    _write_layout(tmp_path / "v_x", seq, "hpatches")
+    (tmp_path / "v_x" / "H_1_3").unlink()
+    with pytest.raises(DatasetNotFoundError, match="H_1_3"):
+        W.read_image_sequence(tmp_path / "v_x", n_images=3)
+    (tmp_path / "v_x" / "H_1_3").write_text("1 0 0\n0 1 0\n")
+    with pytest.raises(CorruptDatasetError, match="H_1_3"):
+        W.read_image_sequence(tmp_path / "v_x", n_images=3)
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        W.read_image_sequence(tmp_path / "nowhere")
+
+
+def test_brown_layout_output_reads_back(tmp_path):
+    seqs = [W.synthetic_sequence(f"v_{k}", texture(k), n_images=4, seed=k) for k in range(2)]
+    corrs = [W.extract_correspondences(s, max_keypoints=80) for s in seqs]
+    info = W.write_brown_set(tmp_path / "real", corrs, seqs, n_match_pairs=200)
+    subset = brown.read_subset(tmp_path / "real")
+    assert len(subset) == info["patches"] and subset.patches.shape[1:] == (64, 64)
+    counts = np.bincount(subset.point_ids)
+    assert counts.min() >= 2 and len(counts) == info["points"]
+    matches = subset.matches(info["match_file"])
+    assert len(matches) == 200 and matches[:, 2].sum() == 100
+    # patches of one point look alike (same scene point), patches of different points do not
+    first = subset.patches[subset.point_ids == 0].astype(float)
+    other = subset.patches[subset.point_ids == 5].astype(float)
+    assert np.abs(first[0] - first[1]).mean() < np.abs(first[0] - other[0]).mean()
+
+
+def test_hpatches_layout_output_and_jitter_overlaps(tmp_path):
+    seq = W.synthetic_sequence("v_x", texture(3, (320, 400)), n_images=6, seed=0, strength=0.08)
+    corr = W.extract_correspondences(seq, max_keypoints=120)
+    info = W.write_hpatches_set(tmp_path / "hpatches-release" / "v_x", corr, seq)
+    loaded = hpatches.load_hpatches(tmp_path)
+    assert set(loaded["v_x"]) == set(hpatches.IMAGES)
+    assert all(len(p) == info["patches"] for p in loaded["v_x"].values())
+    overlap = info["median_overlap"]
+    assert overlap["e"] == pytest.approx(0.85, abs=0.04) and overlap["h"] == pytest.approx(0.72, abs=0.04)
+    assert overlap["t"] < overlap["h"] - 0.05
+    # more jitter = less alike
+    ref = loaded["v_x"]["ref"].astype(float)
+    diff = {level: np.abs(ref - loaded["v_x"][f"{level}1"]).mean() for level in "eht"}
+    assert diff["e"] < diff["h"] < diff["t"]
+
+
+def test_frame_overlap_identity_and_shift():
+    identity = np.tile(np.eye(2), (3, 1, 1))
+    overlaps = W.frame_overlap(identity, np.array([[0.0, 0.0], [2.2, 0.0], [1.0, 0.0]]), samples=201)
+    # two unit disks 1 apart: lens 2 acos(1/2) - sqrt(3)/2 over union 2 pi - lens
+    lens = 2 * np.arccos(0.5) - np.sqrt(3) / 2
+    assert overlaps[0] == 1.0 and overlaps[1] == 0.0
+    assert overlaps[2] == pytest.approx(lens / (2 * np.pi - lens), abs=0.01)
+
+
+@pytest.mark.slow
+def test_real_brown_set_from_shared_data(tmp_path):
+    """The real-data Brown set (photos under random homographies + graf; v_churchill held out)
+    through the datamodule, as conf/data/brown_real.yaml builds it (~20 s)."""
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "sequences" / "v_churchill").is_dir():
+        pytest.skip("shared real sequences not available")
+    from descriptors.brown import BrownDataModule
+
+    module = BrownDataModule(
+        data_root=str(SHARED_DATA), train_subset="real_train", test_subset="v_churchill", sampler="points",
+        n_train=256, n_val=100, n_test=100, batch_size=64, test_match_file="m50_1000_1000_0.txt", cache_dir=str(tmp_path),
+        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300},
+    )
+    module.prepare_data()
+    module.setup("fit")
+    module.setup("test")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["anchor"].shape == (64, 1, 64, 64)
+    test = next(iter(module.test_dataloader()))
+    assert 0 < test["label"].mean() < 1
