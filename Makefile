@@ -32,7 +32,7 @@ demo: ## train + test the search-path matcher on Translated MNIST from the embed
 train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
 	$(PY) -m benchmarks.train $(ARGS)
 
-benchmark: benchmark-regionsearch ## every benchmark suite (QUICK=1 for smoke runs)
+benchmark: benchmark-regionsearch benchmark-patch-eval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
 
 benchmark-quick: ## smoke run of every suite in a few minutes
 	$(MAKE) benchmark QUICK=1

@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "fpr_at_recall",
     "roc_curve",
+    "roc_points",
     "pr_curve",
     "roc_auc",
     "average_precision",
@@ -60,6 +61,28 @@ def fpr_at_recall(distances: ArrayLike, labels: ArrayLike, recall: float = 0.95)
     false_positives = int(np.sum(y[:threshold_index] == 0))
     true_negatives = int(np.sum(y[threshold_index:] == 0))
     return false_positives / (false_positives + true_negatives)
+
+
+def roc_points(distances, labels) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (FPR, TPR) when accepting pairs with distance <= each observed threshold.
+
+    Pure numpy and tolerant of infinite distances (a diverged network's pairs), unlike
+    :func:`roc_curve`, so the training modules use it every validation epoch.
+
+    Tied distances are accepted together (one point per distinct value), starting at (0, 0).
+
+    Shape:
+        distances, labels: (N,) -> fpr (K,), tpr (K,)
+    """
+    distances, labels = _numpy(distances), _numpy(labels) > 0.5
+    order = np.argsort(distances, kind="stable")
+    distances, labels = distances[order], labels[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(distances)), len(distances) - 1]
+    true_positives = np.cumsum(labels)[last_of_value]
+    false_positives = np.cumsum(~labels)[last_of_value]
+    tpr = np.r_[0.0, true_positives / max(int(labels.sum()), 1)]
+    fpr = np.r_[0.0, false_positives / max(int((~labels).sum()), 1)]
+    return fpr, tpr
 
 
 def roc_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

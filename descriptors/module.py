@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from . import losses as L
-from ._fpr import fpr_at_recall, roc_points
+from .metrics import fpr_at_recall, roc_points
 from .networks import MatchNet, hamming_from_signs
 
 METRIC_LOSSES = ("softmax_ce", "hinge", "gloss_pair")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader, Dataset
 
-from descriptors._fpr import fpr_at_recall, roc_points
+from descriptors.metrics import fpr_at_recall, roc_points
 from descriptors.module import (
     DescriptorModule,
     MetricLearningModule,
@@ -43,7 +43,7 @@ def test_fpr_at_recall_hand_case():
     # recall 0.5 -> 2 positives, first reached at index 2: one negative (index 1) before it
     assert fpr_at_recall(distances, labels, recall=0.5) == pytest.approx(0.25)
     assert fpr_at_recall(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])) == 0.0
-    with pytest.raises(ValueError, match="both positive and negative"):
+    with pytest.raises(ValueError, match="both matching and non-matching"):
         fpr_at_recall([0.1, 0.2], [1, 1])
 
 
