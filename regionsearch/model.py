@@ -105,11 +105,15 @@ class SearchPathPolicy(nn.Module):
         std: float = 0.1,
         compare: bool = False,
         context_views: int = 0,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         self.compare = compare
         self.context_views = context_views
         input_size = (3 * feature_dim + 5 if compare else 2 * feature_dim + 4) + context_views * feature_dim
+        # Unit-norm features vary little between samples (~0.03 per dimension once the encoder is
+        # class-discriminative): a LayerNorm restores an input scale the LSTM can react to.
+        self.input_norm = nn.LayerNorm(input_size) if input_norm else None
         self.cell = nn.LSTMCell(input_size, hidden_size)
         self.mean_head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, action_dim))
         self.baseline_head = nn.Linear(hidden_size, 1)
@@ -129,7 +133,10 @@ class SearchPathPolicy(nn.Module):
             if context is None or context.shape[1] != self.context_views * query_feature.shape[1]:
                 raise ValueError(f"the policy expects {self.context_views} context features per step")
             inputs.append(context)
-        hidden, cell = self.cell(torch.cat(inputs, dim=1), state)
+        inputs = torch.cat(inputs, dim=1)
+        if self.input_norm is not None:
+            inputs = self.input_norm(inputs)
+        hidden, cell = self.cell(inputs, state)
         mean = torch.tanh(self.mean_head(hidden))
         # The baseline only estimates the expected reward: it must not shape the LSTM state.
         baseline = self.baseline_head(hidden.detach()).squeeze(1)
@@ -178,6 +185,10 @@ class SearchPathMatcher(nn.Module):
             ``scale`` times the window's size around its centre (each resampled to the
             glimpse size); their features go to the policy only (the compare and the
             contrastive loss keep using the window itself). Empty = no retina.
+        policy_input_norm: LayerNorm on the policy's input (see :class:`SearchPathPolicy`).
+        detach_policy_features: the policy gradient stops at the features: the encoder is
+            trained by the feature losses only, the LSTM by REINFORCE only (RAM's split of
+            the hybrid loss). Keeps the noisy policy gradient from steering the encoder.
 
     Shape:
         query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
@@ -200,6 +211,8 @@ class SearchPathMatcher(nn.Module):
         compare: bool = False,
         first_glimpse_size: int | None = None,
         context_scales: tuple[float, ...] = (),
+        detach_policy_features: bool = False,
+        policy_input_norm: bool = False,
     ) -> None:
         super().__init__()
         context_scales = tuple(float(scale) for scale in context_scales)
@@ -211,10 +224,11 @@ class SearchPathMatcher(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.encoder = SiameseEncoder(in_channels, channels, strides)
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
-        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales))
+        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm)
         self.glimpse_size = glimpse_size
         self.first_glimpse_size = first_glimpse_size
         self.context_scales = context_scales
+        self.detach_policy_features = detach_policy_features
         self.steps = steps
         self.size_mode = size_mode
         self.window_size = window_size
@@ -297,7 +311,11 @@ class SearchPathMatcher(nn.Module):
             window_feature, context = self.encode_step(reference, window, step - 1)
             features.append(window_feature)
             location = self.normalized_location(window, height, width)
-            mean, baseline, state = self.policy(query_feature, window_feature, location, state, context)
+            if self.detach_policy_features:
+                policy_inputs = (query_feature.detach(), window_feature.detach(), None if context is None else context.detach())
+            else:
+                policy_inputs = (query_feature, window_feature, context)
+            mean, baseline, state = self.policy(policy_inputs[0], policy_inputs[1], location, state, policy_inputs[2])
             if sample:
                 action, log_prob = self.policy.sample(mean)
             else:

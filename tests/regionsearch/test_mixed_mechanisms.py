@@ -128,3 +128,28 @@ def test_training_step_uses_discrimination_and_warmup_skips_the_policy_gradient(
     logged.clear()
     module.training_step({k: v for k, v in batch.items() if k != "distractors"}, 0)
     assert "train/loss_discrimination" not in logged
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_policy_features_keep_the_policy_gradient_out_of_the_encoder(detach):
+    torch.manual_seed(0)
+    net = SearchPathMatcher(steps=3, detach_policy_features=detach, context_scales=(2.0,), **TINY)
+    out = net(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 100, 100), sample=True)
+    (-(out.log_probs.sum())).backward()
+    encoder_grad = net.encoder.features[0].weight.grad
+    assert net.policy.cell.weight_ih.grad.abs().sum() > 0  # the LSTM always learns from REINFORCE
+    assert (encoder_grad is not None and encoder_grad.abs().sum() > 0) != detach
+
+
+def test_policy_input_norm_standardises_what_the_lstm_sees():
+    torch.manual_seed(0)
+    net = SearchPathMatcher(steps=2, compare=True, policy_input_norm=True, **TINY)
+    seen = []
+    net.policy.cell.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    net(torch.rand(5, 1, 28, 28), torch.rand(5, 1, 100, 100))
+    for inputs in seen:
+        assert inputs.shape == (5, 3 * 8 + 5)
+        torch.testing.assert_close(inputs.mean(dim=1), torch.zeros(5), atol=1e-5, rtol=0)
+        torch.testing.assert_close(inputs.var(dim=1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+    assert SearchPathMatcher(**TINY).policy.input_norm is None  # off by default
+    assert net_config(net)["policy_input_norm"] is True
