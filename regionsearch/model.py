@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
+INPUT_NORMS = ("none", "batch", "layer")
 
 
 def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,15 +106,27 @@ class SearchPathPolicy(nn.Module):
         std: float = 0.1,
         compare: bool = False,
         context_views: int = 0,
-        input_norm: bool = False,
+        input_norm: str = "none",
+        steps: int = 1,
     ) -> None:
         super().__init__()
         self.compare = compare
         self.context_views = context_views
         input_size = (3 * feature_dim + 5 if compare else 2 * feature_dim + 4) + context_views * feature_dim
-        # Unit-norm features vary little between samples (~0.03 per dimension once the encoder is
-        # class-discriminative): a LayerNorm restores an input scale the LSTM can react to.
-        self.input_norm = nn.LayerNorm(input_size) if input_norm else None
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        # Unit-norm features share a large common component and differ little between samples
+        # (~0.02 per dimension once the encoder is class-discriminative), so the LSTM barely
+        # reacts to them and the policy drifts to one constant path. "batch" standardises each
+        # input over the batch, with statistics kept per step (the whole-reference view and
+        # the small windows differ); "layer" only rescales each sample.
+        self.input_norm_kind = input_norm
+        if input_norm == "batch":
+            self.input_norm = nn.ModuleList(nn.BatchNorm1d(input_size) for _ in range(steps))
+        elif input_norm == "layer":
+            self.input_norm = nn.LayerNorm(input_size)
+        else:
+            self.input_norm = None
         self.cell = nn.LSTMCell(input_size, hidden_size)
         self.mean_head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, action_dim))
         self.baseline_head = nn.Linear(hidden_size, 1)
@@ -125,7 +138,7 @@ class SearchPathPolicy(nn.Module):
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
         return zeros, zeros.clone()
 
-    def forward(self, query_feature, window_feature, location, state, context=None):
+    def forward(self, query_feature, window_feature, location, state, context=None, step: int = 0):
         inputs = [query_feature, window_feature, location]
         if self.compare:
             inputs += [query_feature * window_feature, (query_feature - window_feature).norm(dim=1, keepdim=True)]
@@ -134,7 +147,9 @@ class SearchPathPolicy(nn.Module):
                 raise ValueError(f"the policy expects {self.context_views} context features per step")
             inputs.append(context)
         inputs = torch.cat(inputs, dim=1)
-        if self.input_norm is not None:
+        if self.input_norm_kind == "batch":
+            inputs = self.input_norm[min(step, len(self.input_norm) - 1)](inputs)
+        elif self.input_norm_kind == "layer":
             inputs = self.input_norm(inputs)
         hidden, cell = self.cell(inputs, state)
         mean = torch.tanh(self.mean_head(hidden))
@@ -185,7 +200,8 @@ class SearchPathMatcher(nn.Module):
             ``scale`` times the window's size around its centre (each resampled to the
             glimpse size); their features go to the policy only (the compare and the
             contrastive loss keep using the window itself). Empty = no retina.
-        policy_input_norm: LayerNorm on the policy's input (see :class:`SearchPathPolicy`).
+        policy_input_norm: ``none``, ``batch`` or ``layer`` normalisation of the policy's
+            input (see :class:`SearchPathPolicy`).
         detach_policy_features: the policy gradient stops at the features: the encoder is
             trained by the feature losses only, the LSTM by REINFORCE only (RAM's split of
             the hybrid loss). Keeps the noisy policy gradient from steering the encoder.
@@ -212,7 +228,7 @@ class SearchPathMatcher(nn.Module):
         first_glimpse_size: int | None = None,
         context_scales: tuple[float, ...] = (),
         detach_policy_features: bool = False,
-        policy_input_norm: bool = False,
+        policy_input_norm: str = "none",
     ) -> None:
         super().__init__()
         context_scales = tuple(float(scale) for scale in context_scales)
@@ -224,7 +240,7 @@ class SearchPathMatcher(nn.Module):
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.encoder = SiameseEncoder(in_channels, channels, strides)
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
-        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm)
+        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm, steps)
         self.glimpse_size = glimpse_size
         self.first_glimpse_size = first_glimpse_size
         self.context_scales = context_scales
@@ -315,7 +331,7 @@ class SearchPathMatcher(nn.Module):
                 policy_inputs = (query_feature.detach(), window_feature.detach(), None if context is None else context.detach())
             else:
                 policy_inputs = (query_feature, window_feature, context)
-            mean, baseline, state = self.policy(policy_inputs[0], policy_inputs[1], location, state, policy_inputs[2])
+            mean, baseline, state = self.policy(policy_inputs[0], policy_inputs[1], location, state, policy_inputs[2], step - 1)
             if sample:
                 action, log_prob = self.policy.sample(mean)
             else:

@@ -239,5 +239,5 @@ def net_config(net: SearchPathMatcher) -> dict:
         "first_glimpse_size": net.first_glimpse_size,
         "context_scales": list(net.context_scales),
         "detach_policy_features": net.detach_policy_features,
-        "policy_input_norm": net.policy.input_norm is not None,
+        "policy_input_norm": net.policy.input_norm_kind,
     }

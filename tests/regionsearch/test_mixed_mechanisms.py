@@ -141,15 +141,22 @@ def test_detached_policy_features_keep_the_policy_gradient_out_of_the_encoder(de
     assert (encoder_grad is not None and encoder_grad.abs().sum() > 0) != detach
 
 
-def test_policy_input_norm_standardises_what_the_lstm_sees():
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_policy_input_norm_standardises_what_the_lstm_sees(norm):
     torch.manual_seed(0)
-    net = SearchPathMatcher(steps=2, compare=True, policy_input_norm=True, **TINY)
+    net = SearchPathMatcher(steps=3, compare=True, policy_input_norm=norm, **TINY)
     seen = []
     net.policy.cell.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
-    net(torch.rand(5, 1, 28, 28), torch.rand(5, 1, 100, 100))
+    net(torch.rand(6, 1, 28, 28), torch.rand(6, 1, 100, 100), sample=True)
+    dim = 0 if norm == "batch" else 1  # batch: each input over the batch; layer: each sample over its inputs
     for inputs in seen:
-        assert inputs.shape == (5, 3 * 8 + 5)
-        torch.testing.assert_close(inputs.mean(dim=1), torch.zeros(5), atol=1e-5, rtol=0)
-        torch.testing.assert_close(inputs.var(dim=1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+        assert inputs.shape == (6, 3 * 8 + 5)
+        torch.testing.assert_close(inputs.mean(dim=dim), torch.zeros(inputs.shape[1 - dim]), atol=1e-4, rtol=0)
+    if norm == "batch":
+        assert len(net.policy.input_norm) == 3  # statistics per step
+        net.eval()  # running statistics: a single pair works
+        assert net(torch.rand(1, 1, 28, 28), torch.rand(1, 1, 100, 100)).windows.shape == (4, 1, 4)
+    assert net_config(net)["policy_input_norm"] == norm
     assert SearchPathMatcher(**TINY).policy.input_norm is None  # off by default
-    assert net_config(net)["policy_input_norm"] is True
+    with pytest.raises(ValueError):
+        SearchPathMatcher(policy_input_norm="group", **TINY)
