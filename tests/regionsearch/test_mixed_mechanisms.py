@@ -113,18 +113,22 @@ def test_training_step_uses_discrimination_and_warmup_skips_the_policy_gradient(
     torch.manual_seed(0)
     batch = _mixed_batch()
     batch["reference"] += 0.1 * torch.rand_like(batch["reference"])
+    logged = {}
+
+    def log(name, value, **kwargs):
+        logged[name] = value
+
     for warmup, policy_trains in ((0, True), (1, False)):
         net = SearchPathMatcher(steps=2, **TINY)
         module = RegionSearchModule(net, discrimination_weight=1.0, warmup_epochs=warmup, rollouts=2)
-        logged = {}
-        module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+        logged.clear()
+        module.log = log
         module.training_step(batch, 0).backward()
         assert "train/loss_discrimination" in logged
         mean_grad = net.policy.mean_head[-1].weight.grad
         assert (mean_grad is not None and mean_grad.abs().sum() > 0) == policy_trains
         assert net.encoder.features[0].weight.grad.abs().sum() > 0
     # batches without distractor boxes (translated/cluttered/logos) simply skip the loss
-    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     logged.clear()
     module.training_step({k: v for k, v in batch.items() if k != "distractors"}, 0)
     assert "train/loss_discrimination" not in logged
