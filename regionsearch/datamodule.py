@@ -1,7 +1,9 @@
 """LightningDataModules for region search: MNIST canvases and logo scenes.
 
 Both turn generated (query, reference, box) arrays into batches of float tensors in
-``[0, 1]``: ``{"query": (B,C,h,w), "reference": (B,C,H,W), "box": (B,4), "label": (B,)}``.
+``[0, 1]``: ``{"query": (B,C,h,w), "reference": (B,C,H,W), "box": (B,4), "label": (B,)}``;
+Cluttered-and-Mixed MNIST batches also carry ``"distractors": (B,K,4)``, the boxes of the K
+distractor digits (hard negatives for the encoder, see ``RegionSearchModule``).
 """
 
 from __future__ import annotations
@@ -26,26 +28,38 @@ DEFAULT_CACHE = Path(os.environ.get("DEEPMATCH_CACHE", Path.home() / ".cache" / 
 
 
 class PairArrayDataset(Dataset):
-    """(query, reference, box, label) from uint8 arrays ``(N,h,w)`` or ``(N,h,w,3)``."""
+    """(query, reference, box, label[, distractors]) from uint8 arrays ``(N,h,w)`` or ``(N,h,w,3)``.
+
+    ``distractors`` (the ``(K, 4)`` boxes of the distractor digits) is only returned when
+    the pairs have at least one (Cluttered-and-Mixed MNIST).
+    """
 
     def __init__(self, pairs: dict[str, np.ndarray]) -> None:
         self.queries = _to_nchw(pairs["queries"])
         self.references = _to_nchw(pairs["references"])
         self.boxes = torch.as_tensor(pairs["boxes"], dtype=torch.float32)
         self.labels = torch.as_tensor(pairs["query_labels"], dtype=torch.long)
+        distractors = pairs.get("distractor_boxes")
+        has_distractors = distractors is not None and np.asarray(distractors).ndim == 3 and np.asarray(distractors).shape[1] > 0
+        self.distractor_boxes = torch.as_tensor(distractors, dtype=torch.float32) if has_distractors else None
         if not (len(self.queries) == len(self.references) == len(self.boxes) == len(self.labels)):
+            raise ValueError("pair arrays have different lengths")
+        if self.distractor_boxes is not None and len(self.distractor_boxes) != len(self.boxes):
             raise ValueError("pair arrays have different lengths")
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {
+        item = {
             "query": self.queries[index].float().div_(255),
             "reference": self.references[index].float().div_(255),
             "box": self.boxes[index],
             "label": self.labels[index],
         }
+        if self.distractor_boxes is not None:
+            item["distractors"] = self.distractor_boxes[index]
+        return item
 
 
 def _to_nchw(array: np.ndarray) -> torch.Tensor:

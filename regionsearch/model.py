@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
+INPUT_NORMS = ("none", "batch", "layer")
 
 
 def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,16 +90,44 @@ class SearchPathPolicy(nn.Module):
     Input per step: ``[query feature, window feature, window location (cx, cy, w, h) in [-1,1]]``,
     plus, with ``compare=True``, the comparison of the two features (their elementwise
     product and distance: the poster's "compare" step, which an LSTM otherwise has to
-    learn to compute from the raw features).
+    learn to compute from the raw features), plus ``context_views`` extra features of the
+    window's surroundings (the peripheral views of a RAM-style retina), when configured.
 
     Shape:
-        query_feature, window_feature: (B, D); location: (B, 4) -> mean (B, action_dim), baseline (B,)
+        query_feature, window_feature: (B, D); location: (B, 4); context: (B, context_views * D)
+        -> mean (B, action_dim), baseline (B,)
     """
 
-    def __init__(self, feature_dim: int, hidden_size: int = 256, action_dim: int = 2, std: float = 0.1, compare: bool = False) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden_size: int = 256,
+        action_dim: int = 2,
+        std: float = 0.1,
+        compare: bool = False,
+        context_views: int = 0,
+        input_norm: str = "none",
+        steps: int = 1,
+    ) -> None:
         super().__init__()
         self.compare = compare
-        self.cell = nn.LSTMCell((3 * feature_dim + 5 if compare else 2 * feature_dim + 4), hidden_size)
+        self.context_views = context_views
+        input_size = (3 * feature_dim + 5 if compare else 2 * feature_dim + 4) + context_views * feature_dim
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        # Unit-norm features share a large common component and differ little between samples
+        # (~0.02 per dimension once the encoder is class-discriminative), so the LSTM barely
+        # reacts to them and the policy drifts to one constant path. "batch" standardises each
+        # input over the batch, with statistics kept per step (the whole-reference view and
+        # the small windows differ); "layer" only rescales each sample.
+        self.input_norm_kind = input_norm
+        if input_norm == "batch":
+            self.input_norm = nn.ModuleList(nn.BatchNorm1d(input_size) for _ in range(steps))
+        elif input_norm == "layer":
+            self.input_norm = nn.LayerNorm(input_size)
+        else:
+            self.input_norm = None
+        self.cell = nn.LSTMCell(input_size, hidden_size)
         self.mean_head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(inplace=True), nn.Linear(hidden_size, action_dim))
         self.baseline_head = nn.Linear(hidden_size, 1)
         self.hidden_size = hidden_size
@@ -109,11 +138,20 @@ class SearchPathPolicy(nn.Module):
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
         return zeros, zeros.clone()
 
-    def forward(self, query_feature, window_feature, location, state):
+    def forward(self, query_feature, window_feature, location, state, context=None, step: int = 0):
         inputs = [query_feature, window_feature, location]
         if self.compare:
             inputs += [query_feature * window_feature, (query_feature - window_feature).norm(dim=1, keepdim=True)]
-        hidden, cell = self.cell(torch.cat(inputs, dim=1), state)
+        if self.context_views:
+            if context is None or context.shape[1] != self.context_views * query_feature.shape[1]:
+                raise ValueError(f"the policy expects {self.context_views} context features per step")
+            inputs.append(context)
+        inputs = torch.cat(inputs, dim=1)
+        if self.input_norm_kind == "batch":
+            inputs = self.input_norm[min(step, len(self.input_norm) - 1)](inputs)
+        elif self.input_norm_kind == "layer":
+            inputs = self.input_norm(inputs)
+        hidden, cell = self.cell(inputs, state)
         mean = torch.tanh(self.mean_head(hidden))
         # The baseline only estimates the expected reward: it must not shape the LSTM state.
         baseline = self.baseline_head(hidden.detach()).squeeze(1)
@@ -155,6 +193,18 @@ class SearchPathMatcher(nn.Module):
         window_size: final window size, a fraction of the reference side (``schedule`` mode).
         min_size, max_size: range of predicted sizes, fractions of the reference side.
         compare: also feed the policy the query/window feature comparison.
+        first_glimpse_size: resolution of the first view (the whole reference) when it
+            should differ from ``glimpse_size``: on a 100x100 canvas a 32x32 glimpse
+            shrinks the digits to ~9 px, too few to tell a target from a distractor.
+        context_scales: RAM-style retina: at every step the encoder also sees crops of
+            ``scale`` times the window's size around its centre (each resampled to the
+            glimpse size); their features go to the policy only (the compare and the
+            contrastive loss keep using the window itself). Empty = no retina.
+        policy_input_norm: ``none``, ``batch`` or ``layer`` normalisation of the policy's
+            input (see :class:`SearchPathPolicy`).
+        detach_policy_features: the policy gradient stops at the features: the encoder is
+            trained by the feature losses only, the LSTM by REINFORCE only (RAM's split of
+            the hybrid loss). Keeps the noisy policy gradient from steering the encoder.
 
     Shape:
         query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
@@ -175,16 +225,26 @@ class SearchPathMatcher(nn.Module):
         min_size: float = 0.1,
         max_size: float = 0.9,
         compare: bool = False,
+        first_glimpse_size: int | None = None,
+        context_scales: tuple[float, ...] = (),
+        detach_policy_features: bool = False,
+        policy_input_norm: str = "none",
     ) -> None:
         super().__init__()
+        context_scales = tuple(float(scale) for scale in context_scales)
+        if any(scale <= 0 for scale in context_scales):
+            raise ValueError(f"context_scales must be positive, got {context_scales}")
         if size_mode not in SIZE_MODES:
             raise ValueError(f"size_mode must be one of {SIZE_MODES}, got {size_mode!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.encoder = SiameseEncoder(in_channels, channels, strides)
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
-        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare)
+        self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm, steps)
         self.glimpse_size = glimpse_size
+        self.first_glimpse_size = first_glimpse_size
+        self.context_scales = context_scales
+        self.detach_policy_features = detach_policy_features
         self.steps = steps
         self.size_mode = size_mode
         self.window_size = window_size
@@ -220,16 +280,38 @@ class SearchPathMatcher(nn.Module):
         x1, y1, x2, y2 = (windows / scale).unbind(1)
         return torch.stack([x1 + x2 - 1, y1 + y2 - 1, 2 * (x2 - x1) - 1, 2 * (y2 - y1) - 1], dim=1)
 
-    def encode(self, images: torch.Tensor, boxes: torch.Tensor | None = None, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, boxes: torch.Tensor | None = None, batch_index: torch.Tensor | None = None, size: int | None = None
+    ) -> torch.Tensor:
         """Features of whole images (query: ``boxes=None``) or of windows of them.
 
         The query goes through the same resampling as the windows (its whole-image box),
-        so identical content gives identical siamese features.
+        so identical content gives identical siamese features. ``size`` overrides the
+        glimpse size.
         """
         if boxes is None:
             height, width = images.shape[-2:]
             boxes = torch.tensor([0.0, 0.0, width, height], device=images.device).expand(images.shape[0], 4)
-        return self.encoder(crop_windows(images, boxes, self.glimpse_size, batch_index))
+        return self.encoder(crop_windows(images, boxes, size or self.glimpse_size, batch_index))
+
+    def encode_step(self, reference: torch.Tensor, window: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Feature of the window seen at ``step`` (0 = the whole reference) and, with a retina,
+        the concatenated features of its context views (one encoder pass for all of them)."""
+        size = self.first_glimpse_size if step == 0 and self.first_glimpse_size else self.glimpse_size
+        if not self.context_scales:
+            return self.encode(reference, window, size=size), None
+        batch = reference.shape[0]
+        centre = (window[:, :2] + window[:, 2:]) / 2
+        half = (window[:, 2:] - window[:, :2]) / 2
+        boxes = [window] + [torch.cat([centre - scale * half, centre + scale * half], dim=1) for scale in self.context_scales]
+        if size != self.glimpse_size:  # the first view at its own resolution, its context at the usual one
+            feature = self.encode(reference, window, size=size)
+            boxes = boxes[1:]
+        index = torch.arange(batch, device=reference.device).repeat(len(boxes))
+        features = self.encode(reference, torch.cat(boxes), batch_index=index).view(len(boxes), batch, -1)
+        if size != self.glimpse_size:
+            return feature, features.permute(1, 0, 2).flatten(1)
+        return features[0], features[1:].permute(1, 0, 2).flatten(1)
 
     def forward(
         self, query: torch.Tensor, reference: torch.Tensor, sample: bool = False, final_feature: bool = False
@@ -242,10 +324,14 @@ class SearchPathMatcher(nn.Module):
         state = self.policy.initial_state(batch, reference.device, reference.dtype)
         windows, log_probs, baselines, features = [window], [], [], []
         for step in range(1, self.steps + 1):
-            window_feature = self.encode(reference, window)
+            window_feature, context = self.encode_step(reference, window, step - 1)
             features.append(window_feature)
             location = self.normalized_location(window, height, width)
-            mean, baseline, state = self.policy(query_feature, window_feature, location, state)
+            if self.detach_policy_features:
+                policy_inputs = (query_feature.detach(), window_feature.detach(), None if context is None else context.detach())
+            else:
+                policy_inputs = (query_feature, window_feature, context)
+            mean, baseline, state = self.policy(policy_inputs[0], policy_inputs[1], location, state, policy_inputs[2], step - 1)
             if sample:
                 action, log_prob = self.policy.sample(mean)
             else:

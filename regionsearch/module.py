@@ -29,6 +29,17 @@ class RegionSearchModule(pl.LightningModule):
         contrastive_on: ``final`` (the answer window only) or ``path`` (every window after
             the whole-reference view, each labelled by its own IoU > threshold): the poster
             does not say which; ``path`` gives the features many more positive/negative pairs.
+        discrimination_weight: weight of an auxiliary feature loss that uses what the canvas
+            generator knows (batches with ``"distractors"`` boxes, Cluttered-and-Mixed MNIST):
+            the contrastive loss between the query and the ground-truth window (positive)
+            and the windows on the distractor digits (hard negatives, other classes), so
+            the encoder learns to tell the query's class from the other digits whatever
+            the policy visits. 0 = off (the paper's losses only).
+        discrimination_jitter: those windows are shifted by up to this many pixels (uniform
+            integers, per axis), so the features tolerate an inexact window.
+        warmup_epochs: epochs at the start that train only the feature losses (contrastive,
+            discrimination), with no policy gradient: the policy then learns on features
+            that already separate the classes.
     """
 
     def __init__(
@@ -44,6 +55,9 @@ class RegionSearchModule(pl.LightningModule):
         margin: float = 0.5,
         rollouts: int = 1,
         contrastive_on: str = "final",
+        discrimination_weight: float = 0.0,
+        discrimination_jitter: int = 0,
+        warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         if reward not in REWARDS:
@@ -62,6 +76,7 @@ class RegionSearchModule(pl.LightningModule):
     # -- training -------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         query, reference, truth = batch["query"], batch["reference"], batch["box"]
+        distractors = batch.get("distractors")
         rollouts = self.hparams.rollouts
         if rollouts > 1:
             query, reference, truth = (x.repeat_interleave(rollouts, dim=0) for x in (query, reference, truth))
@@ -81,7 +96,15 @@ class RegionSearchModule(pl.LightningModule):
                 window_features, window_matched = seen.flatten(0, 1), (window_ious > self.hparams.iou_threshold).flatten()
             query_features = out.query_feature.repeat(len(window_features) // len(out.query_feature), 1)
             losses["contrastive"] = contrastive_loss(query_features, window_features, window_matched, self.hparams.margin)
-        weights = {"rl": self.hparams.rl_weight, "baseline": self.hparams.baseline_weight, "contrastive": self.hparams.contrastive_weight}
+        if self.hparams.discrimination_weight > 0 and distractors is not None and distractors.shape[1] > 0:
+            # repeat_interleave keeps each pair's rollouts together: every rollouts-th query is the pair's own
+            losses["discrimination"] = self.discrimination_loss(out.query_feature[::rollouts], batch["reference"], batch["box"], distractors)
+        weights = {
+            "rl": 0.0 if self.current_epoch < self.hparams.warmup_epochs else self.hparams.rl_weight,
+            "baseline": self.hparams.baseline_weight,
+            "contrastive": self.hparams.contrastive_weight,
+            "discrimination": self.hparams.discrimination_weight,
+        }
         loss = sum(weights[name] * value for name, value in losses.items())
         batch_size = query.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -90,6 +113,25 @@ class RegionSearchModule(pl.LightningModule):
         self.log("train/success_rate", matched.float().mean(), prog_bar=True, batch_size=batch_size)
         self.log("train/mean_iou", iou.float().mean(), batch_size=batch_size)
         return loss
+
+    def discrimination_loss(self, query_feature: torch.Tensor, reference: torch.Tensor, truth: torch.Tensor, distractors: torch.Tensor) -> torch.Tensor:
+        """Contrastive loss of the query against its true window (positive) and the K
+        distractor windows (negatives), all encoded in one pass.
+
+        Shape:
+            query_feature: (B, D); reference: (B, C, H, W); truth: (B, 4); distractors: (B, K, 4) -> scalar
+        """
+        batch, count = distractors.shape[0], distractors.shape[1] + 1
+        boxes = torch.cat([truth.unsqueeze(1), distractors], dim=1)  # (B, 1 + K, 4), positive first
+        jitter = self.hparams.discrimination_jitter
+        if jitter > 0:
+            shift = torch.randint(-jitter, jitter + 1, (batch, count, 2), device=boxes.device).to(boxes.dtype)
+            boxes = boxes + shift.repeat(1, 1, 2)
+        index = torch.arange(batch, device=reference.device).repeat_interleave(count)
+        features = self.net.encode(reference, boxes.flatten(0, 1), batch_index=index)
+        matched = torch.zeros(batch, count, dtype=torch.bool, device=boxes.device)
+        matched[:, 0] = True
+        return contrastive_loss(query_feature.repeat_interleave(count, dim=0), features, matched.flatten(), self.hparams.margin)
 
     # -- evaluation -----------------------------------------------------------------
     def _evaluate_batch(self, batch, split: str) -> None:
@@ -194,4 +236,8 @@ def net_config(net: SearchPathMatcher) -> dict:
         "min_size": net.min_size,
         "max_size": net.max_size,
         "compare": net.policy.compare,
+        "first_glimpse_size": net.first_glimpse_size,
+        "context_scales": list(net.context_scales),
+        "detach_policy_features": net.detach_policy_features,
+        "policy_input_norm": net.policy.input_norm_kind,
     }

@@ -59,3 +59,19 @@ def test_logo_datamodule_missing_root(tmp_path):
     dm = LogoRegionDataModule(data_root=str(tmp_path / "absent"), cache_dir=str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match="absent"):
         dm.setup("fit")
+
+
+def test_mixed_batches_carry_the_distractor_boxes(tmp_path):
+    dm = MNISTRegionDataModule(canvas="mixed", digits="embedded", n_train=32, n_val=8, n_test=8, batch_size=8, eval_batch_size=8, cache_dir=str(tmp_path))
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["distractors"].shape == (8, 3, 4) and batch["distractors"].dtype == torch.float32
+    torch.testing.assert_close(batch["distractors"], dm.splits["val"].distractor_boxes[:8])
+    # distractor digits never overlap the target box (the generator's contract)
+    truth = batch["box"].unsqueeze(1)
+    overlap_x = torch.minimum(truth[..., 2], batch["distractors"][..., 2]) - torch.maximum(truth[..., 0], batch["distractors"][..., 0])
+    overlap_y = torch.minimum(truth[..., 3], batch["distractors"][..., 3]) - torch.maximum(truth[..., 1], batch["distractors"][..., 1])
+    assert ((overlap_x <= 0) | (overlap_y <= 0)).all()
+    plain = MNISTRegionDataModule(canvas="cluttered", digits="embedded", n_train=16, n_val=8, n_test=8, batch_size=8, cache_dir=str(tmp_path))
+    plain.setup("fit")
+    assert "distractors" not in next(iter(plain.train_dataloader()))
