@@ -62,6 +62,10 @@ TITLES = {
     "attention": "R-MAC + regional attention",
     "attention_context": "R-MAC + regional attention + context",
 }
+TICKS = {
+    "neuralcodes": "neural codes\n(fc, 1000-d)", "spoc": "SPoC", "spoc_center": "SPoC\n(centring)", "mac": "MAC", "gem": "GeM",
+    "rmac": "R-MAC", "attention": "R-MAC +\nattention", "attention_context": "R-MAC +\nattention\n+ context",
+}
 DATASET_TITLES = {"flickrlogos27": "FlickrLogos-27 (logo queries)", "coil100": "COIL-100 (views)"}
 
 
@@ -470,6 +474,7 @@ def _save_rankings(eval_dm, vectors, dataset: str, output: Path, ranking: dict, 
         fig = plot_rankings([rset.queries[i] for i in chosen], [rset.query_boxes[i] for i in chosen], rset.database, ranks,
                             [rset.gnd[i] for i in chosen], len(chosen), ranking.get("top", 8))
         fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: {TITLES[method]}, {post} (green ok, grey junk, red wrong)", fontsize=9)
+        fig.subplots_adjust(top=0.86)
         fig.savefig(output / f"retrieval_topk_{dataset}_{method}_{post.replace('+', '_')}.png", dpi=80)
 
 
@@ -623,8 +628,8 @@ def markdown_table(rows: list[dict], quick: bool) -> str:
                     plain, qe = look.get((method, "region_pcaw")), look.get((method, "region_pcaw+qe"))
                     cells += [f"{plain['map']:.3f}" if plain else "", f"{qe['map']:.3f}" if qe else "", f"{plain['ms_per_image']:.1f}" if plain else ""]
                 lines.append(f"| {title} | " + " | ".join(cells) + " |")
-        trained = [r for r in main if r["method"] in ATTENTION_METHODS and r["postprocess"] == "none" and r.get("attention_training")]
-        trained += [r for r in ablation if r.get("attention_training") and r["postprocess"] == "region_pcaw"]
+        # one line per trained attention (the main table's grid models are the ablation's grid ones)
+        trained = [r for r in ablation if r.get("attention_training") and r["postprocess"] == "region_pcaw"]
         if trained:
             lines += ["", "Attention training (train groups): classifier, train accuracy with uniform weights -> with attention:", ""]
             for r in trained:
@@ -656,7 +661,7 @@ def plot_maps(rows: list[dict], path: Path) -> None:
         for j, post in enumerate(POSTPROCESS):
             values = [lookup.get((m, post), np.nan) for m in methods]
             ax.bar(np.arange(len(methods)) + (j - (len(POSTPROCESS) - 1) / 2) * width, values, width, label=post)
-        ax.set_xticks(np.arange(len(methods)), [str(TITLES.get(m, m)).replace(" (", "\n(") for m in methods], fontsize=7)
+        ax.set_xticks(np.arange(len(methods)), [TICKS.get(m, str(m)) for m in methods], fontsize=7)
         ax.set(ylabel="mAP", title=DATASET_TITLES.get(dataset, dataset), ylim=(0, 1))
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=4, loc="upper left")
