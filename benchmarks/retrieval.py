@@ -61,10 +61,12 @@ TITLES = {
     "rmac": "R-MAC (L = 3)",
     "attention": "R-MAC + regional attention",
     "attention_context": "R-MAC + regional attention + context",
+    "gem_finetuned": "GeM fine-tuned (contrastive, train-group tuples)",
 }
 TICKS = {
     "neuralcodes": "neural codes\n(fc, 1000-d)", "spoc": "SPoC", "spoc_center": "SPoC\n(centring)", "mac": "MAC", "gem": "GeM",
     "rmac": "R-MAC", "attention": "R-MAC +\nattention", "attention_context": "R-MAC +\nattention\n+ context",
+    "gem_finetuned": "GeM\nfine-tuned",
 }
 DATASET_TITLES = {"flickrlogos27": "FlickrLogos-27 (logo queries)", "coil100": "COIL-100 (views)"}
 
@@ -451,6 +453,65 @@ def run_dataset(
     return rows
 
 
+def finetuned_rows(
+    dataset: str, spec: dict, settings: dict, data_root: str | None, output: Path, device: str, whiten_dims: int, qe_k: int,
+    quick: bool,
+) -> list[dict]:
+    """GeM fine-tuned on the train groups' tuples through ``benchmarks.train`` (the experiment
+    ``spec["experiment"]`` with ``spec["overrides"]``), loaded with :class:`retrieval.api.Retriever`
+    and evaluated like the off-the-shelf rows (its own PCAw learned on the train groups)."""
+    from hydra import compose
+
+    from benchmarks.train import train
+    from retrieval.api import Retriever
+
+    run_dir = output / "finetune" / dataset
+    overrides = [f"experiment={spec['experiment']}", f"paths.output_dir={run_dir}", "logger=none", "extras.print_config=false",
+                 *([f"paths.data_dir={data_root}"] if data_root else []), *spec.get("overrides", []),
+                 *(spec.get("quick_overrides", []) if quick else [])]
+    cfg = compose(config_name="train", overrides=overrides)
+    for key in ("split_fractions", "split_seed"):  # the test groups must be the benchmark's
+        if key in settings and list(np.atleast_1d(cfg.data[key])) != list(np.atleast_1d(settings[key])):
+            raise ValueError(f"{spec['experiment']}: data.{key}={cfg.data[key]} differs from the benchmark's {settings[key]}")
+    start = time.perf_counter()
+    train(cfg)
+    train_s = time.perf_counter() - start
+    checkpoint = Path((run_dir / "checkpoint.txt").read_text().strip())
+    net = Retriever.from_checkpoint(checkpoint).net
+    eval_dm = RetrievalEvalDataModule(dataset, data_root=data_root, image_size=settings["image_size"], **_split_settings(settings))
+    query_set, database_set = eval_dm.eval_datasets("test")
+    train_images, _, crops, _ = _train_material(dataset, settings, data_root)
+
+    @torch.inference_mode()
+    def embed(images: ImageListDataset) -> tuple[torch.Tensor, list[float]]:
+        vectors, times = [], []
+        for i in range(len(images)):
+            image = images[i]["image"].unsqueeze(0)
+            if i == 0:
+                net(image)  # warm-up
+            vector, ms = _timed(net, image)
+            vectors.append(vector[0])
+            times.append(ms)
+        return torch.stack(vectors), times
+
+    (queries, q_ms), (database, db_ms) = embed(query_set), embed(database_set)
+    train_vectors = torch.cat([embed(train_images)[0], *([embed(crops)[0]] if len(crops) else [])])
+    ms = _mean(q_ms + db_ms)
+    rows = []
+    for post in POSTPROCESS:
+        q, db, dim, whiten_ms = postprocessed(post, queries, database, train_vectors, whiten_dims, qe_k)
+        metrics = eval_dm.evaluate("test", q, db)
+        rows.append({
+            "dataset": dataset, "table": "main", "method": "gem_finetuned", "postprocess": post, "regions": None,
+            "map": round(float(metrics["map"]), 4), "mp@5": round(float(metrics.get("mp@5", float("nan"))), 4), "dim": dim,
+            "ms_per_image": round(ms + whiten_ms, 3), "backbone_ms": None, "pooling_ms": None,
+            "n_queries": len(q), "n_database": len(db), "device": device,
+            "finetune": {"experiment": spec["experiment"], "overrides": list(spec.get("overrides", [])), "train_s": round(train_s, 1),
+                         "checkpoint": str(checkpoint), "p": round(float(net.pool.p.detach().mean()), 4) if hasattr(net.pool, "p") else None},
+        })
+    return rows
+
+
 def _spread_queries(query_groups: np.ndarray, n: int) -> list[int]:
     """The first query of each of the first ``n`` groups (one row per brand/object)."""
     seen: dict[int, int] = {}
@@ -494,11 +555,16 @@ def run_suite(
     attention: dict | None = None,
     quick_attention: dict | None = None,
     ranking: dict | None = None,
+    finetune: dict | None = None,
     num_threads: int | None = None,
     seed: int = 0,
     publish_dir: str | None = None,
 ) -> list[dict]:
-    """Measure every method on every dataset; returns the rows written to ``retrieval.json``."""
+    """Measure every method on every dataset; returns the rows written to ``retrieval.json``.
+
+    ``finetune``: dataset -> ``{"experiment", "overrides", "quick_overrides"}`` of a fine-tuning
+    run (:func:`finetuned_rows`; needs an initialised Hydra, as under ``benchmarks.run``).
+    """
     if num_threads:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
@@ -518,6 +584,8 @@ def run_suite(
         device = device_label(torch.get_num_threads())
         rows += run_dataset(dataset, settings, data_root, net, gem_p, rmac_levels, dict(proposals or {}), whiten_dims, qe_k,
                             attention_settings, device, output, ranking)
+        if (finetune or {}).get(dataset):
+            rows += finetuned_rows(dataset, finetune[dataset], settings, data_root, output, device, whiten_dims, qe_k, quick)
         log.info("%s done in %.0f s", dataset, time.perf_counter() - start)
     (output / "retrieval.json").write_text(json.dumps(rows, indent=2))
     (output / "retrieval.md").write_text(markdown_table(rows, quick))

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from benchmarks.retrieval import (
@@ -65,34 +67,45 @@ def test_suite_writes_rows_tables_plots_and_merges_published_rows(tmp_path):
     publish.mkdir()
     (publish / "retrieval.json").write_text(json.dumps([{**dict.fromkeys(ROW_KEYS, 0), "dataset": "holidays", "table": "main", "device": "x"}]))
     split = {"split_fractions": [0.5, 0.2, 0.3], "split_seed": 0}
-    rows = run_suite(
-        output_dir=str(tmp_path / "run"),
-        quick=True,
-        datasets=["flickrlogos27", "coil100"],
-        data_root=str(tmp_path / "data"),
-        dataset_settings={"flickrlogos27": {"image_size": 64, "queries_per_brand": 2, **split}, "coil100": {"image_size": 32, **split}},
-        quick_settings={"flickrlogos27": {"image_size": 64}},
-        proposals={"max_boxes": 8},
-        whiten_dims=16,
-        attention={"hidden": 8, "epochs": 40, "batch_size": 16, "lr": 0.01},
-        quick_attention={"epochs": 3},
-        ranking={"queries": 2, "top": 3},
-        num_threads=1,
-        publish_dir=str(publish),
-    )
+    # GeM fine-tuning through benchmarks.train on the toy COIL-100 (5 train objects x 4 views)
+    finetune = {"coil100": {"experiment": "retrieval/coil100_gem", "overrides": [
+        "trainer=cpu", "trainer.max_epochs=1", "data.n_train=4", "data.batch_size=2", "data.nnum=2", "data.poolsize=8",
+        "data.image_size=32", "data.train_image_size=32", "data.eval_batch_size=16"]}}
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = run_suite(
+            output_dir=str(tmp_path / "run"),
+            quick=True,
+            datasets=["flickrlogos27", "coil100"],
+            data_root=str(tmp_path / "data"),
+            dataset_settings={"flickrlogos27": {"image_size": 64, "queries_per_brand": 2, **split}, "coil100": {"image_size": 32, **split}},
+            quick_settings={"flickrlogos27": {"image_size": 64}},
+            proposals={"max_boxes": 8},
+            whiten_dims=16,
+            attention={"hidden": 8, "epochs": 40, "batch_size": 16, "lr": 0.01},
+            quick_attention={"epochs": 3},
+            ranking={"queries": 2, "top": 3},
+            finetune=finetune,
+            num_threads=1,
+            publish_dir=str(publish),
+        )
+    GlobalHydra.instance().clear()
     n_main = len(METHODS) * len(POSTPROCESS)
     for dataset in ("flickrlogos27", "coil100"):
         mine = [r for r in rows if r["dataset"] == dataset]
-        assert len([r for r in mine if r["table"] == "main"]) == n_main
+        assert len([r for r in mine if r["table"] == "main"]) == n_main + (len(POSTPROCESS) if dataset == "coil100" else 0)
         assert {r["method"] for r in mine if r["table"] == "ablation"} == {
             "rmac", "attention", "attention_context", "rmac_proposals", "attention_proposals", "attention_context_proposals"}
     for row in rows:
         assert ROW_KEYS <= set(row)
-        assert 0 <= row["map"] <= 1 and row["ms_per_image"] > row["backbone_ms"] > 0
+        assert 0 <= row["map"] <= 1 and row["ms_per_image"] > (row["backbone_ms"] or 0) > 0 or row["method"] == "gem_finetuned"
+        assert row["ms_per_image"] > 0
         assert row["dim"] == (16 if "pcaw" in row["postprocess"] else 1000 if row["method"] == "neuralcodes" else 1280)
     coil = {(r["method"], r["postprocess"]): r for r in rows if r["dataset"] == "coil100" and r["table"] == "main"}
     assert coil[("mac", "none")]["map"] > 0.5  # the blocks make objects retrievable
     assert coil[("mac", "none")]["n_queries"] == 3 and coil[("mac", "none")]["n_database"] == 9  # 3 test objects x 3 views
+    tuned = coil[("gem_finetuned", "none")]
+    assert tuned["n_database"] == 9 and Path(tuned["finetune"]["checkpoint"]).is_file() and tuned["dim"] == 1280
     run = tmp_path / "run"
     assert json.loads((run / "retrieval.json").read_text()) == rows
     assert "R-MAC at most 1.15x MAC's time per image" in (run / "retrieval.md").read_text()
