@@ -45,6 +45,7 @@ __all__ = [
     "GROUPED_DATASETS",
     "RetrievalClassificationDataModule",
     "RetrievalEvalDataModule",
+    "RetrievalGroupClassificationDataModule",
     "RetrievalTupleDataModule",
     "TupleDataset",
 ]
@@ -239,15 +240,33 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, split: str, query_vectors: torch.Tensor, database_vectors: torch.Tensor) -> dict[str, float]:
+    def evaluate(
+        self,
+        split: str,
+        query_vectors: torch.Tensor,
+        database_vectors: torch.Tensor,
+        query_indices: Sequence[int] | None = None,
+        database_indices: Sequence[int] | None = None,
+    ) -> dict[str, float]:
         """Metrics of ``split`` from descriptors in loader order (row i = item ``index`` i).
 
         Ranks by inner product (pass L2-normalised vectors for cosine similarity).
+        ``query_indices`` / ``database_indices``: the vectors are of these items only (a smoke
+        run that extracted a few batches); the protocol is then restricted to them, so the
+        numbers are not the benchmark's.
         """
         self.setup()
         if split not in self.sets:
             raise ValueError(f"split must be one of {sorted(self.sets)}, got {split!r}")
         rset = self.sets[split]
+        if query_indices is not None or database_indices is not None:
+            rset = subset_set(
+                rset,
+                np.arange(len(rset.queries)) if query_indices is None else np.asarray(query_indices, dtype=np.int64),
+                np.arange(len(rset.database)) if database_indices is None else np.asarray(database_indices, dtype=np.int64),
+            )
+            ranks = self.ranks(query_vectors, database_vectors)
+            return evaluate_protocol(rset.protocol, ranks, rset.gnd, self.kappas, rset.query_groups, rset.database_groups)
         if query_vectors.shape[0] != len(rset.queries) or database_vectors.shape[0] != len(rset.database):
             raise ValueError(
                 f"{split}: expected {len(rset.queries)} query and {len(rset.database)} database vectors, "
@@ -275,6 +294,33 @@ class RetrievalEvalDataModule(pl.LightningDataModule):
         ranks = self.ranks(query_vectors[:n], database_vectors, topk=top)
         gnd = revisited_gnd(rset.gnd[:n], "medium") if rset.protocol == "revisited" else rset.gnd[:n]
         return plot_rankings(rset.queries[:n], rset.query_boxes[:n], rset.database, ranks, gnd, n, top)
+
+
+def subset_set(rset: ds.RetrievalSet, query_indices: np.ndarray, database_indices: np.ndarray) -> ds.RetrievalSet:
+    """``rset`` restricted to some queries and database images, ground truth re-indexed."""
+    from dataclasses import replace
+
+    position = np.full(len(rset.database), -1, dtype=np.int64)
+    position[database_indices] = np.arange(len(database_indices))
+    gnd = []
+    for q in query_indices.tolist():
+        entry = {}
+        for key, value in rset.gnd[q].items():
+            if key == "bbx":
+                entry[key] = value
+                continue
+            mapped = position[np.asarray(value, dtype=np.int64)]
+            entry[key] = mapped[mapped >= 0]
+        gnd.append(entry)
+    return replace(
+        rset,
+        database=[rset.database[i] for i in database_indices],
+        queries=[rset.queries[i] for i in query_indices],
+        query_boxes=[rset.query_boxes[i] for i in query_indices],
+        gnd=gnd,
+        database_groups=None if rset.database_groups is None else rset.database_groups[database_indices],
+        query_groups=None if rset.query_groups is None else rset.query_groups[query_indices],
+    )
 
 
 class TupleDataset(Dataset):
@@ -609,3 +655,81 @@ def _largest_logo_per_image(items: ds.GroupedImages) -> ds.GroupedImages:
     return ds.GroupedImages(
         [items.paths[i] for i in order], items.groups[order], [None] * len(order), items.group_names
     )
+
+
+class RetrievalGroupClassificationDataModule(RetrievalEvalDataModule):
+    """Classification training on the *train groups* of a grouped set, retrieval evaluation
+    on the disjoint val/test groups: regional-attention training judged by retrieval mAP.
+
+    Train batches ``{"image": float (B, 3, S, S), "label": long (B,)}`` with labels
+    ``0..num_classes-1`` = the train groups in id order; val/test are the evaluation
+    datamodule's ``[queries, database]`` loaders and :meth:`evaluate` (``val/map``).
+    FlickrLogos-27: ``crops=True`` trains on the train brands' logo box crops, ``False`` on
+    whole photos labelled by their largest logo, keeping only photos that show no brand
+    outside the train groups (the attention then has background to learn to ignore).
+
+    Args (beyond :class:`RetrievalEvalDataModule`):
+        train_image_size: side S of the square training images. crops: see above.
+        flip: random horizontal flips of training images.
+        n_train: training images (a fixed random subset; None = all). batch_size: per batch.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "coil100",
+        train_image_size: int = 224,
+        crops: bool = True,
+        flip: bool = True,
+        split_fractions: Sequence[float] | None = (0.5, 0.2, 0.3),
+        seed: int = 0,
+        batch_size: int = 32,
+        **kwargs,
+    ) -> None:
+        if dataset not in GROUPED_DATASETS:
+            raise ValueError(f"group classification needs a grouped dataset {GROUPED_DATASETS}, got {dataset!r}")
+        if split_fractions is None:
+            raise ValueError("group classification needs split_fractions (disjoint train and test groups)")
+        super().__init__(dataset=dataset, split_fractions=split_fractions, batch_size=batch_size, **kwargs)
+        self.train_image_size = train_image_size
+        self.crops = crops
+        self.flip = flip
+        self.seed = seed
+        self.train_items: ds.GroupedImages | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.train_items is not None:
+            return
+        items = _grouped_items(self.dataset, self.dataset_root(), self.min_box_size)
+        train_groups = self.group_splits["train"]
+        if self.dataset == "flickrlogos27" and not self.crops:
+            outside = {p for p, g in zip(items.paths, items.groups) if g not in set(train_groups.tolist())}
+            items = _largest_logo_per_image(items)
+            keep = np.array([p not in outside for p in items.paths], dtype=bool)
+            items = ds.GroupedImages([p for p, k in zip(items.paths, keep) if k], items.groups[keep], [None] * int(keep.sum()), items.group_names)
+        items = items.select_groups(train_groups)
+        if not len(items):
+            raise ValueError(f"no training images in the train groups of {self.dataset}")
+        label_of = {int(g): i for i, g in enumerate(train_groups)}
+        items = ds.GroupedImages(
+            items.paths, np.array([label_of[int(g)] for g in items.groups], dtype=np.int64), items.boxes,
+            [items.group_names[int(g)] for g in train_groups],
+        )
+        cap = self.sizes["train"]
+        self._train_indices = np.arange(len(items))
+        if cap is not None and cap < len(items):
+            self._train_indices = np.sort(np.random.default_rng(self.seed).choice(len(items), cap, replace=False))
+        self.train_items = items
+
+    @property
+    def num_classes(self) -> int:
+        """Number of train groups (the classifier's labels)."""
+        self.setup()
+        assert self.train_items is not None
+        return len(self.train_items.group_names)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        assert self.train_items is not None
+        dataset = _ClassificationDataset(self.train_items, self._train_indices, self.train_image_size, flip=self.flip, seed=self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers)

@@ -10,6 +10,7 @@ them across DDP ranks, puts them in ``index`` order and calls
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import lightning.pytorch as pl
@@ -17,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .api import describe_net
 from .attention import RegionalAttentionNet
 from .losses import LOSSES
 from .networks import RetrievalNet, extract_multiscale
 from .pooling import GeM
 
+log = logging.getLogger(__name__)
 
 def freeze_batchnorm(module: nn.Module) -> None:
     """Put every BatchNorm layer in eval mode (running statistics fixed), as cirtorch's training."""
@@ -79,8 +82,15 @@ class _RetrievalModule(pl.LightningModule):
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._retrieval_step(batch, "test", dataloader_idx)
 
-    def _assemble(self, parts: list[tuple[torch.Tensor, torch.Tensor]], what: str) -> torch.Tensor:
-        """Vectors of one loader, gathered over ranks, in ``index`` order ``(N, D)`` on the CPU."""
+    def _batches_limited(self, split: str) -> bool:
+        """True in a smoke run (``fast_dev_run``, ``limit_val_batches``...) that skips eval batches."""
+        trainer = self.trainer
+        limit = getattr(trainer, "limit_val_batches" if split == "val" else "limit_test_batches", 1.0)
+        return bool(getattr(trainer, "fast_dev_run", False)) or limit != 1.0
+
+    def _assemble(self, parts: list[tuple[torch.Tensor, torch.Tensor]], what: str, split: str = "val"):
+        """Vectors of one loader, gathered over ranks, in ``index`` order ``(N, D)`` on the CPU,
+        and the item indices they belong to (``None`` when every item is there)."""
         indices = torch.cat([index for index, _ in parts]).long()
         vectors = torch.cat([vector for _, vector in parts])
         if self.trainer.world_size > 1:
@@ -90,15 +100,27 @@ class _RetrievalModule(pl.LightningModule):
         indices, vectors = indices.cpu(), vectors.float().cpu()
         count = int(indices.max()) + 1
         seen = torch.bincount(indices, minlength=count)
-        if not bool((seen > 0).all()):
-            missing = int((seen == 0).sum())
-            raise RuntimeError(
-                f"{missing} of {count} {what} images were not extracted: retrieval evaluation needs every "
-                f"image (do not limit the validation/test batches)"
-            )
+        expected = self._expected_count(split, what)
+        if not bool((seen > 0).all()) or (expected is not None and count < expected):
+            if not self._batches_limited(split):
+                missing = int((seen == 0).sum()) + max(0, (expected or count) - count)
+                raise RuntimeError(
+                    f"{missing} of {expected or count} {what} images were not extracted: retrieval evaluation needs "
+                    f"every image (do not limit the validation/test batches)"
+                )
+            present = torch.nonzero(seen > 0).flatten()
+            ordered = vectors.new_zeros(count, vectors.shape[1])
+            ordered[indices] = vectors
+            return ordered[present], present.numpy()
         ordered = vectors.new_zeros(count, vectors.shape[1])
         ordered[indices] = vectors
-        return ordered
+        return ordered, None
+
+    def _expected_count(self, split: str, what: str) -> int | None:
+        sets = getattr(getattr(self.trainer, "datamodule", None), "sets", None)
+        if not isinstance(sets, dict) or split not in sets:
+            return None
+        return len(sets[split].queries if what == "query" else sets[split].database)
 
     def _finish_retrieval(self, split: str) -> None:
         parts = self._vectors[split]
@@ -110,8 +132,13 @@ class _RetrievalModule(pl.LightningModule):
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "evaluate"):
             raise RuntimeError("retrieval evaluation needs a datamodule with evaluate(split, queries, database)")
-        queries, database = self._assemble(parts[0], "query"), self._assemble(parts[1], "database")
-        results = datamodule.evaluate(split, queries, database)
+        (queries, query_items), (database, database_items) = self._assemble(parts[0], "query", split), self._assemble(parts[1], "database", split)
+        if query_items is None and database_items is None:
+            results = datamodule.evaluate(split, queries, database)
+        else:  # a smoke run: the metric of the extracted subset only
+            log.warning("%s: only %d queries and %d database images were extracted (limited batches): metrics on that subset",
+                        split, len(queries), len(database))
+            results = datamodule.evaluate(split, queries, database, query_indices=query_items, database_indices=database_items)
         for name, value in results.items():
             self.log(f"{split}/{name}", float(value), prog_bar=name == "map", sync_dist=True)
         if split == "val":
@@ -144,6 +171,10 @@ class _RetrievalModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["best_metrics"] = dict(self.best_metrics)
+        try:  # the recipe retrieval.api.Retriever.from_checkpoint rebuilds the network from
+            checkpoint["net_config"] = describe_net(self.net)
+        except ValueError as exc:  # a custom network: the checkpoint still restores with the config
+            log.warning("checkpoint without net_config (%s): Retriever.from_checkpoint cannot load it", exc)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.best_metrics = dict(checkpoint.get("best_metrics", {}))
@@ -233,14 +264,16 @@ class RegionalAttentionModule(_RetrievalModule):
 
     Args:
         net: a :class:`~retrieval.attention.RegionalAttentionNet`.
-        num_classes: None (pretrained fc) or the size of a new label set.
+        num_classes: None (pretrained fc), the size of a new label set, or ``"datamodule"``: a new
+            linear classifier sized in ``setup()`` from ``trainer.datamodule.num_classes`` (before
+            any checkpoint is restored), for label sets whose size depends on a data split.
         optimizer: partial optimizer (reference: SGD lr 1e-3, momentum 0.9, wd 5e-5).
     """
 
     def __init__(
         self,
         net: RegionalAttentionNet,
-        num_classes: int | None = None,
+        num_classes: int | str | None = None,
         optimizer=None,
         scheduler=None,
         eval_scales: tuple[float, ...] = (1.0,),
@@ -248,7 +281,12 @@ class RegionalAttentionModule(_RetrievalModule):
         super().__init__(optimizer or partial(torch.optim.SGD, lr=1e-3, momentum=0.9, weight_decay=5e-5), scheduler, eval_scales)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
-        if num_classes is None:
+        self.classifier: nn.Module | None
+        if num_classes == "datamodule":
+            self.classifier = None  # built in setup()
+        elif isinstance(num_classes, str):
+            raise ValueError(f"num_classes must be an int, null or 'datamodule', got {num_classes!r}")
+        elif num_classes is None:
             if net.backbone.classifier is None:
                 raise ValueError(f"{net.backbone.name} has no pretrained classifier on pooled features; set num_classes")
             self.classifier = net.backbone.classifier
@@ -268,6 +306,11 @@ class RegionalAttentionModule(_RetrievalModule):
 
     def setup(self, stage: str) -> None:
         expected = getattr(self.trainer.datamodule, "num_classes", None)
+        if self.classifier is None:
+            if expected is None:
+                raise ValueError("num_classes='datamodule' needs a datamodule with num_classes")
+            self.classifier = nn.Linear(self.net.backbone.out_channels, int(expected))
+            return
         if stage == "fit" and expected is not None and expected != self.classifier.out_features:
             raise ValueError(
                 f"the datamodule has {expected} classes but the classifier predicts {self.classifier.out_features}; "

@@ -229,8 +229,8 @@ def test_ddp_gather_puts_vectors_back_in_index_order(monkeypatch):
         return torch.stack([vectors[i] for i in rank_indices])
 
     monkeypatch.setattr(module, "all_gather", all_gather)
-    ordered = module._assemble([(rank_indices[0], vectors[rank_indices[0]])], "query")
-    assert torch.equal(ordered, vectors)
+    ordered, items = module._assemble([(rank_indices[0], vectors[rank_indices[0]])], "query")
+    assert torch.equal(ordered, vectors) and items is None
     rank_indices[1] = torch.tensor([1, 1, 0])  # sample 3 extracted nowhere
     with pytest.raises(RuntimeError, match="1 of 5 query images were not extracted"):
         module._assemble([(rank_indices[0], vectors[rank_indices[0]])], "query")
