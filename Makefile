@@ -66,4 +66,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-patch-eval benchmark-search sweep-example lint format clean clean-cache
+.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache
