@@ -67,7 +67,8 @@ def _loggable(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     extras(cfg)
     metrics = train(cfg)
-    return get_metric_value(metrics, cfg.get("optimized_metric"))
+    # a test-only run (train=false: an off-the-shelf model) logs no validation metric to optimise
+    return get_metric_value(metrics, cfg.get("optimized_metric") if cfg.get("train", True) else None)
 
 
 if __name__ == "__main__":

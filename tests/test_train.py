@@ -130,3 +130,14 @@ def test_bad_values_give_one_line(tmp_path, entry, overrides, expected):
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "coil100").is_dir(), reason="COIL-100 not under the data root")
+def test_test_only_run_needs_no_validation_metric(tmp_path):
+    """``train=false``: an off-the-shelf model is only tested; no optimized_metric error."""
+    result = run_module(
+        ["benchmarks.train", "model=retrieval_mac", "data=coil100", "train=false", "data.n_test=4", "data.image_size=64", "trainer=cpu", "logger=none", f"paths.data_dir={SHARED_DATA}", f"hydra.run.dir={tmp_path}", "extras.print_config=false"],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["test/map"] <= 1.0
