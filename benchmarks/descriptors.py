@@ -129,17 +129,21 @@ def _distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np
     return (a - b).norm(dim=1).numpy()
 
 
-def _throughput(fn, patches: torch.Tensor, batch_size: int, repeats: int) -> float:
-    """Median patches per second of ``fn`` over batches of ``patches`` (one warm-up pass)."""
+def _throughput(fns, patches: torch.Tensor, batch_size: int, repeats: int) -> list[float]:
+    """Median patches per second of each function over batches of ``patches`` (one warm-up
+    pass each); the functions take turns in every repeat, so a change of machine load hits
+    them alike."""
+    rates: list[list[float]] = [[] for _ in fns]
     with torch.inference_mode():
-        fn(patches[:batch_size])
-        rates = []
+        for fn in fns:
+            fn(patches[:batch_size])
         for _ in range(repeats):
-            start = time.perf_counter()
-            for i in range(0, len(patches), batch_size):
-                fn(patches[i : i + batch_size])
-            rates.append(len(patches) / (time.perf_counter() - start))
-    return statistics.median(rates)
+            for fn, fn_rates in zip(fns, rates):
+                start = time.perf_counter()
+                for i in range(0, len(patches), batch_size):
+                    fn(patches[i : i + batch_size])
+                fn_rates.append(len(patches) / (time.perf_counter() - start))
+    return [statistics.median(r) for r in rates]
 
 
 def kornia_peer(name: str, net: torch.nn.Module) -> torch.nn.Module:
@@ -273,13 +277,16 @@ def run_suite(
             row = add_row(method, _distances(described, matches, model.binary), **training)
             row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
             sized = as_patch_tensor(timing_input, model.patch_size)
-            row["patches_per_s"] = round(_throughput(model.describe, sized, timing_batch_size, timing_repeats), 1)
             if method in KORNIA_PEERS:
                 peer = kornia_peer(KORNIA_PEERS[method], model.net)
                 with torch.inference_mode():
                     row["max_abs_difference_vs_kornia"] = float((peer(sized[:64].to(torch_device)).cpu() - model.describe(sized[:64])).abs().max())
-                row["kornia_patches_per_s"] = round(_throughput(peer, sized.to(torch_device), timing_batch_size, timing_repeats), 1)
-                row["speed_ratio_vs_kornia"] = round(row["patches_per_s"] / row["kornia_patches_per_s"], 3)
+                # the same input batches for both (kornia's on the device: ours moves them itself)
+                ours, theirs = _throughput([model.describe, lambda x, p=peer: p(x.to(torch_device)).cpu()], sized, timing_batch_size, timing_repeats)
+                row["patches_per_s"], row["kornia_patches_per_s"] = round(ours, 1), round(theirs, 1)
+                row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
+            else:
+                row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
             row["timing_batch_size"] = timing_batch_size
             if binary_rows and method in BINARY_OF and not model.binary:
                 codes = torch.where(described >= 0, 1.0, -1.0)
@@ -290,7 +297,7 @@ def run_suite(
             row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), **training)
             sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
             # patches through the network while scoring pairs (two per pair)
-            pair_rate = _throughput(lambda x, m=model: m.score(x, x.flip(0)), sized, timing_batch_size, timing_repeats)
+            pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
             row["patches_per_s"] = round(2 * pair_rate, 1)
             row["timing_batch_size"] = timing_batch_size
         del model

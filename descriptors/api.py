@@ -68,7 +68,8 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 def as_patch_tensor(patches, patch_size: int | None = None) -> torch.Tensor:
     """``(N, H, W)`` / ``(N, 1, H, W)`` uint8 (0..255) or float ([0, 1]), numpy or torch ->
     float32 ``(N, 1, S, S)`` in [0, 1], resized to ``patch_size`` when given."""
-    x = torch.as_tensor(np.asarray(patches) if not isinstance(patches, torch.Tensor) else patches)
+    # numpy input is copied: memory-mapped or read-only arrays cannot back a tensor
+    x = patches if isinstance(patches, torch.Tensor) else torch.from_numpy(np.array(patches))
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() != 4 or x.shape[1] != 1:
