@@ -317,7 +317,9 @@ def run_suite(
         merged = kept + rows
         published.write_text(json.dumps(merged, indent=2))
         (publish / "descriptors.md").write_text(markdown(merged, result))
-        shutil.copy(output / "descriptors_roc.png", publish / "descriptors_roc.png")
+        # a partial re-run keeps the full run's ROC plot and adds its own beside it
+        roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if kept else "descriptors_roc.png"
+        shutil.copy(output / "descriptors_roc.png", publish / roc_name)
     print((output / "descriptors.md").read_text())
     return rows
 
