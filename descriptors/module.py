@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from . import losses as L
 from .metrics import fpr_at_recall, roc_points
-from .networks import MatchNet, hamming_from_signs
+from .networks import MatchNet, hamming_from_signs, network_spec
 
 METRIC_LOSSES = ("softmax_ce", "hinge", "gloss_pair")
 PAIR_LOSSES = ("pair_hinge", "gloss_pair")
@@ -197,6 +197,8 @@ class PatchMatchingModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["best_fpr95"] = self.best_fpr95
+        # class path + constructor arguments: descriptors.api rebuilds the net from the file alone
+        checkpoint["network"] = network_spec(self.net)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.best_fpr95 = checkpoint.get("best_fpr95", math.inf)

@@ -17,6 +17,9 @@ do it with ``F.interpolate(bilinear, align_corners=False)``, HardNet's ``cv2.res
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,11 +135,42 @@ class L2Norm(nn.Module):
 
 
 # -- bases -------------------------------------------------------------------------------
+def _recording_init(init):
+    """Wrap a network's ``__init__`` so the instance keeps the arguments it was built with
+    (``init_kwargs``, plain values): a checkpoint then names the class and these arguments
+    and the network can be rebuilt without a config (``descriptors.api``)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        recorded = {}
+        for name, value in list(bound.arguments.items())[1:]:
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                recorded.update(value)
+            elif signature.parameters[name].kind is not inspect.Parameter.VAR_POSITIONAL:
+                recorded[name] = value
+        # the outermost (most derived) __init__ returns last, so its arguments win
+        self.__dict__["init_kwargs"] = recorded
+
+    return wrapper
+
+
 class PatchNetwork(nn.Module):
-    """Common input checks; subclasses set ``patch_size``, ``kind`` and ``in_channels``."""
+    """Common input checks; subclasses set ``patch_size``, ``kind`` and ``in_channels``.
+
+    Every subclass records its constructor arguments in ``init_kwargs`` (see
+    :func:`network_spec`)."""
 
     patch_size: int = 64
     kind: str = "descriptor"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])
 
     def check_patches(self, x: torch.Tensor, name: str = "patches") -> None:
         p = self.patch_size
@@ -658,6 +692,10 @@ class L2Net(DescriptorNetwork):
     def forward(self, x: torch.Tensor, return_features: bool = False):
         self.check_patches(x)
         h = standardize_patches(x, self.input_eps)
+        if h.device.type == "cpu" and h.dtype == torch.float32:
+            # oneDNN's CPU convolutions skip a layout reorder per layer with channels-last input
+            # (what kornia.feature.HardNet does); values are unchanged
+            h = h.to(memory_format=torch.channels_last)
         if not return_features:
             return l2_normalize(self.features(h).flatten(1))
         maps = []
@@ -754,6 +792,22 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "binary_l2net": BinaryL2Net,
     "hardnet": HardNet,
 }
+
+
+def network_spec(net: nn.Module) -> dict:
+    """``{"class": "module.Qualname", "kwargs": {...}}``: what rebuilds ``net`` (weights aside)."""
+    return {"class": f"{type(net).__module__}.{type(net).__qualname__}", "kwargs": dict(getattr(net, "init_kwargs", {}))}
+
+
+def network_from_spec(spec: dict) -> nn.Module:
+    """Rebuild a network from :func:`network_spec` (only classes of this package's modules)."""
+    import importlib
+
+    module_name, _, class_name = spec["class"].rpartition(".")
+    if not module_name.startswith("descriptors.") and module_name != "kornia.feature":
+        raise ValueError(f"refusing to build {spec['class']!r}: not a descriptors network")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**spec.get("kwargs", {}))
 
 
 def build_network(name: str, **kwargs) -> nn.Module:

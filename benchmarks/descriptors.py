@@ -1,0 +1,387 @@
+"""The patch-descriptor benchmark: the seed's FPR95 table, measured on real patches.
+
+Every method is trained through the users' entry point (``benchmarks.train`` with
+``experiment=descriptors/<method>``) on the real-data Brown-layout training set
+(``data=brown_real``: photos under random homographies + graf) for a fixed budget, then tested
+on the held-out real sequence (v_churchill) next to SIFT and RootSIFT: FPR95 (HardNet's
+definition) on the same test pairs, the HPatches-layout three-task mAP of the descriptor
+networks, extraction throughput (patches per second; HardNet and TFeat next to kornia's
+implementation with the same weights and batch), seconds per training epoch, ROC curves.
+Binary L2-Net rows are the sign of the trained (CS) L2-Net, as in the paper.
+
+Writes ``descriptors.json`` (rows), ``descriptors.md`` and ``descriptors_roc.png`` under the
+run's output dir; copies them to ``publish_dir`` when set (re-running some methods keeps
+the published rows of the others).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+#: The seed's FPR95 table (%), columns train -> test; SIFT and DeepDesc give one number per
+#: test set (LIB, ND, YOS), placed in the first column of each test set. HardNet(+): the
+#: post-NIPS numbers (reference notes, not in the seed).
+PAPER_COLUMNS = ("ND→LIB", "YOS→LIB", "LIB→ND", "YOS→ND", "LIB→YOS", "ND→YOS", "mean")
+PAPER = {
+    "sift": ("SIFT", 128, (29.84, None, 22.53, None, 27.29, None, 26.55)),
+    "rootsift": ("RootSIFT", 128, (None,) * 7),
+    "matchnet": ("MatchNet", 4096, (6.9, 10.77, 3.87, 5.67, 10.88, 8.39, 7.74)),
+    "deepcompare_2ch2stream": ("DeepCompare 2ch-2stream +", 256, (4.85, 7.20, 1.90, 2.11, 5.00, 4.10, 4.19)),
+    "deepcompare_2chdeep": ("DeepCompare 2ch-deep +", 256, (4.55, 7.40, 2.01, 2.52, 4.75, 4.38, 4.26)),
+    "gloss_snet": ("SNet-GLoss +", 256, (6.39, 8.43, 1.84, 2.83, 6.61, 5.57, 5.27)),
+    "gloss_cs_snet": ("CS SNet-GLoss +", 384, (3.69, 4.91, 0.77, 1.14, 3.09, 2.67, 2.71)),
+    "tnet_tgloss": ("TNet-TGLoss +", 256, (9.91, 13.45, 3.91, 5.43, 10.65, 9.47, 8.8)),
+    "tnet_tloss": ("TNet-TLoss +", 256, (10.77, 13.90, 4.47, 5.58, 11.82, 10.96, 9.58)),
+    "tfeat": ("TFeat", 256, (8.13, 9.65, 3.71, 4.23, 8.99, 7.21, 6.98)),
+    "deepdesc": ("DeepDesc", 128, (10.9, None, 4.40, None, 5.69, None, 6.99)),
+    "l2net": ("L2-Net", 128, (3.64, 5.29, 1.15, 1.62, 4.43, 3.30, 3.23)),
+    "l2net_plus": ("L2-Net +", 128, (2.36, 4.7, 0.72, 1.29, 2.57, 1.71, 2.22)),
+    "cs_l2net": ("CS L2-Net", 256, (2.55, 4.24, 0.87, 1.39, 3.81, 2.84, 2.61)),
+    "cs_l2net_plus": ("CS L2-Net +", 256, (1.71, 3.87, 0.56, 1.09, 2.07, 1.3, 1.76)),
+    "l2net_binary": ("Binary L2-Net", 128, (10.3, 11.71, 6.37, 6.76, 13.5, 11.57, 10.03)),
+    "l2net_binary_plus": ("Binary L2-Net +", 128, (7.44, 10.29, 3.81, 4.31, 8.81, 7.45, 7.01)),
+    "cs_l2net_binary": ("Binary CS L2-Net", 256, (5.25, 7.83, 3.07, 3.52, 8.49, 6.92, 5.84)),
+    "cs_l2net_binary_plus": ("Binary CS L2-Net +", 256, (4.01, 6.65, 1.9, 2.51, 5.61, 4.04, 4.12)),
+    "hardnet": ("HardNet", 128, (1.47, 2.67, 0.62, 0.88, 2.14, 1.65, 1.57)),
+    "hardnet_plus": ("HardNet +", 128, (1.49, 2.51, 0.53, 0.78, 1.96, 1.84, 1.51)),
+}
+#: binary rows derived from a trained float method: sign() of its descriptors, Hamming distance
+BINARY_OF = {"l2net": "l2net_binary", "l2net_plus": "l2net_binary_plus", "cs_l2net": "cs_l2net_binary", "cs_l2net_plus": "cs_l2net_binary_plus"}
+#: kornia's implementation of the same network (loaded with our weights) for the speed ratio
+KORNIA_PEERS = {"hardnet": "HardNet", "hardnet_plus": "HardNet", "tfeat": "TFeat"}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class EpochTimer(pl.Callback):
+    """Wall seconds of every training epoch (validation excluded), appended to a JSON file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"seconds": self.seconds, "batches": trainer.num_training_batches}))
+
+
+def _compose(method: str, overrides: list[str]):
+    from hydra import compose
+
+    return compose(config_name="train", overrides=[f"experiment=descriptors/{method}", *overrides])
+
+
+def train_method(method: str, output_dir: Path, overrides: list[str]) -> tuple[Path, dict]:
+    """Train through ``benchmarks.train``; returns the best checkpoint and the epoch timings."""
+    from benchmarks.train import train
+
+    timer_file = output_dir / "epoch_seconds.json"
+    cfg = _compose(method, [
+        f"paths.output_dir={output_dir}", "test=false",
+        "+callbacks.epoch_timer._target_=benchmarks.descriptors.EpochTimer", f"+callbacks.epoch_timer.path={timer_file}",
+        *overrides,
+    ])
+    train(cfg)
+    best = sorted((output_dir / "checkpoints").glob("epoch_*.ckpt"))
+    checkpoint = best[-1] if best else output_dir / "checkpoints" / "last.ckpt"
+    return checkpoint, json.loads(timer_file.read_text())
+
+
+def load_test_set(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """Patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs of the configured test split."""
+    import hydra
+
+    cfg = _compose(method, overrides)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    matches = datamodule.splits["test"].matches[:n_pairs]
+    subset = datamodule.subsets[datamodule.test_subset]
+    return np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset
+
+
+def _distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np.ndarray:
+    a, b = descriptors[pairs[:, 0]].float(), descriptors[pairs[:, 1]].float()
+    if binary:
+        return ((a.shape[1] - (a * b).sum(1)) / 2).numpy()
+    return (a - b).norm(dim=1).numpy()
+
+
+def _throughput(fns, patches: torch.Tensor, batch_size: int, repeats: int) -> list[float]:
+    """Median patches per second of each function over batches of ``patches`` (one warm-up
+    pass each); the functions take turns in every repeat, so a change of machine load hits
+    them alike."""
+    rates: list[list[float]] = [[] for _ in fns]
+    with torch.inference_mode():
+        for fn in fns:
+            fn(patches[:batch_size])
+        for _ in range(repeats):
+            for fn, fn_rates in zip(fns, rates):
+                start = time.perf_counter()
+                for i in range(0, len(patches), batch_size):
+                    fn(patches[i : i + batch_size])
+                fn_rates.append(len(patches) / (time.perf_counter() - start))
+    return [statistics.median(r) for r in rates]
+
+
+def kornia_peer(name: str, net: torch.nn.Module) -> torch.nn.Module:
+    """kornia.feature.<name> with ``net``'s weights (pretrained=False: nothing downloaded)."""
+    import kornia.feature as KF
+
+    peer = getattr(KF, name)(pretrained=False)
+    peer.load_state_dict(net.state_dict())
+    return peer.to(next(net.parameters()).device).eval()
+
+
+def _hpatches_set(hpatches_root, data_dir, cache: Path, settings: dict, split: str, list_sizes: dict):
+    from descriptors import hpatches as H
+    from descriptors.writer import build_real_hpatches
+
+    release = Path(hpatches_root) if hpatches_root else build_real_hpatches(data_dir, cache, **settings)
+    patch_sets = H.load_hpatches(release, split)
+    lists = H.task_lists(patch_sets, split, None, cache, **list_sizes)
+    return patch_sets, lists
+
+
+def _hpatches_scores(patch_sets, lists, describe, split: str, cache: Path, device) -> dict:
+    from descriptors import hpatches as H
+
+    descriptors = H.describe_sequences(patch_sets, describe)
+    summary, _ = H.evaluate_hpatches(descriptors, sequences=patch_sets, split=split, cache_dir=cache, device=device, lists=lists)
+    return {f"hpatches_{task}": round(summary[f"{task}_map"], 6) for task in ("verification", "matching", "retrieval")}
+
+
+def run_suite(
+    output_dir: str,
+    methods: list[str],
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    quick: bool = False,
+    baselines: tuple[str, ...] = ("sift", "rootsift"),
+    data_overrides: list[str] | None = None,
+    base_overrides: list[str] | None = None,
+    budget: dict | None = None,
+    quick_overrides: list[str] | None = None,
+    checkpoints: dict | None = None,
+    n_test_pairs: int | None = None,
+    quick_test_pairs: int = 1000,
+    binary_rows: bool = True,
+    hpatches_root: str | None = None,
+    hpatches: dict | None = None,
+    quick_hpatches: dict | None = None,
+    hpatches_split: str = "full",
+    hpatches_lists: dict | None = None,
+    timing_batch_size: int = 256,
+    timing_patches: int = 2048,
+    timing_repeats: int = 3,
+    device: str = "auto",
+    num_threads: int | None = None,
+    publish_dir: str | None = None,
+) -> list[dict]:
+    from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
+    from descriptors.metrics import fpr_at_recall, roc_points
+    from descriptors.sift import sift_describe
+
+    load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    device_label = device_name(torch_device)
+    cache = Path(cache_dir) if cache_dir else output / "cache"
+    data = list(data_overrides or [])
+    common = [*(base_overrides or []), *data]
+    test_pairs = quick_test_pairs if quick else n_test_pairs
+
+    patches, matches, train_name, test_name = load_test_set(methods[0] if methods else "hardnet", common, test_pairs)
+    labels = matches[:, 2]
+    patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
+    timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    rows: list[dict] = []
+    curves: dict[str, tuple] = {}
+
+    def add_row(method: str, distances: np.ndarray, **extra) -> dict:
+        fpr, tpr = roc_points(distances, labels)
+        curves[method] = (fpr, tpr, fpr_at_recall(distances, labels))
+        row = {
+            "method": method, "train": extra.pop("train", train_name), "test": test_name,
+            "fpr95": round(float(curves[method][2]), 6),
+            "hpatches_verification": None, "hpatches_matching": None, "hpatches_retrieval": None,
+            "patches_per_s": None, "device": device_label, "test_pairs": int(len(labels)), **extra,
+        }
+        rows.append(row)
+        log.info("%s: %s", method, row)
+        return row
+
+    for name in baselines:
+        root = name == "rootsift"
+        start = time.perf_counter()
+        descriptors = torch.from_numpy(sift_describe(patches, root=root))
+        seconds = time.perf_counter() - start
+        row = add_row(name, _distances(descriptors, matches, False), train=None)
+        row.update(_hpatches_scores(patch_sets, lists, lambda p, r=root: sift_describe(p, root=r), hpatches_split, cache, torch_device))
+        row["patches_per_s"] = round(len(patches) / seconds, 1)
+        row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
+
+    for method in methods:
+        overrides = [*common, *((budget or {}).get(method, []))]
+        if quick:
+            overrides += list(quick_overrides or [])
+        given = (checkpoints or {}).get(method)
+        epoch = {"seconds": [], "batches": None}
+        start = time.perf_counter()
+        if given:
+            checkpoint = Path(given)
+        else:
+            checkpoint, epoch = train_method(method, output / "train" / method, overrides)
+        train_seconds = time.perf_counter() - start
+        cfg = _compose(method, overrides)
+        batch_size, n_items = int(cfg.data.batch_size), cfg.data.n_train
+        metrics_file = output / "train" / method / "metrics.json"
+        val = json.loads(metrics_file.read_text()).get("val/fpr95") if metrics_file.is_file() and not given else None
+        training = {
+            "val_fpr95": None if val is None else round(val, 6),
+            "seconds_per_epoch": round(statistics.mean(epoch["seconds"]), 2) if epoch["seconds"] else None,
+            "epochs": len(epoch["seconds"]), "train_items_per_epoch": n_items, "train_batch_size": batch_size,
+            "train_seconds_total": round(train_seconds, 1), "checkpoint": str(checkpoint),
+        }
+        is_descriptor = cfg.model._target_.endswith("DescriptorModule")
+        if is_descriptor:
+            model = PatchDescriptor.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
+            described = torch.zeros(len(patches), model.descriptor_dim)
+            used = np.unique(matches[:, :2])
+            described[used] = model.describe(patches[used])
+            row = add_row(method, _distances(described, matches, model.binary), **training)
+            row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
+            sized = as_patch_tensor(timing_input, model.patch_size)
+            if method in KORNIA_PEERS:
+                peer = kornia_peer(KORNIA_PEERS[method], model.net)
+                with torch.inference_mode():
+                    row["max_abs_difference_vs_kornia"] = float((peer(sized[:64].to(torch_device)).cpu() - model.describe(sized[:64])).abs().max())
+                # the same input batches for both (kornia's on the device: ours moves them itself)
+                ours, theirs = _throughput([model.describe, lambda x, p=peer: p(x.to(torch_device)).cpu()], sized, timing_batch_size, timing_repeats)
+                row["patches_per_s"], row["kornia_patches_per_s"] = round(ours, 1), round(theirs, 1)
+                row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
+            else:
+                row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
+            row["timing_batch_size"] = timing_batch_size
+            if binary_rows and method in BINARY_OF and not model.binary:
+                codes = torch.where(described >= 0, 1.0, -1.0)
+                binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, **{**training, "val_fpr95": None})
+                binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
+        else:
+            model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
+            row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), **training)
+            sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
+            # patches through the network while scoring pairs (two per pair)
+            pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
+            row["patches_per_s"] = round(2 * pair_rate, 1)
+            row["timing_batch_size"] = timing_batch_size
+        del model
+
+    load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    result = {"quick": quick, "device": device_label, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "test_pairs": int(len(labels)),
+              "hpatches_sequences": sorted(patch_sets), "rows": rows}
+    (output / "descriptors.json").write_text(json.dumps(rows, indent=2))
+    (output / "descriptors.md").write_text(markdown(rows, result))
+    _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
+    if publish_dir:
+        publish = Path(publish_dir)
+        publish.mkdir(parents=True, exist_ok=True)
+        published = publish / "descriptors.json"
+        done = {r["method"] for r in rows}
+        kept = [r for r in json.loads(published.read_text()) if r["method"] not in done] if published.is_file() else []
+        merged = kept + rows
+        published.write_text(json.dumps(merged, indent=2))
+        (publish / "descriptors.md").write_text(markdown(merged, result))
+        # a partial re-run keeps the full run's ROC plot and adds its own beside it
+        roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if kept else "descriptors_roc.png"
+        shutil.copy(output / "descriptors_roc.png", publish / roc_name)
+    print((output / "descriptors.md").read_text())
+    return rows
+
+
+def _pct(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def markdown(rows: list[dict], info: dict) -> str:
+    """The seed's table (paper FPR95 per split) with our measured columns beside it."""
+    lines = [
+        f"# Patch descriptors and metric networks{' (QUICK smoke run: a few training steps)' if info['quick'] else ''}",
+        "",
+        f"Ours: trained on `{info['train']}` (real-data Brown layout), tested on the held-out `{info['test']}` pairs "
+        f"({info['test_pairs']} pairs, half matching); FPR95 in % (HardNet's definition, lower is better). "
+        f"HPatches-layout mAP (%) on {', '.join(info['hpatches_sequences'])}. Device: {info['device']}.",
+        "Paper: the seed's Brown FPR95 (%), columns train→test; SIFT and DeepDesc give one number per test set.",
+        f"Machine: {info.get('cores')} CPU cores shared with other processes (load average {info.get('load_start')} at the "
+        f"start, {info.get('load_end')} at the end). Training budget: one epoch of the items in the last column per method "
+        "(conf/benchmark/descriptors.yaml `budget`), minutes instead of the papers' hours to days on a GPU.",
+        "`val FPR95` is measured on pairs of the training set (seen distribution); patches/s = extraction in eval mode "
+        "(metric networks: patches through the network while scoring pairs).",
+        "",
+        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
+        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        title, dim, paper = PAPER.get(r["method"], (r["method"], "", (None,) * 7))
+        hp = " / ".join(_pct(r.get(f"hpatches_{t}")) for t in ("verification", "matching", "retrieval"))
+        kornia = f"{r['kornia_patches_per_s']:.0f} ({r['speed_ratio_vs_kornia']:.2f}x)" if r.get("kornia_patches_per_s") else ""
+        epoch = f"{r['seconds_per_epoch']:.0f} ({r['train_items_per_epoch']})" if r.get("seconds_per_epoch") else ""
+        speed = f"{r['patches_per_s']:.0f}" if r.get("patches_per_s") else ""
+        if r.get("derived_from"):
+            speed, epoch = f"= {r['derived_from']}", f"= {r['derived_from']}"
+        cells = ["" if v is None else f"{v:g}" for v in paper]
+        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | **{_pct(r['fpr95'])}** | {_pct(r.get('val_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
+    learned = [r for r in rows if r["method"] not in ("sift", "rootsift")]
+    sift = next((r for r in rows if r["method"] == "sift"), None)
+    if sift and learned:
+        beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
+        lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
+                  + (f" ({', '.join(beat)})." if beat else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_roc(curves: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    for index, (name, (fpr, tpr, fpr95)) in enumerate(sorted(curves.items(), key=lambda item: item[1][2])):
+        style = "--" if name in ("sift", "rootsift") else "-"
+        axis.plot(fpr, tpr, style, linewidth=1.0, color=plt.cm.tab20(index % 20), label=f"{name} ({100 * fpr95:.1f}%)")
+    axis.axhline(0.95, color="grey", linestyle=":", linewidth=0.8)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.01)
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title(f"ROC, {title} (FPR95 in the legend)")
+    axis.legend(fontsize=6.5, loc="lower right", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,189 @@
+"""Trained patch networks on plain arrays, without Hydra or Lightning.
+
+::
+
+    from descriptors.api import PatchDescriptor, PatchMatcher
+
+    hardnet = PatchDescriptor.from_checkpoint("logs/train/.../checkpoints/epoch_009.ckpt")
+    vectors = hardnet.describe(patches)          # (N, H, W) uint8 or float in [0, 1] -> (N, D)
+    d = hardnet.distance(vectors[:10], vectors[10:20])   # row-paired L2 (Hamming for binary nets)
+
+    matchnet = PatchMatcher.from_checkpoint("logs/train/.../checkpoints/epoch_024.ckpt")
+    scores = matchnet.score(patches1, patches2)  # (N,) similarity, higher = more alike
+
+A checkpoint written by :class:`descriptors.module.PatchMatchingModule` names the network's
+class and constructor arguments (``checkpoint["network"]``); older checkpoints are rebuilt
+from the run's ``config_tree.yaml`` beside the ``checkpoints/`` folder. Patches of any size
+are resized to the network's ``patch_size`` exactly as in training
+(``F.interpolate(bilinear, align_corners=False)``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .module import resize_patches
+from .networks import hamming_from_signs, network_from_spec
+
+__all__ = ["load_network", "as_patch_tensor", "PatchDescriptor", "PatchMatcher"]
+
+
+def _spec_from_config_tree(checkpoint_path: Path) -> dict | None:
+    """The net's ``_target_`` and arguments from ``<run>/config_tree.yaml`` (``model.net``)."""
+    import yaml
+
+    for folder in (checkpoint_path.parent, checkpoint_path.parent.parent):
+        tree = folder / "config_tree.yaml"
+        if tree.is_file():
+            net = (yaml.safe_load(tree.read_text()) or {}).get("model", {}).get("net")
+            if isinstance(net, dict) and "_target_" in net:
+                kwargs = {k: v for k, v in net.items() if not k.startswith("_")}
+                return {"class": net["_target_"], "kwargs": kwargs}
+    return None
+
+
+def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained network of a Lightning checkpoint, in eval mode on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    spec = checkpoint.get("network") or _spec_from_config_tree(path)
+    if spec is None:
+        raise ValueError(
+            f"{path} does not say which network it holds (no 'network' entry and no config_tree.yaml "
+            "beside it): retrain with this version, or build the net and load_state_dict yourself"
+        )
+    net = network_from_spec(spec)
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net.to(device).eval()
+
+
+def as_patch_tensor(patches, patch_size: int | None = None) -> torch.Tensor:
+    """``(N, H, W)`` / ``(N, 1, H, W)`` uint8 (0..255) or float ([0, 1]), numpy or torch ->
+    float32 ``(N, 1, S, S)`` in [0, 1], resized to ``patch_size`` when given."""
+    # numpy input is copied: memory-mapped or read-only arrays cannot back a tensor
+    x = patches if isinstance(patches, torch.Tensor) else torch.from_numpy(np.array(patches))
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W) grey, got {tuple(x.shape)}")
+    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    return resize_patches(x, patch_size) if patch_size else x
+
+
+class _Applied:
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.patch_size = int(net.patch_size)
+
+    def _batches(self, patches):
+        x = as_patch_tensor(patches)
+        for start in range(0, len(x), self.batch_size):
+            yield resize_patches(x[start : start + self.batch_size].to(self.device), self.patch_size)
+
+
+class PatchDescriptor(_Applied):
+    """A patch -> descriptor network applied to arrays (eval mode, no gradients, batched).
+
+    Attributes: ``descriptor_dim``, ``patch_size``, ``binary`` (sign codes compared by Hamming).
+    """
+
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+        if getattr(net, "kind", None) != "descriptor":
+            raise ValueError(f"{type(net).__name__} is not a descriptor network: use PatchMatcher")
+        super().__init__(net, device, batch_size)
+        self.descriptor_dim = int(net.descriptor_dim)
+        self.binary = getattr(net, "distance", "l2") == "hamming"
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> PatchDescriptor:
+        return cls(load_network(path, device), device, batch_size)
+
+    @torch.inference_mode()
+    def describe(self, patches) -> torch.Tensor:
+        """Descriptors of the patches. Shape: (N, H, W) or (N, 1, H, W) -> (N, descriptor_dim)
+        float32 on the CPU ({-1, +1} for binary nets)."""
+        chunks = [self.net(x).float().cpu() for x in self._batches(patches)]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.descriptor_dim)
+
+    __call__ = describe
+
+    def distance(self, a, b) -> torch.Tensor:
+        """Row-paired distances of descriptors: L2, or Hamming for binary nets. (N, D) x 2 -> (N,)."""
+        a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        return hamming_from_signs(a, b) if self.binary else (a - b).norm(dim=1)
+
+    def cdist(self, a, b) -> torch.Tensor:
+        """All distances between two descriptor sets. (N, D), (M, D) -> (N, M)."""
+        a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        return (a.shape[1] - a @ b.T) / 2 if self.binary else torch.cdist(a, b)
+
+
+class PatchMatcher(_Applied):
+    """A pair -> score network (MatchNet, DeepCompare, SNet) applied to arrays.
+
+    ``score(patches1, patches2)`` is the similarity of each pair (higher = more alike; FPR95
+    uses ``-score``). Networks with a per-patch tower (MatchNet, siamese variants, SNet) also
+    give ``features`` + ``compare``, the two-step use: describe every patch once, then score
+    any pairs of them (:meth:`score_index_pairs`).
+    """
+
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+        if getattr(net, "kind", None) != "metric":
+            raise ValueError(f"{type(net).__name__} is not a metric network: use PatchDescriptor")
+        super().__init__(net, device, batch_size)
+        self.two_step = hasattr(net, "describe") and hasattr(net, "compare")
+        # pseudo-siamese nets describe the second patch of a pair with their second tower
+        self.two_towers = getattr(net, "shared", True) is False
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> PatchMatcher:
+        return cls(load_network(path, device), device, batch_size)
+
+    @torch.inference_mode()
+    def score(self, patches1, patches2) -> torch.Tensor:
+        """Similarity of row-paired patches. Shape: (N, H, W) x 2 -> (N,) float32 on the CPU."""
+        if len(patches1) != len(patches2):
+            raise ValueError(f"patches1 and patches2 differ in length: {len(patches1)} vs {len(patches2)}")
+        out = [self.net.scores(self.net(a, b).float()).cpu() for a, b in zip(self._batches(patches1), self._batches(patches2))]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    __call__ = score
+
+    @torch.inference_mode()
+    def features(self, patches, branch: int = 1) -> torch.Tensor:
+        """Tower features of each patch (two-step networks only). (N, H, W) -> (N, F)."""
+        if not self.two_step:
+            raise ValueError(f"{type(self.net).__name__} compares stacked pairs: it has no per-patch features")
+        kwargs = {"branch": branch} if self.two_towers else {}
+        return torch.cat([self.net.describe(x, **kwargs).float() for x in self._batches(patches)])
+
+    @torch.inference_mode()
+    def compare(self, features1: torch.Tensor, features2: torch.Tensor) -> torch.Tensor:
+        """Similarity of row-paired tower features. (N, F) x 2 -> (N,)."""
+        out = []
+        for start in range(0, len(features1), self.batch_size):
+            f1 = features1[start : start + self.batch_size].to(self.device)
+            f2 = features2[start : start + self.batch_size].to(self.device)
+            out.append(self.net.scores(self.net.compare(f1, f2).float()).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def score_index_pairs(self, patches, pairs) -> torch.Tensor:
+        """Similarity of ``pairs`` ``(M, 2)`` of indices into ``patches``: every patch described
+        once when the network allows it, else each pair through the network. -> (M,)."""
+        pairs = np.asarray(pairs, dtype=np.int64)
+        x = as_patch_tensor(patches)
+        if self.two_step:
+            first = self.features(x, 1)
+            second = self.features(x, 2) if self.two_towers else first
+            return self.compare(first[pairs[:, 0]], second[pairs[:, 1]])
+        return self.score(x[pairs[:, 0]], x[pairs[:, 1]])

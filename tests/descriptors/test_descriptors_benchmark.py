@@ -1,0 +1,93 @@
+"""The descriptors benchmark suite end to end at toy sizes (Brown and HPatches fixtures in the
+official layouts), and its table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from benchmarks.descriptors import PAPER, markdown, run_suite
+from descriptors import hpatches as H
+from tests.descriptors.test_experiments import write_brown_fixture
+
+ROW_KEYS = {"method", "train", "test", "fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval", "patches_per_s", "device"}
+
+
+def _hpatches_release(root, n_sequences: int = 2, n_patches: int = 12):
+    rng = np.random.default_rng(0)
+    for k in range(n_sequences):
+        ref = rng.integers(0, 256, (n_patches, 65, 65), dtype=np.uint8)
+        images = {name: np.clip(ref.astype(int) + rng.integers(-20, 21, ref.shape), 0, 255).astype(np.uint8) for name in H.IMAGES}
+        images["ref"] = ref
+        H.write_sequence(root / "hpatches-release" / f"v_fixture{k}", images)
+    return root / "hpatches-release"
+
+
+def test_suite_writes_rows_tables_and_plots(tmp_path):
+    data = write_brown_fixture(tmp_path / "data", n_points=40)
+    release = _hpatches_release(tmp_path / "hp")
+    publish = tmp_path / "published"
+    publish.mkdir()
+    # a row of another method already published must survive a partial re-run
+    (publish / "descriptors.json").write_text(json.dumps([{**dict.fromkeys(ROW_KEYS), "method": "tfeat", "fpr95": 0.5}]))
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = run_suite(
+            output_dir=str(tmp_path / "run"),
+            methods=["hardnet", "l2net", "deepcompare_siam"],
+            data_dir=str(data),
+            cache_dir=str(tmp_path / "cache"),
+            baselines=("sift",),
+            data_overrides=["data=brown", "data.val_subset=liberty"],
+            base_overrides=[
+                f"paths.data_dir={data}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "extras.print_config=false",
+                "trainer=cpu", "trainer.max_epochs=1", "++trainer.num_sanity_val_steps=0", "~callbacks.rich_progress_bar",
+                "data.n_train=16", "data.batch_size=8", "data.n_val=32", "data.eval_batch_size=32",
+            ],
+            budget={"l2net": ["model.loss_kwargs.e3_weight=0"]},
+            n_test_pairs=100,
+            hpatches_root=str(release),
+            hpatches_lists={"n_pos": 200, "n_neg": 200, "n_queries": 10, "n_distractors": 20},
+            timing_batch_size=16,
+            timing_patches=32,
+            timing_repeats=1,
+            publish_dir=str(publish),
+        )
+    GlobalHydra.instance().clear()
+    assert [r["method"] for r in rows] == ["sift", "hardnet", "l2net", "l2net_binary", "deepcompare_siam"]
+    for row in rows:
+        assert ROW_KEYS <= set(row), row["method"]
+        assert 0.0 <= row["fpr95"] <= 1.0 and row["test"] == "notredame" and row["test_pairs"] == 100
+    by_name = {r["method"]: r for r in rows}
+    for name in ("sift", "hardnet", "l2net", "l2net_binary"):
+        assert all(0.0 <= by_name[name][f"hpatches_{t}"] <= 1.0 for t in ("verification", "matching", "retrieval")), name
+    assert by_name["deepcompare_siam"]["hpatches_matching"] is None  # a metric network: no descriptors
+    hardnet = by_name["hardnet"]
+    assert hardnet["patches_per_s"] > 0 and hardnet["kornia_patches_per_s"] > 0
+    assert hardnet["max_abs_difference_vs_kornia"] < 1e-4  # kornia's HardNet with our weights
+    assert hardnet["train"] == "liberty" and hardnet["epochs"] == 1 and hardnet["seconds_per_epoch"] > 0
+    assert by_name["l2net_binary"]["derived_from"] == "l2net"
+    run = tmp_path / "run"
+    assert json.loads((run / "descriptors.json").read_text()) == rows
+    table = (run / "descriptors.md").read_text()
+    assert "| HardNet | 128 | 1.47 |" in table and f"**{100 * hardnet['fpr95']:.2f}**" in table
+    assert (run / "descriptors_roc.png").stat().st_size > 0
+    published = json.loads((publish / "descriptors.json").read_text())
+    assert {r["method"] for r in published} == {"tfeat", *by_name}
+
+
+def test_table_lists_paper_numbers_beside_ours():
+    rows = [
+        {"method": "sift", "fpr95": 0.2, "train": None, "test": "t"},
+        {"method": "l2net", "fpr95": 0.1, "val_fpr95": 0.05, "hpatches_verification": 0.8, "hpatches_matching": 0.4, "hpatches_retrieval": 0.6,
+         "patches_per_s": 500.0, "seconds_per_epoch": 12.0, "train_items_per_epoch": 1024},
+    ]
+    info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
+    table = markdown(rows, info)
+    assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |" in table
+    assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 |  | 12 (1024) |" in table
+    assert "below SIFT's FPR95 (20.00%): 1 of 1 (l2net)" in table
+    assert {"matchnet", "tfeat", "deepdesc", "cs_l2net_plus", "hardnet_plus"} <= set(PAPER)
