@@ -32,7 +32,7 @@ demo: ## train + test the search-path matcher on Translated MNIST from the embed
 train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
 	$(PY) -m benchmarks.train $(ARGS)
 
-benchmark: benchmark-regionsearch benchmark-patch-eval benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
+benchmark: benchmark-regionsearch benchmark-patch-eval benchmark-descriptors benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
 
 benchmark-quick: ## smoke run of every suite in a few minutes
 	$(MAKE) benchmark QUICK=1
@@ -42,6 +42,9 @@ benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhau
 
 benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator vs the official logic, SIFT (QUICK=1)
 	$(PY) -m benchmarks.run benchmark=patch_eval $(PUBLISH) $(ARGS)
+
+benchmark-descriptors: ## patch descriptors: every method trained on real patches vs SIFT/RootSIFT, FPR95, HPatches mAP, speed vs kornia (QUICK=1)
+	$(PY) -m benchmarks.run benchmark=descriptors $(PUBLISH) $(ARGS)
 
 benchmark-retrieval: ## image retrieval: poolings / PCAw / QE / regional attention on FlickrLogos-27 + COIL-100 (QUICK=1: ~3 min)
 	$(PY) -m benchmarks.run benchmark=retrieval $(PUBLISH) $(ARGS)
