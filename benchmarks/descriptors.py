@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+
+from benchmarks.devices import device_name, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ BINARY_OF = {"l2net": "l2net_binary", "l2net_plus": "l2net_binary_plus", "cs_l2n
 #: kornia's implementation of the same network (loaded with our weights) for the speed ratio
 KORNIA_PEERS = {"hardnet": "HardNet", "hardnet_plus": "HardNet", "tfeat": "TFeat"}
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 class EpochTimer(pl.Callback):
@@ -209,7 +205,7 @@ def run_suite(
     output.mkdir(parents=True, exist_ok=True)
     if num_threads:
         torch.set_num_threads(num_threads)
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    torch_device = resolve_device(device)
     device_label = device_name(torch_device)
     cache = Path(cache_dir) if cache_dir else output / "cache"
     data = list(data_overrides or [])

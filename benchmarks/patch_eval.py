@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.devices import device_name, resolve_device
 from descriptors import hpatches as H
 from descriptors.sift import sift_describe
 from descriptors.writer import build_real_hpatches
@@ -34,16 +34,6 @@ DESCRIPTORS = {
 HEADLINE = ("verification_map", "verification_auc", "matching_map", "retrieval_map")
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def run_suite(
@@ -70,7 +60,7 @@ def run_suite(
     output.mkdir(parents=True, exist_ok=True)
     if num_threads:
         torch.set_num_threads(num_threads)
-    torch_device = _device(device)
+    torch_device = resolve_device(device)
     cache = Path(cache_dir) if cache_dir else output / "cache"
     if hpatches_root:
         release, source = Path(hpatches_root), "official HPatches release"
@@ -86,7 +76,7 @@ def run_suite(
 
     rows: list[dict] = []
     roc_curves, per_pair = {}, {}
-    device_label = _device_name(torch_device)
+    device_label = device_name(torch_device)
     for name in descriptors:
         start = time.perf_counter()
         descr = H.describe_sequences(patch_sets, DESCRIPTORS[name])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import statistics
 import time
@@ -21,6 +20,7 @@ import torch
 from hydra import compose
 from tqdm import tqdm
 
+from benchmarks.devices import device_name, resolve_device
 from regionsearch.api import RegionSearcher
 from regionsearch.baselines import BASELINES
 from regionsearch.boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
@@ -42,11 +42,6 @@ DATASET_TITLES = {
     "flickrlogos": "FlickrLogos (27 here; 32 in the paper)",
 }
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _synchronize(device: torch.device) -> None:
@@ -166,7 +161,7 @@ def run_suite(
     output.mkdir(parents=True, exist_ok=True)
     if num_threads:
         torch.set_num_threads(num_threads)
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    torch_device = resolve_device(device)
     device_label = device_name(torch_device)
     rows: list[dict] = []
     per_step: dict[str, np.ndarray] = {}

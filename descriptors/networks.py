@@ -286,10 +286,13 @@ def deepcompare_normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean(dim=(-3, -2, -1), keepdim=True)) * (255.0 / 256.0)
 
 
-def _siam_tower() -> nn.Sequential:
-    """DeepCompare ``siam.lua`` descriptor: C(96,7,3)-ReLU-P-C(192,5)-ReLU-P-C(256,3)-ReLU, 64 -> 256."""
+def _siam_tower(in_channels: int = 1) -> nn.Sequential:
+    """DeepCompare ``siam.lua`` descriptor: C(96,7,3)-ReLU-P-C(192,5)-ReLU-P-C(256,3)-ReLU, 64 -> 256.
+
+    With ``in_channels=2`` it is the 2ch network's trunk (both patches as channels).
+    """
     return nn.Sequential(
-        nn.Conv2d(1, 96, 7, stride=3),
+        nn.Conv2d(in_channels, 96, 7, stride=3),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2, 2),
         nn.Conv2d(96, 192, 5),
@@ -347,17 +350,7 @@ class DeepCompare2ch(MetricNetwork):
 
     def __init__(self, hidden: int | None = 256) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(2, 96, 7, stride=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(96, 192, 5),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(192, 256, 3),
-            nn.ReLU(inplace=True),
-            nn.Flatten(1),
-        )
+        self.features = _siam_tower(in_channels=2)
         self.decision = _mlp([256, hidden, 1] if hidden else [256, 1])
         msr_init(self)
 
