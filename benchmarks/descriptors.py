@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from benchmarks.devices import device_name, resolve_device
+from benchmarks.suite import device_name, merge_published, prepare_suite
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,7 @@ def run_suite(
     from descriptors.sift import sift_describe
 
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    torch_device = resolve_device(device)
+    output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
     cache = Path(cache_dir) if cache_dir else output / "cache"
     data = list(data_overrides or [])
@@ -305,16 +301,11 @@ def run_suite(
     (output / "descriptors.md").write_text(markdown(rows, result))
     _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
     if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        published = publish / "descriptors.json"
         done = {r["method"] for r in rows}
-        kept = [r for r in json.loads(published.read_text()) if r["method"] not in done] if published.is_file() else []
-        merged = kept + rows
-        published.write_text(json.dumps(merged, indent=2))
+        publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done)
         (publish / "descriptors.md").write_text(markdown(merged, result))
         # a partial re-run keeps the full run's ROC plot and adds its own beside it
-        roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if kept else "descriptors_roc.png"
+        roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if len(merged) > len(rows) else "descriptors_roc.png"
         shutil.copy(output / "descriptors_roc.png", publish / roc_name)
     print((output / "descriptors.md").read_text())
     return rows

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from benchmarks.devices import device_name, resolve_device
+from benchmarks.suite import device_name, prepare_suite
 from descriptors import hpatches as H
 from descriptors.sift import sift_describe
 from descriptors.writer import build_real_hpatches
@@ -56,11 +55,7 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
 ) -> list[dict]:
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    torch_device = resolve_device(device)
+    output, torch_device = prepare_suite(output_dir, device, num_threads)
     cache = Path(cache_dir) if cache_dir else output / "cache"
     if hpatches_root:
         release, source = Path(hpatches_root), "official HPatches release"

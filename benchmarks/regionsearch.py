@@ -20,7 +20,7 @@ import torch
 from hydra import compose
 from tqdm import tqdm
 
-from benchmarks.devices import device_name, resolve_device
+from benchmarks.suite import device_name, merge_published, prepare_suite
 from regionsearch.api import RegionSearcher
 from regionsearch.baselines import BASELINES
 from regionsearch.boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
@@ -157,11 +157,7 @@ def run_suite(
     publish_dir: str | None = None,
     num_threads: int | None = None,
 ) -> list[dict]:
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    torch_device = resolve_device(device)
+    output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
     rows: list[dict] = []
     per_step: dict[str, np.ndarray] = {}
@@ -220,13 +216,8 @@ def run_suite(
     (output / "regionsearch.json").write_text(json.dumps(rows, indent=2))
     (output / "regionsearch.md").write_text(markdown_table(rows, device_label, quick))
     if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        published = publish / "regionsearch.json"
         # Re-running some datasets keeps the published rows of the others.
-        kept = [r for r in json.loads(published.read_text()) if r["dataset"] not in datasets] if published.is_file() else []
-        merged = kept + rows
-        published.write_text(json.dumps(merged, indent=2))
+        publish, merged = merge_published(publish_dir, "regionsearch", rows, lambda r: r["dataset"] in datasets)
         (publish / "regionsearch.md").write_text(markdown_table(merged, device_label, quick))
         shutil.copy(output / "success_vs_steps.png", publish / f"success_vs_steps_{'_'.join(datasets)}.png")
         for dataset in datasets:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from benchmarks.suite import merge_published
 from retrieval.attention import RegionalAttention, attention_aggregate, regional_mean
 from retrieval.backbones import Backbone, build_backbone
 from retrieval.datamodule import RetrievalEvalDataModule, RetrievalGroupClassificationDataModule
@@ -591,12 +592,7 @@ def run_suite(
     (output / "retrieval.md").write_text(markdown_table(rows, quick))
     plot_maps(rows, output / "retrieval_map.png")
     if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        published = publish / "retrieval.json"
-        kept = [r for r in json.loads(published.read_text()) if r["dataset"] not in datasets] if published.is_file() else []
-        merged = kept + rows
-        published.write_text(json.dumps(merged, indent=2))
+        publish, merged = merge_published(publish_dir, "retrieval", rows, lambda r: r["dataset"] in datasets)
         (publish / "retrieval.md").write_text(markdown_table(merged, quick))
         plot_maps(merged, publish / "retrieval_map.png")
         for path in output.glob("retrieval_topk_*.png"):

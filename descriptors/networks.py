@@ -559,15 +559,9 @@ class TNet(DescriptorNetwork):
     def __init__(self, mean: float = BROWN_MEAN) -> None:
         super().__init__()
         self.mean = mean
+        # DeepCompare's siamese tower (without its Flatten) + two 1x1 convolutions
         self.features = nn.Sequential(
-            nn.Conv2d(1, 96, 7, stride=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(96, 192, 5),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, 2),
-            nn.Conv2d(192, 256, 3),
-            nn.ReLU(inplace=True),
+            *list(_siam_tower())[:-1],
             nn.Conv2d(256, 256, 1),
             nn.ReLU(inplace=True),
             nn.Conv2d(256, 256, 1),

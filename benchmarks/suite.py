@@ -1,0 +1,45 @@
+"""What every benchmark suite shares: its output folder and device, and publishing its rows."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the GPU when one is visible, else the CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    """``NVIDIA H100 ...`` or ``CPU (x86_64, 2 threads)``: the label every results table carries."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def prepare_suite(output_dir: str, device: str, num_threads: int | None) -> tuple[Path, torch.device]:
+    """Create the run's output folder, cap torch's threads when asked, resolve the device."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return output, resolve_device(device)
+
+
+def merge_published(publish_dir: str | Path, name: str, rows: list[dict], replaced: Callable[[dict], bool]) -> tuple[Path, list[dict]]:
+    """Merge ``rows`` into ``publish_dir/<name>.json``: published rows for which ``replaced`` is
+    true give way to the new ones, the others stay (re-running part of a suite keeps the rest)."""
+    publish = Path(publish_dir)
+    publish.mkdir(parents=True, exist_ok=True)
+    published = publish / f"{name}.json"
+    kept = [r for r in json.loads(published.read_text()) if not replaced(r)] if published.is_file() else []
+    merged = kept + rows
+    published.write_text(json.dumps(merged, indent=2))
+    return publish, merged
