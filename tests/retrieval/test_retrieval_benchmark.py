@@ -15,11 +15,15 @@ from PIL import Image
 from benchmarks.retrieval import (
     METHODS,
     POSTPROCESS,
+    attention_vectors,
     markdown_table,
+    padded_attention_vectors,
     run_suite,
     sliding_window_boxes,
     targets,
+    train_attention,
 )
+from benchmarks.retrieval import _padded
 
 ROW_KEYS = {"dataset", "method", "postprocess", "map", "dim", "ms_per_image", "device"}
 
@@ -101,6 +105,12 @@ def test_suite_writes_rows_tables_plots_and_merges_published_rows(tmp_path):
         assert 0 <= row["map"] <= 1 and row["ms_per_image"] > (row["backbone_ms"] or 0) > 0 or row["method"] == "gem_finetuned"
         assert row["ms_per_image"] > 0
         assert row["dim"] == (16 if "pcaw" in row["postprocess"] else 1000 if row["method"] == "neuralcodes" else 1280)
+    for row in rows:
+        if row.get("attention_training"):  # the epoch kept by the validation mAP, one score per epoch
+            stats = row["attention_training"]
+            assert len(stats["val_map_per_epoch"]) == stats["epochs"] == 3
+            assert stats["val_map"] == max(stats["val_map_per_epoch"])
+            assert stats["val_map_per_epoch"][stats["selected_epoch"] - 1] == stats["val_map"]
     coil = {(r["method"], r["postprocess"]): r for r in rows if r["dataset"] == "coil100" and r["table"] == "main"}
     assert coil[("mac", "none")]["map"] > 0.5  # the blocks make objects retrievable
     assert coil[("mac", "none")]["n_queries"] == 3 and coil[("mac", "none")]["n_database"] == 9  # 3 test objects x 3 views
@@ -114,6 +124,47 @@ def test_suite_writes_rows_tables_plots_and_merges_published_rows(tmp_path):
     published = json.loads((publish / "retrieval.json").read_text())
     assert {r["dataset"] for r in published} == {"holidays", "flickrlogos27", "coil100"}
     assert (publish / "retrieval.md").is_file() and list(publish.glob("retrieval_topk_coil100_*.png"))
+
+
+def _toy_regions(n: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    regions = []
+    for i in range(n):
+        r = 3 + i % 3  # images with different region counts
+        maxima = torch.rand(r, 6, generator=generator)
+        regions.append((maxima, maxima * 0.5))
+    return regions, torch.rand(n, 6, generator=generator)
+
+
+def test_selection_keeps_the_best_scoring_epoch():
+    regions, global_mean = _toy_regions(12, 0)
+    labels = torch.arange(12) % 3
+    scores = iter([0.2, 0.5, 0.5, 0.1])
+    states = []
+
+    def select(attention):
+        states.append({k: v.clone() for k, v in attention.state_dict().items()})
+        return next(scores)
+
+    attention, stats = train_attention(regions, global_mean, labels, context=True, hidden=4, epochs=4, batch_size=4, select=select)
+    assert stats["selected_epoch"] == 2 and stats["val_map"] == 0.5  # ties keep the earlier epoch
+    assert stats["val_map_per_epoch"] == [0.2, 0.5, 0.5, 0.1]
+    for key, value in attention.state_dict().items():
+        assert torch.equal(value, states[1][key])
+        assert not torch.equal(value, states[3][key])
+    _, unselected = train_attention(regions, global_mean, labels, context=False, hidden=4, epochs=2)
+    assert "selected_epoch" not in unselected and unselected["epochs"] == 2
+
+
+def test_padded_vectors_equal_the_per_image_ones():
+    regions, global_mean = _toy_regions(7, 1)
+    attention, _ = train_attention(regions, global_mean, torch.arange(7) % 2, context=True, hidden=4, epochs=1, batch_size=4)
+    rng = np.random.default_rng(0)
+    region_pca = (rng.normal(size=6), np.linalg.qr(rng.normal(size=(6, 6)))[0], 4)
+    for module in (None, attention):
+        for pca in (None, region_pca):
+            one_by_one, _ = attention_vectors(module, regions, global_mean, pca)
+            torch.testing.assert_close(padded_attention_vectors(module, _padded(regions), global_mean, pca), one_by_one)
 
 
 def test_sliding_window_boxes_cover_the_map_at_several_scales():
