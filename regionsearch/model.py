@@ -127,9 +127,14 @@ class SimilarityMap(nn.Module):
         reference_map: (B, C, h, w), query_map: (B, C, k, l) -> logits (B, (h - k + 1) * (w - l + 1))
     """
 
-    def __init__(self, channels: int, initial_scale: float = 10.0) -> None:
+    def __init__(self, channels: int, hidden: int = 0, initial_scale: float = 10.0) -> None:
         super().__init__()
-        self.projection = nn.Conv2d(channels, channels, 1)
+        # hidden > 0: a 3x3 Conv-ReLU of that width before the 1x1 projection (more room to
+        # learn map-specific features than a linear map of the encoder's)
+        if hidden > 0:
+            self.projection = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1))
+        else:
+            self.projection = nn.Conv2d(channels, channels, 1)
         self.log_scale = nn.Parameter(torch.tensor(math.log(initial_scale)))
 
     def forward(self, reference_map: torch.Tensor, query_map: torch.Tensor) -> torch.Tensor:
@@ -269,6 +274,11 @@ class SearchPathMatcher(nn.Module):
             (``first_glimpse_size``) at the glimpse scale, e.g. 112 for 100 px references
             seen by 32 px glimpses of 28 px windows.
         map_layer: encoder layer (1..5) whose feature map is correlated (``map``).
+        map_hidden: width of the map's own 3x3 Conv-ReLU before its projection (0 = a 1x1 projection only).
+        relative_moves: the LSTM's centre action moves the current window by up to half its
+            side instead of naming an absolute position (the first move from the whole
+            reference is the same either way): the zero action keeps the window, so the
+            later moves refine the digit a first move chose rather than wander off it.
 
     Shape:
         query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
@@ -295,6 +305,8 @@ class SearchPathMatcher(nn.Module):
         policy_input_norm: str = "none",
         first_move: str = "gaussian",
         map_layer: int = 4,
+        relative_moves: bool = False,
+        map_hidden: int = 0,
     ) -> None:
         super().__init__()
         if first_move not in FIRST_MOVES:
@@ -319,7 +331,9 @@ class SearchPathMatcher(nn.Module):
         self.detach_policy_features = detach_policy_features
         self.first_move = first_move
         self.map_layer = map_layer
-        self.similarity_map = SimilarityMap(tuple(channels)[map_layer - 1]) if first_move == "map" else None
+        self.relative_moves = relative_moves
+        self.map_hidden = map_hidden
+        self.similarity_map = SimilarityMap(tuple(channels)[map_layer - 1], map_hidden) if first_move == "map" else None
         self.steps = steps
         self.size_mode = size_mode
         self.window_size = window_size
@@ -335,9 +349,16 @@ class SearchPathMatcher(nn.Module):
         """Window side at move ``step`` (1-based) as a fraction of the reference, in schedule mode."""
         return self.window_size ** min(step / self.zoom_steps, 1.0)
 
-    def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int) -> torch.Tensor:
-        cx = (actions[:, 0] + 1) / 2 * width
-        cy = (actions[:, 1] + 1) / 2 * height
+    def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int, current: torch.Tensor | None = None) -> torch.Tensor:
+        """Windows (B, 4) from actions; with ``current`` windows (relative moves) the centre
+        action moves the current centre by up to half the current window's side (and stays
+        inside the reference), else it is an absolute position."""
+        if current is None:
+            cx = (actions[:, 0] + 1) / 2 * width
+            cy = (actions[:, 1] + 1) / 2 * height
+        else:
+            cx = ((current[:, 0] + current[:, 2]) / 2 + actions[:, 0] * (current[:, 2] - current[:, 0]) / 2).clamp(0, width)
+            cy = ((current[:, 1] + current[:, 3]) / 2 + actions[:, 1] * (current[:, 3] - current[:, 1]) / 2).clamp(0, height)
         if self.size_mode == "schedule":
             fraction = self.scheduled_size(step)
             w = torch.full_like(cx, fraction * width)
@@ -420,7 +441,8 @@ class SearchPathMatcher(nn.Module):
                 action, log_prob = self.policy.sample(mean)
             else:
                 action, log_prob = mean, torch.zeros_like(baseline)
-            window = self.actions_to_windows(action, step, height, width)
+            relative = self.relative_moves and not (step == 1 and first_logits is not None)
+            window = self.actions_to_windows(action, step, height, width, window if relative else None)
             windows.append(window)
             log_probs.append(log_prob)
             baselines.append(baseline)

@@ -289,4 +289,6 @@ def net_config(net: SearchPathMatcher) -> dict:
         "policy_input_norm": net.policy.input_norm_kind,
         "first_move": net.first_move,
         "map_layer": net.map_layer,
+        "relative_moves": net.relative_moves,
+        "map_hidden": net.map_hidden,
     }

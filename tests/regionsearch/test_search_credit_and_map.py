@@ -68,8 +68,12 @@ def test_correlate_peaks_where_the_template_was_cut():
     assert (scores.flatten(1).argmax(1) == torch.tensor([3 * 5 + 1, 0 * 5 + 4])).all()
     with pytest.raises(ValueError):
         correlate(reference_map, torch.randn(2, 5, 8, 2))
-    logits = SimilarityMap(5)(reference_map, template)
-    assert logits.shape == (2, 30)
+    for hidden in (0, 6):
+        similarity = SimilarityMap(5, hidden)
+        assert similarity(reference_map, template).shape == (2, 30)
+        # the same head on both sides: an exact copy of the template's cells still scores 1
+        projected = similarity.projection(reference_map)
+        assert correlate(projected, projected[:, :, 3:5, 1:3])[0, 3, 1].item() == pytest.approx(1.0)
 
 
 def test_map_cells_and_centres_geometry():
@@ -158,15 +162,34 @@ def test_training_step_with_map_and_step_credit():
         "label": torch.zeros(4, dtype=torch.long),
     }
     logged = {}
-    net = SearchPathMatcher(steps=3, compare=True, **MAP)
+    net = SearchPathMatcher(steps=3, compare=True, map_hidden=8, **MAP)
     module = RegionSearchModule(net, credit="steps", discount=0.9, map_weight=1.0, rollouts=2)
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     loss = module.training_step(batch, 0)
     loss.backward()
     assert "train/loss_map" in logged and math.isfinite(loss.item())
     assert net.policy.mean_head[-1].weight.grad.abs().sum() > 0
-    assert net.similarity_map.projection.weight.grad.abs().sum() > 0
+    assert net.similarity_map.projection[0].weight.grad.abs().sum() > 0
     config = net_config(net)
-    assert config["first_move"] == "map" and config["map_layer"] == 4
+    assert config["first_move"] == "map" and config["map_layer"] == 4 and config["map_hidden"] == 8
     rebuilt = SearchPathMatcher(**config)
     rebuilt.load_state_dict(net.state_dict())
+
+
+def test_relative_moves_shift_the_current_window_by_up_to_half_its_side():
+    net = SearchPathMatcher(steps=3, relative_moves=True, **TINY)
+    current = torch.tensor([[20.0, 30.0, 48.0, 58.0], [80.0, 80.0, 100.0, 100.0]])  # centres (34, 44), (90, 90)
+    actions = torch.tensor([[0.0, 0.0], [1.0, -0.5]])
+    windows = net.actions_to_windows(actions, 3, 100, 100, current)
+    centres = (windows[:, :2] + windows[:, 2:]) / 2
+    # zero = stay; +1 = half the side (10 px) right, -0.5 = 5 px up; centres stay inside the image
+    torch.testing.assert_close(centres, torch.tensor([[34.0, 44.0], [100.0, 85.0]]))
+    # from the whole reference a relative move equals the absolute one
+    whole = torch.tensor([[0.0, 0.0, 100.0, 100.0]]).expand(2, 4)
+    torch.testing.assert_close(net.actions_to_windows(actions, 1, 100, 100, whole), net.actions_to_windows(actions, 1, 100, 100))
+    # a map first move stays absolute; the LSTM's later moves start from it
+    torch.manual_seed(0)
+    mapped = SearchPathMatcher(steps=2, relative_moves=True, **MAP).eval()
+    out = mapped(torch.rand(2, 1, 28, 28), torch.rand(2, 1, 100, 100))
+    torch.testing.assert_close((out.windows[1, :, :2] + out.windows[1, :, 2:]) / 2, out.first_centres[out.first_logits.argmax(1)])
+    assert net_config(mapped)["relative_moves"] is True
