@@ -218,7 +218,9 @@ def run_suite(
     if publish_dir:
         # Re-running some datasets keeps the published rows of the others.
         publish, merged = merge_published(publish_dir, "regionsearch", rows, lambda r: r["dataset"] in datasets)
-        (publish / "regionsearch.md").write_text(markdown_table(merged, device_label, quick))
+        merged = in_dataset_order(merged)
+        (publish / "regionsearch.json").write_text(json.dumps(merged, indent=2))
+        (publish / "regionsearch.md").write_text(markdown_table(merged, device_summary(merged, device_label), quick))
         shutil.copy(output / "success_vs_steps.png", publish / f"success_vs_steps_{'_'.join(datasets)}.png")
         for dataset in datasets:
             shutil.copy(output / f"search_paths_{dataset}.png", publish / f"search_paths_{dataset}.png")
@@ -244,6 +246,23 @@ def add_ratios(rows: list[dict]) -> None:
             row["speedup_of_search_path"] = round(row["ms_per_query"] / mine["ms_per_query"], 2)
             if mine.get("ms_per_query_batched"):
                 row["speedup_of_search_path_batched"] = round(row["ms_per_query"] / mine["ms_per_query_batched"], 2)
+
+
+def in_dataset_order(rows: list[dict]) -> list[dict]:
+    """Rows sorted (stably) by the suite's dataset order, so a re-run dataset keeps its place."""
+    order = list(DATASET_TITLES)
+    return sorted(rows, key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else len(order))
+
+
+def device_summary(rows: list[dict], default: str) -> str:
+    """The device of the search-path rows; when merged runs differ, each device with its datasets."""
+    datasets_of: dict[str, list[str]] = {}
+    for row in rows:
+        if row["method"] == "search_path":
+            datasets_of.setdefault(row["device"], []).append(row["dataset"])
+    if len(datasets_of) <= 1:
+        return next(iter(datasets_of), default)
+    return "; ".join(f"{device} for {', '.join(datasets)}" for device, datasets in datasets_of.items())
 
 
 def markdown_table(rows: list[dict], device: str, quick: bool) -> str:

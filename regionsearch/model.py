@@ -20,6 +20,7 @@ from torchvision.ops import roi_align
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 INPUT_NORMS = ("none", "batch", "layer")
+FIRST_MOVES = ("gaussian", "map")
 
 
 def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,10 +79,67 @@ class SiameseEncoder(nn.Module):
         self.normalize = normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x)[0]
+
+    def forward_with_map(self, x: torch.Tensor, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pooled feature and, when ``layer`` (1..5) is given, the feature map after that
+        Conv-ReLU layer (stride ``2 ** layer`` with the default strides), from one pass.
+
+        Shape:
+            (B, C, H, W) -> (B, D), (B, channels[layer - 1], H / 2**layer, W / 2**layer)
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        feature = self.features(x).mean(dim=(2, 3))
-        return F.normalize(feature, dim=1) if self.normalize else feature
+        feature_map = None
+        if layer is not None:
+            feature_map = self.features[: 2 * layer](x)
+            x = self.features[2 * layer :](feature_map)
+        else:
+            x = self.features(x)
+        feature = x.mean(dim=(2, 3))
+        return (F.normalize(feature, dim=1) if self.normalize else feature), feature_map
+
+
+def correlate(reference_map: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-correlation of unit-norm feature cells, averaged over the template:
+    the mean cosine similarity of the template with every placement inside the map.
+
+    Shape:
+        reference_map: (B, C, h, w), template: (B, C, k, l) -> (B, h - k + 1, w - l + 1)
+    """
+    batch, channels, height, width = reference_map.shape
+    if template.shape[:2] != (batch, channels) or template.shape[2] > height or template.shape[3] > width:
+        raise ValueError(f"template {tuple(template.shape)} does not fit the map {tuple(reference_map.shape)}")
+    reference_map, template = F.normalize(reference_map, dim=1), F.normalize(template, dim=1)
+    scores = F.conv2d(reference_map.reshape(1, batch * channels, height, width), template, groups=batch)
+    return scores[0] / (template.shape[2] * template.shape[3])
+
+
+class SimilarityMap(nn.Module):
+    """Where is the query in the whole-reference view? A coarse score per location.
+
+    The query's and the reference's feature maps (an intermediate layer of the siamese
+    encoder) go through a shared 1x1 projection; the query map is then correlated with the
+    reference map (SiamFC style) and scaled by a learned temperature: the logits of a
+    categorical first move. One extra pass over the first view, no extra windows.
+
+    Shape:
+        reference_map: (B, C, h, w), query_map: (B, C, k, l) -> logits (B, (h - k + 1) * (w - l + 1))
+    """
+
+    def __init__(self, channels: int, hidden: int = 0, initial_scale: float = 10.0) -> None:
+        super().__init__()
+        # hidden > 0: a 3x3 Conv-ReLU of that width before the 1x1 projection (more room to
+        # learn map-specific features than a linear map of the encoder's)
+        if hidden > 0:
+            self.projection = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1))
+        else:
+            self.projection = nn.Conv2d(channels, channels, 1)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(initial_scale)))
+
+    def forward(self, reference_map: torch.Tensor, query_map: torch.Tensor) -> torch.Tensor:
+        scores = correlate(self.projection(reference_map), self.projection(query_map))
+        return self.log_scale.exp() * scores.flatten(1)
 
 
 class SearchPathPolicy(nn.Module):
@@ -174,6 +232,8 @@ class SearchOutput:
     query_feature: torch.Tensor  # (B, D)
     window_features: torch.Tensor  # (T, B, D), features of windows 0..T-1 (what the policy saw)
     final_feature: torch.Tensor | None  # (B, D), feature of the answer window when asked for
+    first_logits: torch.Tensor | None = None  # (B, M), categorical first move over M map cells ("map")
+    first_centres: torch.Tensor | None = None  # (M, 2), reference-pixel (x, y) centre of each cell
 
     @property
     def boxes(self) -> torch.Tensor:
@@ -205,6 +265,20 @@ class SearchPathMatcher(nn.Module):
         detach_policy_features: the policy gradient stops at the features: the encoder is
             trained by the feature losses only, the LSTM by REINFORCE only (RAM's split of
             the hybrid loss). Keeps the noisy policy gradient from steering the encoder.
+        first_move: ``gaussian`` (the paper: the LSTM's Gaussian policy makes every move) or
+            ``map``: the first move is categorical over the cells of a :class:`SimilarityMap`
+            of the query against the first view's feature map (layer ``map_layer`` of the
+            encoder), so the policy can pick WHICH digit before it zooms in (among same-sized
+            digits of other classes a Gaussian around one location never samples a jump);
+            the LSTM makes the later moves. Give the first view its own resolution
+            (``first_glimpse_size``) at the glimpse scale, e.g. 112 for 100 px references
+            seen by 32 px glimpses of 28 px windows.
+        map_layer: encoder layer (1..5) whose feature map is correlated (``map``).
+        map_hidden: width of the map's own 3x3 Conv-ReLU before its projection (0 = a 1x1 projection only).
+        relative_moves: the LSTM's centre action moves the current window by up to half its
+            side instead of naming an absolute position (the first move from the whole
+            reference is the same either way): the zero action keeps the window, so the
+            later moves refine the digit a first move chose rather than wander off it.
 
     Shape:
         query: (B, C, h, w), reference: (B, C, H, W) -> SearchOutput with windows (T+1, B, 4)
@@ -229,9 +303,19 @@ class SearchPathMatcher(nn.Module):
         context_scales: tuple[float, ...] = (),
         detach_policy_features: bool = False,
         policy_input_norm: str = "none",
+        first_move: str = "gaussian",
+        map_layer: int = 4,
+        relative_moves: bool = False,
+        map_hidden: int = 0,
     ) -> None:
         super().__init__()
+        if first_move not in FIRST_MOVES:
+            raise ValueError(f"first_move must be one of {FIRST_MOVES}, got {first_move!r}")
+        if not 1 <= map_layer <= 5:
+            raise ValueError(f"map_layer must be in 1..5, got {map_layer}")
         context_scales = tuple(float(scale) for scale in context_scales)
+        if first_move == "map" and context_scales:
+            raise ValueError("first_move='map' does not support context_scales")
         if any(scale <= 0 for scale in context_scales):
             raise ValueError(f"context_scales must be positive, got {context_scales}")
         if size_mode not in SIZE_MODES:
@@ -245,6 +329,11 @@ class SearchPathMatcher(nn.Module):
         self.first_glimpse_size = first_glimpse_size
         self.context_scales = context_scales
         self.detach_policy_features = detach_policy_features
+        self.first_move = first_move
+        self.map_layer = map_layer
+        self.relative_moves = relative_moves
+        self.map_hidden = map_hidden
+        self.similarity_map = SimilarityMap(tuple(channels)[map_layer - 1], map_hidden) if first_move == "map" else None
         self.steps = steps
         self.size_mode = size_mode
         self.window_size = window_size
@@ -260,9 +349,16 @@ class SearchPathMatcher(nn.Module):
         """Window side at move ``step`` (1-based) as a fraction of the reference, in schedule mode."""
         return self.window_size ** min(step / self.zoom_steps, 1.0)
 
-    def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int) -> torch.Tensor:
-        cx = (actions[:, 0] + 1) / 2 * width
-        cy = (actions[:, 1] + 1) / 2 * height
+    def actions_to_windows(self, actions: torch.Tensor, step: int, height: int, width: int, current: torch.Tensor | None = None) -> torch.Tensor:
+        """Windows (B, 4) from actions; with ``current`` windows (relative moves) the centre
+        action moves the current centre by up to half the current window's side (and stays
+        inside the reference), else it is an absolute position."""
+        if current is None:
+            cx = (actions[:, 0] + 1) / 2 * width
+            cy = (actions[:, 1] + 1) / 2 * height
+        else:
+            cx = ((current[:, 0] + current[:, 2]) / 2 + actions[:, 0] * (current[:, 2] - current[:, 0]) / 2).clamp(0, width)
+            cy = ((current[:, 1] + current[:, 3]) / 2 + actions[:, 1] * (current[:, 3] - current[:, 1]) / 2).clamp(0, height)
         if self.size_mode == "schedule":
             fraction = self.scheduled_size(step)
             w = torch.full_like(cx, fraction * width)
@@ -319,12 +415,19 @@ class SearchPathMatcher(nn.Module):
         if query.dim() != 4 or reference.dim() != 4 or query.shape[:2] != reference.shape[:2]:
             raise ValueError(f"expected query (B,C,h,w) and reference (B,C,H,W), got {tuple(query.shape)}, {tuple(reference.shape)}")
         batch, _, height, width = reference.shape
-        query_feature = self.encode(query)
         window = reference.new_tensor([0.0, 0.0, width, height]).expand(batch, 4)
+        first_logits = first_centres = None
+        if self.first_move == "map":
+            query_feature, window_feature, first_logits, first_centres = self.first_view_map(query, reference)
+        else:
+            query_feature = self.encode(query)
         state = self.policy.initial_state(batch, reference.device, reference.dtype)
         windows, log_probs, baselines, features = [window], [], [], []
         for step in range(1, self.steps + 1):
-            window_feature, context = self.encode_step(reference, window, step - 1)
+            if step == 1 and first_logits is not None:
+                context = None  # the first view's feature came with its map
+            else:
+                window_feature, context = self.encode_step(reference, window, step - 1)
             features.append(window_feature)
             location = self.normalized_location(window, height, width)
             if self.detach_policy_features:
@@ -332,16 +435,56 @@ class SearchPathMatcher(nn.Module):
             else:
                 policy_inputs = (query_feature, window_feature, context)
             mean, baseline, state = self.policy(policy_inputs[0], policy_inputs[1], location, state, policy_inputs[2], step - 1)
-            if sample:
+            if step == 1 and first_logits is not None:
+                action, log_prob = self.map_move(first_logits, first_centres, sample, height, width)
+            elif sample:
                 action, log_prob = self.policy.sample(mean)
             else:
                 action, log_prob = mean, torch.zeros_like(baseline)
-            window = self.actions_to_windows(action, step, height, width)
+            relative = self.relative_moves and not (step == 1 and first_logits is not None)
+            window = self.actions_to_windows(action, step, height, width, window if relative else None)
             windows.append(window)
             log_probs.append(log_prob)
             baselines.append(baseline)
         final = self.encode(reference, window) if final_feature else None
-        return SearchOutput(torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final)
+        return SearchOutput(
+            torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final, first_logits, first_centres
+        )
+
+    def first_view_map(self, query: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Query feature, first-view feature, the map logits over cells and the cells' centres.
+
+        A cell is one placement of the query's layer-``map_layer`` map inside the first view's;
+        its centre is where the query's centre then lies, in reference pixels.
+
+        Shape:
+            -> (B, D), (B, D), (B, M), (M, 2)
+        """
+        height, width = reference.shape[-2:]
+        view_size = self.first_glimpse_size or self.glimpse_size
+        whole = torch.tensor([0.0, 0.0, width, height], device=reference.device).expand(reference.shape[0], 4)
+        query_whole = torch.tensor([0.0, 0.0, query.shape[-1], query.shape[-2]], device=query.device).expand(query.shape[0], 4)
+        query_feature, query_map = self.encoder.forward_with_map(crop_windows(query, query_whole, self.glimpse_size), self.map_layer)
+        view_feature, view_map = self.encoder.forward_with_map(crop_windows(reference, whole, view_size), self.map_layer)
+        logits = self.similarity_map(view_map, query_map)
+        rows, columns = view_map.shape[2] - query_map.shape[2] + 1, view_map.shape[3] - query_map.shape[3] + 1
+        # a stride-s Conv (k3, pad 1) stack puts cell i at input index s*i, so a template whose
+        # first cell sits on cell i has the query's centre (g/2 in a g px glimpse) at s*i + g/2
+        stride = math.prod(conv.stride[0] for conv in self.encoder.features[: 2 * self.map_layer : 2])
+        offsets = torch.arange(max(rows, columns), device=reference.device, dtype=torch.float32) * stride + self.glimpse_size / 2
+        cy, cx = torch.meshgrid(offsets[:rows] * height / view_size, offsets[:columns] * width / view_size, indexing="ij")
+        return query_feature, view_feature, logits, torch.stack([cx.flatten(), cy.flatten()], dim=1)
+
+    @staticmethod
+    def map_move(logits: torch.Tensor, centres: torch.Tensor, sample: bool, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The categorical first move: a cell drawn from (or, without sampling, the best of) the map;
+        returns its centre as an action in [-1, 1] and its log-probability (zero without sampling)."""
+        log_softmax = logits.log_softmax(dim=1)
+        cell = torch.distributions.Categorical(logits=logits.detach()).sample() if sample else logits.argmax(dim=1)
+        log_prob = log_softmax.gather(1, cell.unsqueeze(1)).squeeze(1) if sample else torch.zeros_like(logits[:, 0])
+        centre = centres[cell]
+        action = torch.stack([2 * centre[:, 0] / width - 1, 2 * centre[:, 1] / height - 1], dim=1)
+        return action.clamp(-1.0, 1.0), log_prob
 
     @torch.no_grad()
     def search(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from .boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
-from .losses import baseline_loss, contrastive_loss, reinforce_loss
+from .losses import baseline_loss, contrastive_loss, discounted_returns, reinforce_loss
 from .model import SearchPathMatcher
 
 REWARDS = ("success", "iou")
+CREDITS = ("final", "steps")
 
 
 class RegionSearchModule(pl.LightningModule):
@@ -40,6 +41,15 @@ class RegionSearchModule(pl.LightningModule):
         warmup_epochs: epochs at the start that train only the feature losses (contrastive,
             discrimination), with no policy gradient: the policy then learns on features
             that already separate the classes.
+        credit: ``final`` (the paper: the answer's reward is credited to every move) or
+            ``steps``: every window t = 1..T earns its own reward and move t is credited
+            with the discounted return ``sum_{k >= t} discount^(k-t) r_k``, divided by
+            ``sum_k discount^k`` so that it stays in [0, 1] like the final reward (the
+            baseline predicts it); a path that finds the target early is paid for it.
+        discount: the discount of ``credit=steps``.
+        map_weight: weight of a cross-entropy that teaches the categorical first move
+            (``first_move=map`` matchers) the map cell nearest the target's centre, next
+            to its policy gradient; 0 = REINFORCE only.
     """
 
     def __init__(
@@ -58,10 +68,17 @@ class RegionSearchModule(pl.LightningModule):
         discrimination_weight: float = 0.0,
         discrimination_jitter: int = 0,
         warmup_epochs: int = 0,
+        credit: str = "final",
+        discount: float = 1.0,
+        map_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {discount}")
         if contrastive_on not in ("final", "path"):
             raise ValueError(f"contrastive_on must be final or path, got {contrastive_on!r}")
         # Partials and the net stay out of the checkpoint: it must load with weights_only=True.
@@ -84,6 +101,8 @@ class RegionSearchModule(pl.LightningModule):
         iou = box_iou(out.boxes, truth).detach()
         matched = iou > self.hparams.iou_threshold
         reward = matched.float() if self.hparams.reward == "success" else iou.float()
+        if self.hparams.credit == "steps":
+            reward = self.step_returns(out.windows[1:], truth)
         losses = {
             "rl": reinforce_loss(out.log_probs, out.baselines, reward),
             "baseline": baseline_loss(out.baselines, reward),
@@ -99,7 +118,10 @@ class RegionSearchModule(pl.LightningModule):
         if self.hparams.discrimination_weight > 0 and distractors is not None and distractors.shape[1] > 0:
             # repeat_interleave keeps each pair's rollouts together: every rollouts-th query is the pair's own
             losses["discrimination"] = self.discrimination_loss(out.query_feature[::rollouts], batch["reference"], batch["box"], distractors)
+        if self.hparams.map_weight > 0 and out.first_logits is not None:
+            losses["map"] = map_loss(out.first_logits, out.first_centres, truth)
         weights = {
+            "map": self.hparams.map_weight,
             "rl": 0.0 if self.current_epoch < self.hparams.warmup_epochs else self.hparams.rl_weight,
             "baseline": self.hparams.baseline_weight,
             "contrastive": self.hparams.contrastive_weight,
@@ -113,6 +135,20 @@ class RegionSearchModule(pl.LightningModule):
         self.log("train/success_rate", matched.float().mean(), prog_bar=True, batch_size=batch_size)
         self.log("train/mean_iou", iou.float().mean(), batch_size=batch_size)
         return loss
+
+    def step_returns(self, windows: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Normalised discounted returns of the windows each move produced (``credit=steps``).
+
+        Shape:
+            windows: (T, B, 4); truth: (B, 4) -> (T, B) in [0, 1]
+        """
+        ious = box_iou(windows, truth.unsqueeze(0).expand_as(windows)).detach().float()
+        rewards = (ious > self.hparams.iou_threshold).float() if self.hparams.reward == "success" else ious
+        discount = self.hparams.discount
+        # the return of move t has T - t terms: normalise each by its own maximum
+        horizon = torch.arange(len(windows), 0, -1, device=windows.device, dtype=torch.float32)
+        scale = horizon if discount == 1.0 else (1 - discount**horizon) / (1 - discount)
+        return discounted_returns(rewards, discount) / scale.unsqueeze(1)
 
     def discrimination_loss(self, query_feature: torch.Tensor, reference: torch.Tensor, truth: torch.Tensor, distractors: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of the query against its true window (positive) and the K
@@ -207,6 +243,17 @@ class RegionSearchModule(pl.LightningModule):
         return figures
 
 
+def map_loss(logits: torch.Tensor, centres: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the first move's map against the cell whose centre is nearest the target's.
+
+    Shape:
+        logits: (B, M); centres: (M, 2) reference (x, y); truth: (B, 4) -> scalar
+    """
+    target_centre = (truth[:, :2] + truth[:, 2:]) / 2
+    nearest = torch.cdist(target_centre.float(), centres.float()).argmin(dim=1)
+    return torch.nn.functional.cross_entropy(logits, nearest)
+
+
 def summarize_ious(path_ious: np.ndarray, threshold: float = 0.5) -> dict:
     """Metrics from the IoU of every window on each path, ``(N, T+1)``; the last column is the answer."""
     final = path_ious[:, -1]
@@ -240,4 +287,8 @@ def net_config(net: SearchPathMatcher) -> dict:
         "context_scales": list(net.context_scales),
         "detach_policy_features": net.detach_policy_features,
         "policy_input_norm": net.policy.input_norm_kind,
+        "first_move": net.first_move,
+        "map_layer": net.map_layer,
+        "relative_moves": net.relative_moves,
+        "map_hidden": net.map_hidden,
     }

@@ -7,7 +7,13 @@ import json
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.regionsearch import add_ratios, markdown_table, run_suite
+from benchmarks.regionsearch import (
+    add_ratios,
+    device_summary,
+    in_dataset_order,
+    markdown_table,
+    run_suite,
+)
 
 ROW_KEYS = {"dataset", "method", "success_rate", "mean_iou", "ms_per_query", "windows_per_query", "n_pairs", "device"}
 
@@ -44,7 +50,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path, cache_dir):
     for name in ("regionsearch.md", "success_vs_steps.png", "search_paths_translated.png", "success_curves_translated.png"):
         assert (run / name).is_file(), name
     published = json.loads((publish / "regionsearch.json").read_text())
-    assert {r["dataset"] for r in published} == {"mixed", "translated"}
+    assert [r["dataset"] for r in published] == ["translated"] * len(rows) + ["mixed"]  # the suite's order
 
 
 def test_ratios_and_table():
@@ -57,3 +63,16 @@ def test_ratios_and_table():
     table = markdown_table(rows, "cpu", quick=False)
     assert "| Cluttered MNIST | 0.90 (0.5) [0.91 (3)] | 0.10 (50) [0.11 (141)] |" in table
     assert "| cluttered | bbs |" in table and "100.0x / " in table
+
+
+def test_merged_rows_keep_the_dataset_order_and_name_each_device():
+    def row(dataset, method, device):
+        return {"dataset": dataset, "method": method, "device": device}
+
+    merged = [row("translated", "search_path", "A"), row("flickrlogos", "search_path", "A"), row("mixed", "search_path", "B"), row("mixed", "ncc", "CPU")]
+    ordered = in_dataset_order(merged)
+    assert [r["dataset"] for r in ordered] == ["translated", "mixed", "mixed", "flickrlogos"]
+    assert ordered[1]["method"] == "search_path"  # stable within a dataset
+    assert device_summary(ordered, "default") == "A for translated, flickrlogos; B for mixed"
+    assert device_summary(ordered[:1], "default") == "A"
+    assert device_summary([], "default") == "default"
