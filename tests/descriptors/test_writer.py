@@ -159,3 +159,72 @@ def test_real_brown_set_from_shared_data(tmp_path):
     assert batch["anchor"].shape == (64, 1, 64, 64)
     test = next(iter(module.test_dataloader()))
     assert 0 < test["label"].mean() < 1
+
+
+def test_match_detections_nearest_within_offset_and_scale():
+    predicted = np.array([[10.0, 10.0, 4.0, 0.0], [50.0, 50.0, 4.0, 0.0], [90.0, 90.0, 4.0, 0.0]])
+    detections = np.array([
+        [10.5, 10.0, 4.2, 30.0],   # near the first, similar size
+        [11.0, 10.0, 4.0, 0.0],    # farther than the one above
+        [50.5, 50.0, 12.0, 0.0],   # near the second, but 3x the size
+        [95.0, 90.0, 4.0, 0.0],    # the third is 5 px away: beyond 0.3 * 4
+    ])
+    np.testing.assert_array_equal(W.match_detections(predicted, detections), [0, -1, -1])
+    assert (W.match_detections(predicted, np.zeros((0, 4))) == -1).all()
+
+
+def test_redetected_correspondences_carry_detector_noise(warped_sequence):
+    exact = W.extract_correspondences(warped_sequence, max_keypoints=150)
+    noisy = W.extract_correspondences(warped_sequence, max_keypoints=150, redetect=True)
+    np.testing.assert_array_equal(exact.keypoints, noisy.keypoints)
+    both = np.flatnonzero(noisy.inside.all(0))
+    assert len(both) > 30 and noisy.inside[1].sum() <= exact.inside[1].sum()
+    # image 2 frames are detections near the mapped frames, not the mapped frames themselves
+    offset = np.linalg.norm(noisy.centres[1, both] - exact.centres[1, both], axis=1)
+    predicted_size = exact.keypoints[both, 2] * np.sqrt(np.abs(np.linalg.det(W.local_affine(warped_sequence.homographies[1], exact.keypoints[both, :2]))))
+    assert (offset <= 0.3 * predicted_size + 1e-9).all() and offset.max() > 0
+    assert not np.allclose(noisy.linear[1, both], exact.linear[1, both])
+    # ... and still show the same scene point (the detector's orientation follows the image)
+    assert noisy.report[0]["median_ncc"] > 0.85
+    assert noisy.report[0]["median_ncc"] < exact.report[0]["median_ncc"]
+
+
+def test_realistic_views_are_deterministic_and_vary_more():
+    image = texture(4, (200, 260))
+    a = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    b = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    assert all(np.array_equal(x, y) for x, y in zip(a.homographies, b.homographies))
+    plain = W.synthetic_sequence("v_a", image, n_images=3, seed=5)
+    assert not np.array_equal(a.images[1], plain.images[1])
+
+
+def test_brown_set_scene_negatives(tmp_path):
+    seqs = [W.synthetic_sequence(f"v_{k}", texture(k), n_images=3, seed=k) for k in range(3)]
+    corrs = [W.extract_correspondences(s, max_keypoints=60) for s in seqs]
+    info = W.write_brown_set(tmp_path / "real", corrs, seqs, n_match_pairs=300, scene_negatives=True)
+    subset = brown.read_subset(tmp_path / "real")
+    matches = subset.matches(info["match_file"])
+    # images 0-2 are sequence 0, 3-5 sequence 1, ...: both patches of every pair from one sequence
+    sequence = subset.interest[:, 0].astype(int) // 3
+    assert (sequence[matches[:, 0]] == sequence[matches[:, 1]]).all()
+    assert matches[:, 2].sum() == 150
+    # the sampler finds the same scenes from interest.txt
+    scenes = brown.scene_ids(subset.point_ids, subset.interest)
+    assert len(np.unique(scenes)) == 3 and all(len(np.unique(sequence[scenes == s])) == 1 for s in np.unique(scenes))
+
+
+def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
+    """Changing a generation setting (or the writer version) never reuses a stale cached set."""
+    folders = []
+    # stop every build right after its cache folder is chosen; record the folders
+    monkeypatch.setattr(W, "_sequences_dir", lambda root: (_ for _ in ()).throw(RuntimeError("stop")))
+    original = W._set_folder
+    monkeypatch.setattr(W, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
+    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}):
+        with pytest.raises(RuntimeError):
+            W.build_real_brown(None, tmp_path, **kwargs)
+    monkeypatch.setattr(W, "REAL_BROWN_VERSION", W.REAL_BROWN_VERSION + 1)
+    with pytest.raises(RuntimeError):
+        W.build_real_brown(None, tmp_path)
+    assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] != folders[0]
