@@ -293,10 +293,13 @@ class Correspondences:
     report: list[dict] = field(default_factory=list)
 
 
-def match_detections(predicted: np.ndarray, detections: np.ndarray, max_offset: float = 0.3, max_log2_scale: float = 0.5) -> np.ndarray:
+def match_detections(
+    predicted: np.ndarray, detections: np.ndarray, max_offset: float = 0.3, max_log2_scale: float = 0.5, max_angle: float | None = 30.0
+) -> np.ndarray:
     """Index into ``detections`` ``(D, 4)`` of the detection nearest to each predicted
-    keypoint ``(K, 4)`` (x, y, size, angle), or -1: it must lie within ``max_offset`` times the
-    predicted size and its size within ``2**±max_log2_scale`` of the predicted size."""
+    keypoint ``(K, 4)`` (x, y, size, angle in degrees), or -1: it must lie within
+    ``max_offset`` times the predicted size, its size within ``2**±max_log2_scale`` of the
+    predicted size and (unless None) its orientation within ``max_angle`` degrees."""
     out = np.full(len(predicted), -1, dtype=np.int64)
     if not len(detections) or not len(predicted):
         return out
@@ -308,6 +311,9 @@ def match_detections(predicted: np.ndarray, detections: np.ndarray, max_offset: 
     distances, indices = distances.reshape(len(predicted), k), indices.reshape(len(predicted), k)
     log_ratio = np.abs(np.log2(detections[indices, 2] / predicted[:, None, 2]))
     ok = (distances <= max_offset * predicted[:, None, 2]) & (log_ratio <= max_log2_scale)
+    if max_angle is not None:
+        turn = np.abs((detections[indices, 3] - predicted[:, None, 3] + 180.0) % 360.0 - 180.0)
+        ok &= turn <= max_angle
     # nearest acceptable candidate (the query returns them sorted by distance)
     first = np.argmax(ok, axis=1)
     found = ok[np.arange(len(predicted)), first]
@@ -324,6 +330,7 @@ def extract_correspondences(
     redetect: bool = False,
     max_offset: float = 0.3,
     max_log2_scale: float = 0.5,
+    max_angle: float | None = 30.0,
 ) -> Correspondences:
     """Detect in image 1, map the frames through each H, keep what lands inside.
 
@@ -355,9 +362,11 @@ def extract_correspondences(
         linear[i] = jacobian @ linear1
         found = np.ones(len(keypoints), dtype=bool)
         if redetect and i > 0:
-            predicted = np.c_[centres[i], keypoints[:, 2] * np.sqrt(np.abs(np.linalg.det(jacobian))), keypoints[:, 3]]
+            # the mapped frame's size and orientation (keypoint_frames: first column = angle)
+            size = keypoints[:, 2] * np.sqrt(np.abs(np.linalg.det(jacobian)))
+            angle = np.rad2deg(np.arctan2(linear[i, :, 1, 0], linear[i, :, 0, 0]))
             detections = detect_keypoints(image, 2 * max_keypoints)
-            matched = match_detections(predicted, detections, max_offset, max_log2_scale)
+            matched = match_detections(np.c_[centres[i], size, angle], detections, max_offset, max_log2_scale, max_angle)
             found = matched >= 0
             if found.any():
                 centres[i, found], linear[i, found] = keypoint_frames(detections[matched[found]], magnification)
