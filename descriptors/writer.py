@@ -134,7 +134,9 @@ def photometric_change(rng: np.random.Generator, image: np.ndarray, strength: fl
     """Gain, bias, gamma, optional blur and sensor noise.
 
     ``realistic`` adds what real photo pairs differ by as well: a smooth illumination
-    gradient across the image, stronger defocus / motion-free blur, JPEG compression."""
+    gradient across the image, more frequent (mild) defocus, JPEG compression. Blur and JPEG
+    stay mild: stronger ones wipe out small keypoints' patches in one view only, which makes
+    "corresponding" patches that no longer show the same thing."""
     x = image.astype(np.float64) / 255.0
     x = np.clip(x * rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength) + rng.uniform(-0.08, 0.08) * strength, 0, 1)
     x = x ** np.exp(rng.uniform(-0.35, 0.35) * strength)
@@ -146,12 +148,12 @@ def photometric_change(rng: np.random.Generator, image: np.ndarray, strength: fl
         ys, xs = np.mgrid[0:height, 0:width]
         ramp = ((xs / max(width, 1) - 0.5) * direction[0] + (ys / max(height, 1) - 0.5) * direction[1])
         x = np.clip(x * (1 + rng.uniform(0, 0.5) * strength * ramp), 0, 1)
-    if rng.random() < (0.6 if realistic else 0.3) * strength:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 2.0 if realistic else 1.2))
+    if rng.random() < (0.5 if realistic else 0.3) * strength:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.2))
     x = x + rng.normal(0, rng.uniform(0, 0.015 * strength), size=x.shape)
     out = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
     if realistic and rng.random() < 0.5 * strength:
-        quality = int(rng.integers(40, 90))
+        quality = int(rng.integers(60, 95))
         out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
     return out
 
@@ -166,10 +168,13 @@ def synthetic_sequence(
     max_rotation: float = 30.0,
     max_scale: float = 1.25,
     realistic: bool = False,
+    degrade_reference: bool = False,
 ) -> ImageSequence:
     """Image 1 = the photo (grey); images 2..N = the photo under a random homography and a
     photometric change (see :func:`random_homography`, :func:`photometric_change`); the
-    homographies are exact by construction."""
+    homographies are exact by construction. ``degrade_reference``: image 1 gets its own
+    photometric change (noise, blur, JPEG) too, so no two images share the photo's pixels
+    exactly, as two real photos of a scene do not."""
     rng = np.random.default_rng(seed)
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
@@ -180,6 +185,9 @@ def synthetic_sequence(
         warped = cv2.warpPerspective(grey, H, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         images.append(photometric_change(rng, warped, photometric, realistic))
         homographies.append(H)
+    if degrade_reference:
+        # its own stream: images 2..N stay those of degrade_reference=False
+        images[0] = photometric_change(np.random.default_rng([seed, 1]), grey, photometric, realistic)
     return ImageSequence(name, images, homographies)
 
 
@@ -331,6 +339,7 @@ def extract_correspondences(
     max_offset: float = 0.3,
     max_log2_scale: float = 0.5,
     max_angle: float | None = 30.0,
+    min_compression: float | None = None,
 ) -> Correspondences:
     """Detect in image 1, map the frames through each H, keep what lands inside.
 
@@ -341,6 +350,10 @@ def extract_correspondences(
     :func:`match_detections`); keypoints without such a detection are dropped in image n.
     Corresponding patches then carry the detector's own noise and the viewpoint's affine
     distortion, as in Brown (DoG keypoints matched through 3D) instead of exact frames.
+    ``min_compression``: drop a correspondence in image n where H shrinks the image-1
+    neighbourhood by more than this in some direction (smallest singular value of its
+    Jacobian below ``min_compression``): there image n no longer resolves what the image-1
+    patch shows (a detector would not fire there at that scale), so the pair is label noise.
     """
     image1 = sequence.images[0]
     keypoints = detect_keypoints(image1, max_keypoints)
@@ -371,6 +384,8 @@ def extract_correspondences(
             if found.any():
                 centres[i, found], linear[i, found] = keypoint_frames(detections[matched[found]], magnification)
         inside[i] = _inside(centres[i], linear[i], image.shape[1], image.shape[0]) & found
+        if min_compression is not None and i > 0:
+            inside[i] &= np.linalg.svd(jacobian, compute_uv=False)[:, -1] >= min_compression
         if i == 0:
             ncc[0] = 1.0
             continue
@@ -550,7 +565,7 @@ def photo_sources(data_root: str | os.PathLike | None, n_coil: int | None = 40, 
 
 #: bumped whenever build_real_brown writes something else for the same settings (part of its
 #: cache key, so an older cached set is never reused)
-REAL_BROWN_VERSION = 2
+REAL_BROWN_VERSION = 3
 
 
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
@@ -588,6 +603,8 @@ def build_real_brown(
     realistic_photometric: bool = False,
     redetect: bool = False,
     scene_negatives: bool = False,
+    min_compression: float | None = None,
+    degrade_reference: bool = False,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
@@ -597,7 +614,10 @@ def build_real_brown(
     :func:`random_homography`; ``realistic_photometric``: shading, blur and JPEG on top of
     gain / gamma / noise (:func:`photometric_change`); ``redetect``: keypoints detected in
     every training image independently, so corresponding patches carry detector noise
-    (:func:`extract_correspondences`); ``scene_negatives``: the non-matching pairs of the
+    (:func:`extract_correspondences`); ``min_compression``: training correspondences where a
+    view shrinks the neighbourhood by more than this are dropped (:func:`extract_correspondences`);
+    ``degrade_reference``: the photo's first view gets a photometric change too
+    (:func:`synthetic_sequence`); ``scene_negatives``: the non-matching pairs of the
     training subset's m50 file (the validation pairs) come from one photo or sequence each.
     The test subset is always cut with the exact frames (as before: it does not depend on
     these settings)."""
@@ -617,14 +637,14 @@ def build_real_brown(
     train_corr, train_seqs = [], []
     for name in train_sequences:
         seq = read_image_sequence(sequences_dir / name)
-        corr = extract_correspondences(seq, test_keypoints, magnification, min_ncc, redetect=redetect)
+        corr = extract_correspondences(seq, test_keypoints, magnification, min_ncc, redetect=redetect, min_compression=min_compression)
         train_corr.append(corr)
         train_seqs.append(seq)
         report["pairs"][name] = corr.report
     photos = photo_sources(data_root, n_coil, n_logos, skimage_photos, seed)
     for k, (name, image) in enumerate(tqdm(photos, desc="real Brown set: photos", mininterval=2)):
-        seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k, strength=perspective, max_rotation=max_rotation, max_scale=max_scale, realistic=realistic_photometric)
-        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect))
+        seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k, strength=perspective, max_rotation=max_rotation, max_scale=max_scale, realistic=realistic_photometric, degrade_reference=degrade_reference)
+        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect, min_compression=min_compression))
         train_seqs.append(seq)
     report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
     test_seq = read_image_sequence(sequences_dir / test_sequence)

@@ -197,6 +197,11 @@ def test_realistic_views_are_deterministic_and_vary_more():
     assert all(np.array_equal(x, y) for x, y in zip(a.homographies, b.homographies))
     plain = W.synthetic_sequence("v_a", image, n_images=3, seed=5)
     assert not np.array_equal(a.images[1], plain.images[1])
+    # degrade_reference: image 1 is no longer the photo itself; the other views are unchanged
+    degraded = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0, degrade_reference=True)
+    assert np.array_equal(a.images[0], image) and not np.array_equal(degraded.images[0], image)
+    assert np.abs(degraded.images[0].astype(float) - image).mean() < 25
+    assert all(np.array_equal(x, y) for x, y in zip(a.images[1:], degraded.images[1:]))
 
 
 def test_brown_set_scene_negatives(tmp_path):
@@ -228,3 +233,16 @@ def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         W.build_real_brown(None, tmp_path)
     assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] != folders[0]
+
+
+def test_min_compression_drops_unresolved_correspondences():
+    image = texture(6, (240, 320))
+    # image 2 = image 1 unchanged, image 3 = image 1 squeezed 3x horizontally
+    H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    squeeze = np.array([[1 / 3, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    seq = W.ImageSequence("v_s", [image, image, cv2.warpPerspective(image, squeeze, (320, 240))], [H, H, squeeze])
+    kept = W.extract_correspondences(seq, max_keypoints=100)
+    dropped = W.extract_correspondences(seq, max_keypoints=100, min_compression=0.5)
+    # the identity view keeps everything, the 3x squeezed view loses every correspondence
+    np.testing.assert_array_equal(dropped.inside[1], kept.inside[1])
+    assert kept.inside[2].sum() > 10 and dropped.inside[2].sum() == 0
