@@ -340,6 +340,8 @@ def extract_correspondences(
     max_log2_scale: float = 0.5,
     max_angle: float | None = 30.0,
     min_compression: float | None = None,
+    keypoint_density: float | None = None,
+    seed: int = 0,
 ) -> Correspondences:
     """Detect in image 1, map the frames through each H, keep what lands inside.
 
@@ -354,9 +356,18 @@ def extract_correspondences(
     neighbourhood by more than this in some direction (smallest singular value of its
     Jacobian below ``min_compression``): there image n no longer resolves what the image-1
     patch shows (a detector would not fire there at that scale), so the pair is label noise.
+    ``keypoint_density``: detect this many keypoints per megapixel of image 1 (the strongest)
+    and keep ``max_keypoints`` of them drawn at random (``seed``) instead of the strongest
+    ``max_keypoints``: weak keypoints (stochastic texture, grain) are kept in proportion, as
+    in a sequence whose every detection is used.
     """
     image1 = sequence.images[0]
-    keypoints = detect_keypoints(image1, max_keypoints)
+    if keypoint_density is None:
+        keypoints = detect_keypoints(image1, max_keypoints)
+    else:
+        pool = detect_keypoints(image1, max(max_keypoints, int(round(keypoint_density * image1.size / 1e6))))
+        keep = np.sort(np.random.default_rng(seed).permutation(len(pool))[:max_keypoints])
+        keypoints = pool[keep]
     if sequence.valid_y_max is not None:
         keypoints = keypoints[keypoints[:, 1] <= sequence.valid_y_max]
     centres1, linear1 = keypoint_frames(keypoints, magnification)
@@ -605,6 +616,7 @@ def build_real_brown(
     scene_negatives: bool = False,
     min_compression: float | None = None,
     degrade_reference: bool = False,
+    keypoint_density: float | None = None,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
@@ -616,6 +628,8 @@ def build_real_brown(
     every training image independently, so corresponding patches carry detector noise
     (:func:`extract_correspondences`); ``min_compression``: training correspondences where a
     view shrinks the neighbourhood by more than this are dropped (:func:`extract_correspondences`);
+    ``keypoint_density``: the photos' ``keypoints_per_image`` are drawn at random from this
+    many detections per megapixel rather than being the strongest (:func:`extract_correspondences`);
     ``degrade_reference``: the photo's first view gets a photometric change too
     (:func:`synthetic_sequence`); ``scene_negatives``: the non-matching pairs of the
     training subset's m50 file (the validation pairs) come from one photo or sequence each.
@@ -644,7 +658,7 @@ def build_real_brown(
     photos = photo_sources(data_root, n_coil, n_logos, skimage_photos, seed)
     for k, (name, image) in enumerate(tqdm(photos, desc="real Brown set: photos", mininterval=2)):
         seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k, strength=perspective, max_rotation=max_rotation, max_scale=max_scale, realistic=realistic_photometric, degrade_reference=degrade_reference)
-        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect, min_compression=min_compression))
+        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect, min_compression=min_compression, keypoint_density=keypoint_density, seed=seed * 100003 + k))
         train_seqs.append(seq)
     report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
     test_seq = read_image_sequence(sequences_dir / test_sequence)
