@@ -45,6 +45,7 @@ __all__ = [
     "extract_correspondences",
     "JITTER",
     "jitter_frames",
+    "jitter_correspondences",
     "frame_overlap",
     "write_brown_set",
     "write_hpatches_set",
@@ -459,6 +460,16 @@ def frame_overlap(jitter_linear: np.ndarray, jitter_shift: np.ndarray, samples: 
     return out
 
 
+def jitter_correspondences(rng: np.random.Generator, corr: Correspondences, sequence: ImageSequence, level: str) -> Correspondences:
+    """Jitter every frame of every image independently (:func:`jitter_frames` at an HPatches
+    noise level), in place: corresponding patches then differ as independent noisy detections
+    do. Frames pushed outside their image are dropped (``inside`` False)."""
+    for i, image in enumerate(sequence.images):
+        corr.linear[i], corr.centres[i] = jitter_frames(rng, corr.linear[i], corr.centres[i], level)
+        corr.inside[i] &= _inside(corr.centres[i], corr.linear[i], image.shape[1], image.shape[0])
+    return corr
+
+
 # --------------------------------------------------------------------------- writers
 
 
@@ -617,6 +628,7 @@ def build_real_brown(
     min_compression: float | None = None,
     degrade_reference: bool = False,
     keypoint_density: float | None = None,
+    frame_jitter: str | None = None,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
@@ -630,11 +642,16 @@ def build_real_brown(
     view shrinks the neighbourhood by more than this are dropped (:func:`extract_correspondences`);
     ``keypoint_density``: the photos' ``keypoints_per_image`` are drawn at random from this
     many detections per megapixel rather than being the strongest (:func:`extract_correspondences`);
+    ``frame_jitter``: an HPatches noise level (``"e"``, ``"h"``, ``"t"``, see :data:`JITTER`):
+    every training patch frame (of every image) gets its own random affine jitter, as if each
+    patch were an independent, noisy detection;
     ``degrade_reference``: the photo's first view gets a photometric change too
     (:func:`synthetic_sequence`); ``scene_negatives``: the non-matching pairs of the
     training subset's m50 file (the validation pairs) come from one photo or sequence each.
     The test subset is always cut with the exact frames (as before: it does not depend on
     these settings)."""
+    if test_sequence in train_sequences:
+        raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)}")
     settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir")}
     settings["train_sequences"] = list(train_sequences)
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
@@ -660,6 +677,10 @@ def build_real_brown(
         seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k, strength=perspective, max_rotation=max_rotation, max_scale=max_scale, realistic=realistic_photometric, degrade_reference=degrade_reference)
         train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect, min_compression=min_compression, keypoint_density=keypoint_density, seed=seed * 100003 + k))
         train_seqs.append(seq)
+    if frame_jitter is not None:
+        rng = np.random.default_rng([seed, 17])
+        for corr, seq in zip(train_corr, train_seqs):
+            jitter_correspondences(rng, corr, seq, frame_jitter)
     report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
     test_seq = read_image_sequence(sequences_dir / test_sequence)
     test_corr = extract_correspondences(test_seq, test_keypoints, magnification, min_ncc)

@@ -137,6 +137,22 @@ def test_frame_overlap_identity_and_shift():
     assert overlaps[2] == pytest.approx(lens / (2 * np.pi - lens), abs=0.01)
 
 
+def test_brown_real_config_matches_the_builder_and_holds_the_test_out(tmp_path):
+    import inspect
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "conf" / "data" / "brown_real.yaml").read_text())
+    accepted = set(inspect.signature(W.build_real_brown).parameters) - {"data_root", "cache_dir"}
+    assert set(config["real_data"]) <= accepted
+    assert config["real_data"]["test_sequence"] not in config["real_data"]["train_sequences"]
+    assert 0 <= config["hard_negatives"] <= 1
+    with pytest.raises(ValueError, match="held out"):
+        W.build_real_brown(None, tmp_path, train_sequences=("graf", "v_churchill"), test_sequence="v_churchill")
+
+
 @pytest.mark.slow
 def test_real_brown_set_from_shared_data(tmp_path):
     """The real-data Brown set (photos under random homographies + graf; v_churchill held out)
@@ -150,7 +166,10 @@ def test_real_brown_set_from_shared_data(tmp_path):
     module = BrownDataModule(
         data_root=str(SHARED_DATA), train_subset="real_train", test_subset="v_churchill", sampler="points",
         n_train=256, n_val=100, n_test=100, batch_size=64, test_match_file="m50_1000_1000_0.txt", cache_dir=str(tmp_path),
-        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300},
+        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300,
+                   "realistic_photometric": True, "degrade_reference": True, "keypoint_density": 1900.0, "scene_negatives": True,
+                   "max_scale": 1.6, "max_rotation": 45.0, "perspective": 0.25},
+        hard_negatives=0.5,
     )
     module.prepare_data()
     module.setup("fit")
@@ -246,3 +265,20 @@ def test_min_compression_drops_unresolved_correspondences():
     # the identity view keeps everything, the 3x squeezed view loses every correspondence
     np.testing.assert_array_equal(dropped.inside[1], kept.inside[1])
     assert kept.inside[2].sum() > 10 and dropped.inside[2].sum() == 0
+
+
+def test_jitter_correspondences_moves_every_frame_and_keeps_them_inside(warped_sequence):
+    exact = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    jittered = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    W.jitter_correspondences(np.random.default_rng(0), jittered, warped_sequence, "e")
+    for i in range(len(warped_sequence.images)):
+        kept = np.flatnonzero(jittered.inside[i])
+        assert len(kept) > 0.8 * exact.inside[i].sum() and not (jittered.inside[i] & ~exact.inside[i]).any()
+        # every frame moved, by at most the level's translation (10 % of the patch radius)
+        radius = np.sqrt(np.abs(np.linalg.det(exact.linear[i, kept])))
+        shift = np.linalg.norm(jittered.centres[i, kept] - exact.centres[i, kept], axis=1)
+        assert (shift > 0).all() and (shift <= 0.1 * np.sqrt(2) * radius + 1e-6).all()
+    # deterministic in the generator
+    again = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    W.jitter_correspondences(np.random.default_rng(0), again, warped_sequence, "e")
+    np.testing.assert_array_equal(again.linear, jittered.linear)
