@@ -17,6 +17,12 @@ Batches (the contract with the networks): dicts of float32 tensors in [0, 1], pa
 * train, ``sampler="triplets"`` -> ``{"anchor", "positive", "negative"}``
 * train, ``sampler="points"`` -> ``{"anchor", "positive"}``: each batch holds B distinct 3D points
 * val / test -> ``{"patch1", "patch2", "label"}`` from an m50 match file
+
+Hard negatives: a subset's *scenes* are the connected components of its images linked by
+shared 3D points (the first column of interest.txt; one scene for a Brown subset, one per
+photo or sequence for the generated real-data sets). With ``hard_negatives=f`` a fraction f
+of the negatives is drawn from the anchor's own scene and ``points`` batches are filled
+scene by scene, as in the test pairs of one scene (Brown's m50 files, v_churchill).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ __all__ = [
     "read_patches",
     "read_subset",
     "load_subset",
+    "scene_ids",
     "write_subset",
     "write_matches",
     "sample_match_pairs",
@@ -286,8 +293,11 @@ def write_matches(path: str | os.PathLike, pairs: np.ndarray, point_ids: np.ndar
     return Path(path)
 
 
-def sample_match_pairs(point_ids: np.ndarray, n_pairs: int, seed: int = 0) -> np.ndarray:
-    """``(n_pairs, 2)`` patch index pairs, half matching (same point), half not, shuffled."""
+def sample_match_pairs(point_ids: np.ndarray, n_pairs: int, seed: int = 0, scenes: np.ndarray | None = None) -> np.ndarray:
+    """``(n_pairs, 2)`` patch index pairs, half matching (same point), half not, shuffled.
+
+    ``scenes``: scene id per patch; when given, both patches of a non-matching pair come
+    from one scene (as in a Brown subset, which is one scene)."""
     rng = np.random.default_rng(seed)
     groups = _point_groups(point_ids)
     multi = [g for g in groups if len(g) >= 2]
@@ -299,7 +309,14 @@ def sample_match_pairs(point_ids: np.ndarray, n_pairs: int, seed: int = 0) -> np
         pairs[i] = rng.choice(multi[g], 2, replace=False)
     n_neg = n_pairs - n_pos
     a = rng.integers(len(point_ids), size=n_neg * 2)
-    b = rng.integers(len(point_ids), size=n_neg * 2)
+    if scenes is None:
+        b = rng.integers(len(point_ids), size=n_neg * 2)
+    else:
+        scenes = np.asarray(scenes, dtype=np.int64)
+        order = np.argsort(scenes, kind="stable")
+        counts = np.bincount(scenes)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        b = order[starts[scenes[a]] + (rng.random(len(a)) * counts[scenes[a]]).astype(np.int64)]
     keep = point_ids[a] != point_ids[b]
     if keep.sum() < n_neg:
         raise ValueError("too few distinct 3D points for non-matching pairs")
@@ -347,6 +364,26 @@ def download_brown(root: str | os.PathLike, subset: str, timeout: float = 120.0)
 # --------------------------------------------------------------------------- samplers
 
 
+def scene_ids(point_ids: np.ndarray, interest: np.ndarray | None) -> np.ndarray:
+    """Scene of every patch ``(N,)`` int64: connected components of the image graph whose
+    edges are the 3D points seen in two images (image = first column of interest.txt).
+    Without interest.txt every patch is in scene 0."""
+    point_ids = np.asarray(point_ids, dtype=np.int64)
+    if interest is None or not len(point_ids):
+        return np.zeros(len(point_ids), dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    images = np.unique(np.asarray(interest)[:, 0].astype(np.int64), return_inverse=True)[1].ravel()
+    points = np.unique(point_ids, return_inverse=True)[1].ravel()
+    # bipartite graph images + points: a patch links its image and its point
+    n_images, n_points = int(images.max()) + 1, int(points.max()) + 1
+    size = n_images + n_points
+    graph = coo_matrix((np.ones(len(images)), (images, n_images + points)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    return np.unique(labels[images], return_inverse=True)[1].ravel().astype(np.int64)
+
+
 def _point_groups(point_ids: np.ndarray) -> list[np.ndarray]:
     """Patch indices of every 3D point, in order of first appearance."""
     order = np.argsort(point_ids, kind="stable")
@@ -361,12 +398,22 @@ class _Sampler(Dataset):
 
     keys: tuple[str, ...] = ()
 
-    def __init__(self, subset: BrownSubset, n_items: int, seed: int = 0, augment: bool = False) -> None:
+    def __init__(self, subset: BrownSubset, n_items: int, seed: int = 0, augment: bool = False, hard_negatives: float = 0.0) -> None:
+        if not 0.0 <= hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives is a fraction in [0, 1], got {hard_negatives}")
         self.patches = subset.patches
         self.point_ids = np.asarray(subset.point_ids)
         self.groups = [g for g in _point_groups(self.point_ids) if len(g) >= 2]
         if not self.groups:
             raise ValueError(f"Brown subset {subset.name}: no 3D point has two patches")
+        self.hard_negatives = float(hard_negatives)
+        self.scenes = scene_ids(self.point_ids, subset.interest)
+        # patches of every scene as one flat array (for same-scene negatives)
+        self._scene_order = np.argsort(self.scenes, kind="stable")
+        counts = np.bincount(self.scenes)
+        self._scene_starts, self._scene_sizes = np.r_[0, np.cumsum(counts)[:-1]], counts
+        self.group_scenes = self.scenes[[g[0] for g in self.groups]]
+        self._scene_groups = [np.flatnonzero(self.group_scenes == s) for s in range(int(self.scenes.max()) + 1)]
         # the groups as one flat array, for vectorised draws
         self._flat = np.concatenate(self.groups)
         self._sizes = np.array([len(g) for g in self.groups])
@@ -394,6 +441,29 @@ class _Sampler(Dataset):
         second = (first + 1 + rng.integers(sizes - 1)) % sizes  # uniform over the others
         starts = self._starts[group_ids]
         return np.stack([self._flat[starts + first], self._flat[starts + second]], axis=1).reshape(-1, 2)
+
+    def _negatives(self, rng: np.random.Generator, anchors: np.ndarray) -> np.ndarray:
+        """One patch of another 3D point per anchor patch: from the anchor's scene with
+        probability ``hard_negatives`` (when that scene has another point), else from anywhere."""
+        anchors = np.asarray(anchors, dtype=np.int64)
+        negatives = rng.integers(len(self.point_ids), size=len(anchors))
+        if self.hard_negatives > 0:
+            scene = self.scenes[anchors]
+            local = rng.random(len(anchors)) < self.hard_negatives
+            offset = (rng.random(len(anchors)) * self._scene_sizes[scene]).astype(np.int64)
+            negatives = np.where(local, self._scene_order[self._scene_starts[scene] + offset], negatives)
+        clash = np.flatnonzero(self.point_ids[negatives] == self.point_ids[anchors])
+        for attempt in range(100):
+            if not len(clash):
+                return negatives
+            # same scene again for the first tries (a scene of one point falls back to anywhere)
+            scene = self.scenes[anchors[clash]]
+            same = self.hard_negatives > 0 and attempt < 50
+            offset = (rng.random(len(clash)) * self._scene_sizes[scene]).astype(np.int64)
+            redraw = self._scene_order[self._scene_starts[scene] + offset] if same else rng.integers(len(self.point_ids), size=len(clash))
+            negatives[clash] = redraw
+            clash = clash[self.point_ids[negatives[clash]] == self.point_ids[anchors[clash]]]
+        raise ValueError("too few distinct 3D points for non-matching pairs")
 
     def _patch(self, index: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.patches[index], dtype=np.float32) / 255.0).unsqueeze(0)
@@ -423,15 +493,19 @@ class PairSampler(_Sampler):
         n_pos = (self.n_items + 1) // 2
         positives = self._two_of(rng, rng.integers(len(self.groups), size=n_pos))
         n_neg = self.n_items - n_pos
-        negatives = np.empty((n_neg, 2), dtype=np.int64)
-        filled = 0
-        while filled < n_neg:
-            a = rng.integers(len(self.point_ids), size=n_neg - filled)
-            b = rng.integers(len(self.point_ids), size=n_neg - filled)
-            good = self.point_ids[a] != self.point_ids[b]
-            count = int(good.sum())
-            negatives[filled : filled + count] = np.stack([a[good], b[good]], 1)
-            filled += count
+        if self.hard_negatives > 0:
+            first = rng.integers(len(self.point_ids), size=n_neg)
+            negatives = np.stack([first, self._negatives(rng, first)], 1)
+        else:
+            negatives = np.empty((n_neg, 2), dtype=np.int64)
+            filled = 0
+            while filled < n_neg:
+                a = rng.integers(len(self.point_ids), size=n_neg - filled)
+                b = rng.integers(len(self.point_ids), size=n_neg - filled)
+                good = self.point_ids[a] != self.point_ids[b]
+                count = int(good.sum())
+                negatives[filled : filled + count] = np.stack([a[good], b[good]], 1)
+                filled += count
         rows = np.zeros((self.n_items, 3), dtype=np.int64)
         rows[0::2, :2], rows[0::2, 2] = positives, 1
         rows[1::2, :2] = negatives
@@ -446,6 +520,8 @@ class TripletSampler(_Sampler):
     def _draw(self, rng):
         groups = rng.integers(len(self.groups), size=self.n_items)
         pairs = self._two_of(rng, groups)
+        if self.hard_negatives > 0:
+            return np.column_stack([pairs, self._negatives(rng, pairs[:, 0])])
         negatives = rng.integers(len(self.point_ids), size=self.n_items)
         anchor_points = self.point_ids[pairs[:, 0]]
         clash = self.point_ids[negatives] == anchor_points
@@ -457,22 +533,44 @@ class TripletSampler(_Sampler):
 
 class PointSampler(_Sampler):
     """L2-Net / HardNet batches: every block of ``batch_size`` consecutive items holds pairs of
-    ``batch_size`` distinct 3D points (load it with ``shuffle=False`` and that batch size)."""
+    ``batch_size`` distinct 3D points (load it with ``shuffle=False`` and that batch size).
+
+    With ``hard_negatives=f``, a fraction f of each batch's points is taken scene by scene
+    (all points of a random scene, then of another, ...), so the in-batch negatives the
+    losses mine are mostly of the same scene; the rest are random points."""
 
     keys = ("anchor", "positive")
 
-    def __init__(self, subset: BrownSubset, n_items: int, batch_size: int, seed: int = 0, augment: bool = False) -> None:
+    def __init__(self, subset: BrownSubset, n_items: int, batch_size: int, seed: int = 0, augment: bool = False, hard_negatives: float = 0.0) -> None:
         self.batch_size = int(batch_size)
         n_points = sum(1 for g in _point_groups(np.asarray(subset.point_ids)) if len(g) >= 2)
         if self.batch_size > n_points:
             raise ValueError(f"batch_size {batch_size} exceeds the {n_points} 3D points with two patches")
-        super().__init__(subset, n_items, seed, augment)
+        super().__init__(subset, n_items, seed, augment, hard_negatives)
+
+    def _scene_points(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        chosen: list[np.ndarray] = []
+        count = 0
+        for scene in rng.permutation(len(self._scene_groups)):
+            take = rng.permutation(self._scene_groups[scene])[: size - count]
+            chosen.append(take)
+            count += len(take)
+            if count == size:
+                break
+        return np.concatenate(chosen)
 
     def _draw(self, rng):
         blocks = []
         for start in range(0, self.n_items, self.batch_size):
             size = min(self.batch_size, self.n_items - start)
-            blocks.append(self._two_of(rng, rng.choice(len(self.groups), size=size, replace=False)))
+            n_local = int(round(self.hard_negatives * size))
+            if n_local:
+                local = self._scene_points(rng, n_local)
+                rest = np.setdiff1d(np.arange(len(self.groups)), local, assume_unique=True)
+                points = np.r_[local, rng.choice(rest, size=size - n_local, replace=False)]
+            else:
+                points = rng.choice(len(self.groups), size=size, replace=False)
+            blocks.append(self._two_of(rng, points))
         return np.concatenate(blocks)
 
 
@@ -536,6 +634,8 @@ class BrownDataModule(pl.LightningDataModule):
         n_val, n_test: caps on the validation / test pairs (None: the whole match file).
         test_match_file, val_match_file: m50 files of the evaluation pairs.
         augment: random rot90 / flip, the same for every patch of an item.
+        hard_negatives: fraction of training negatives drawn from the anchor's own scene
+            (``points``: of each batch's points taken scene by scene); 0 = uniform draws.
         real_data: when set, keyword arguments of :func:`descriptors.writer.build_real_brown`:
             the subsets are generated from real images into ``cache_dir`` first.
         cache_dir: the memory-mapped patch caches (and generated sets) live here.
@@ -557,6 +657,7 @@ class BrownDataModule(pl.LightningDataModule):
         test_match_file: str = TEST_MATCH_FILE,
         val_match_file: str | None = None,
         augment: bool = False,
+        hard_negatives: float = 0.0,
         real_data: dict | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -576,6 +677,7 @@ class BrownDataModule(pl.LightningDataModule):
         self.test_match_file = test_match_file
         self.val_match_file = val_match_file or test_match_file
         self.augment = augment
+        self.hard_negatives = hard_negatives
         self.real_data = dict(real_data) if real_data else None
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -615,12 +717,12 @@ class BrownDataModule(pl.LightningDataModule):
             train = self._subset(root, self.train_subset)
             n_train = self.n_train or len(train)
             if self.sampler == "pairs":
-                self.splits["train"] = PairSampler(train, n_train, self.seed, self.augment)
+                self.splits["train"] = PairSampler(train, n_train, self.seed, self.augment, self.hard_negatives)
             elif self.sampler == "triplets":
-                self.splits["train"] = TripletSampler(train, n_train, self.seed, self.augment)
+                self.splits["train"] = TripletSampler(train, n_train, self.seed, self.augment, self.hard_negatives)
             else:
                 per_device = self._per_device(self.batch_size)
-                self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment)
+                self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment, self.hard_negatives)
         if "val" in wanted and "val" not in self.splits:
             val = self._subset(root, self.val_subset)
             self.splits["val"] = MatchPairs(val, val.matches(self.val_match_file)[: self.n_val])

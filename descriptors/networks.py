@@ -253,17 +253,30 @@ class MatchNet(MetricNetwork):
     the softmax match probability (no saturation ties). ``describe`` + ``compare`` are the
     two-step use (describe every patch once, then score pairs of features).
 
+    ``init="he"`` (default): He-normal weights for every conv / linear layer before a ReLU,
+    zero biases, N(0, 0.01) for the logit layer. With PyTorch's default init the eight ReLU
+    layers shrink the signal (logit spread ~0.01 at init, tiny first-layer gradients) and the
+    network stays at chance for the first thousands of SGD steps; ``init="default"`` keeps it.
+
     Shape:
         patch1, patch2: (B, 1, 64, 64) -> (B, 2)
     """
 
     patch_size = 64
 
-    def __init__(self, bottleneck: int | None = None, hidden: int = 1024) -> None:
+    def __init__(self, bottleneck: int | None = None, hidden: int = 1024, init: str = "he") -> None:
         super().__init__()
+        if init not in ("he", "default"):
+            raise ValueError(f"init must be 'he' or 'default', got {init!r}")
         self.tower = MatchNetTower(bottleneck)
         self.metric = _mlp([2 * self.tower.out_dim, hidden, hidden, 2])
         self.feature_dim = self.tower.out_dim
+        if init == "he":
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    nn.init.zeros_(module.bias)
+            nn.init.normal_(self.metric[-1].weight, std=0.01)
 
     def describe(self, x: torch.Tensor) -> torch.Tensor:
         self.check_patches(x)

@@ -45,6 +45,7 @@ __all__ = [
     "extract_correspondences",
     "JITTER",
     "jitter_frames",
+    "jitter_correspondences",
     "frame_overlap",
     "write_brown_set",
     "write_hpatches_set",
@@ -52,6 +53,8 @@ __all__ = [
     "build_real_brown",
     "build_real_hpatches",
     "GRAF_VALID_Y_MAX",
+    "REAL_BROWN_VERSION",
+    "match_detections",
 ]
 
 #: graf's lower band (a parked car, window glass in front of the wall) is off the wall
@@ -114,12 +117,13 @@ def read_image_sequence(folder: str | os.PathLike, name: str | None = None, n_im
 # --------------------------------------------------------------------------- synthetic views
 
 
-def random_homography(rng: np.random.Generator, width: int, height: int, strength: float = 0.15, max_rotation: float = 30.0) -> np.ndarray:
-    """Rotation (±max_rotation degrees) and scale (0.8..1.25) about the centre, then each
-    corner moved by up to ``strength`` of the smaller side (perspective)."""
+def random_homography(rng: np.random.Generator, width: int, height: int, strength: float = 0.15, max_rotation: float = 30.0, max_scale: float = 1.25) -> np.ndarray:
+    """Rotation (±max_rotation degrees) and scale (1/max_scale..max_scale, log-uniform)
+    about the centre, then each corner moved by up to ``strength`` of the smaller side
+    (perspective)."""
     centre = np.array([width / 2.0, height / 2.0])
     angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
-    scale = np.exp(rng.uniform(np.log(0.8), np.log(1.25)))
+    scale = np.exp(rng.uniform(np.log(1 / max_scale), np.log(max_scale)))
     rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
     moved = (corners - centre) @ rotation.T + centre
@@ -127,30 +131,64 @@ def random_homography(rng: np.random.Generator, width: int, height: int, strengt
     return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
 
 
-def photometric_change(rng: np.random.Generator, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """Gain, bias, gamma, optional blur and sensor noise."""
+def photometric_change(rng: np.random.Generator, image: np.ndarray, strength: float = 1.0, realistic: bool = False) -> np.ndarray:
+    """Gain, bias, gamma, optional blur and sensor noise.
+
+    ``realistic`` adds what real photo pairs differ by as well: a smooth illumination
+    gradient across the image, more frequent (mild) defocus, JPEG compression. Blur and JPEG
+    stay mild: stronger ones wipe out small keypoints' patches in one view only, which makes
+    "corresponding" patches that no longer show the same thing."""
     x = image.astype(np.float64) / 255.0
     x = np.clip(x * rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength) + rng.uniform(-0.08, 0.08) * strength, 0, 1)
     x = x ** np.exp(rng.uniform(-0.35, 0.35) * strength)
-    if rng.random() < 0.3 * strength:
+    if realistic:
+        # shading: a linear gain ramp in a random direction (up to ±25 % across the image)
+        height, width = x.shape
+        direction = rng.normal(size=2)
+        direction /= np.linalg.norm(direction) + 1e-12
+        ys, xs = np.mgrid[0:height, 0:width]
+        ramp = ((xs / max(width, 1) - 0.5) * direction[0] + (ys / max(height, 1) - 0.5) * direction[1])
+        x = np.clip(x * (1 + rng.uniform(0, 0.5) * strength * ramp), 0, 1)
+    if rng.random() < (0.5 if realistic else 0.3) * strength:
         x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.2))
     x = x + rng.normal(0, rng.uniform(0, 0.015 * strength), size=x.shape)
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    if realistic and rng.random() < 0.5 * strength:
+        quality = int(rng.integers(60, 95))
+        out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE)
+    return out
 
 
-def synthetic_sequence(name: str, image: np.ndarray, n_images: int = 6, seed: int = 0, strength: float = 0.15, photometric: float = 1.0) -> ImageSequence:
+def synthetic_sequence(
+    name: str,
+    image: np.ndarray,
+    n_images: int = 6,
+    seed: int = 0,
+    strength: float = 0.15,
+    photometric: float = 1.0,
+    max_rotation: float = 30.0,
+    max_scale: float = 1.25,
+    realistic: bool = False,
+    degrade_reference: bool = False,
+) -> ImageSequence:
     """Image 1 = the photo (grey); images 2..N = the photo under a random homography and a
-    photometric change; the homographies are exact by construction."""
+    photometric change (see :func:`random_homography`, :func:`photometric_change`); the
+    homographies are exact by construction. ``degrade_reference``: image 1 gets its own
+    photometric change (noise, blur, JPEG) too, so no two images share the photo's pixels
+    exactly, as two real photos of a scene do not."""
     rng = np.random.default_rng(seed)
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     height, width = grey.shape
     images, homographies = [grey], [np.eye(3)]
     for _ in range(1, n_images):
-        H = random_homography(rng, width, height, strength)
+        H = random_homography(rng, width, height, strength, max_rotation, max_scale)
         warped = cv2.warpPerspective(grey, H, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        images.append(photometric_change(rng, warped, photometric))
+        images.append(photometric_change(rng, warped, photometric, realistic))
         homographies.append(H)
+    if degrade_reference:
+        # its own stream: images 2..N stay those of degrade_reference=False
+        images[0] = photometric_change(np.random.default_rng([seed, 1]), grey, photometric, realistic)
     return ImageSequence(name, images, homographies)
 
 
@@ -264,20 +302,73 @@ class Correspondences:
     report: list[dict] = field(default_factory=list)
 
 
+def match_detections(
+    predicted: np.ndarray, detections: np.ndarray, max_offset: float = 0.3, max_log2_scale: float = 0.5, max_angle: float | None = 30.0
+) -> np.ndarray:
+    """Index into ``detections`` ``(D, 4)`` of the detection nearest to each predicted
+    keypoint ``(K, 4)`` (x, y, size, angle in degrees), or -1: it must lie within
+    ``max_offset`` times the predicted size, its size within ``2**±max_log2_scale`` of the
+    predicted size and (unless None) its orientation within ``max_angle`` degrees."""
+    out = np.full(len(predicted), -1, dtype=np.int64)
+    if not len(detections) or not len(predicted):
+        return out
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(detections[:, :2])
+    k = min(8, len(detections))
+    distances, indices = tree.query(predicted[:, :2], k=k)
+    distances, indices = distances.reshape(len(predicted), k), indices.reshape(len(predicted), k)
+    log_ratio = np.abs(np.log2(detections[indices, 2] / predicted[:, None, 2]))
+    ok = (distances <= max_offset * predicted[:, None, 2]) & (log_ratio <= max_log2_scale)
+    if max_angle is not None:
+        turn = np.abs((detections[indices, 3] - predicted[:, None, 3] + 180.0) % 360.0 - 180.0)
+        ok &= turn <= max_angle
+    # nearest acceptable candidate (the query returns them sorted by distance)
+    first = np.argmax(ok, axis=1)
+    found = ok[np.arange(len(predicted)), first]
+    out[found] = indices[np.flatnonzero(found), first[found]]
+    return out
+
+
 def extract_correspondences(
     sequence: ImageSequence,
     max_keypoints: int = 1000,
     magnification: float = 2.5,
     min_ncc: float | None = None,
     check_size: int = 32,
+    redetect: bool = False,
+    max_offset: float = 0.3,
+    max_log2_scale: float = 0.5,
+    max_angle: float | None = 30.0,
+    min_compression: float | None = None,
+    keypoint_density: float | None = None,
+    seed: int = 0,
 ) -> Correspondences:
     """Detect in image 1, map the frames through each H, keep what lands inside.
 
     ``min_ncc``: a correspondence in image n is dropped (``inside`` False) when the NCC of
     its patch with the image-1 patch is below this (for sequences whose H is wrong in places).
+    ``redetect``: detect keypoints in every image independently and use, in image n, the
+    detected frame (position, scale, orientation) nearest to the mapped one (see
+    :func:`match_detections`); keypoints without such a detection are dropped in image n.
+    Corresponding patches then carry the detector's own noise and the viewpoint's affine
+    distortion, as in Brown (DoG keypoints matched through 3D) instead of exact frames.
+    ``min_compression``: drop a correspondence in image n where H shrinks the image-1
+    neighbourhood by more than this in some direction (smallest singular value of its
+    Jacobian below ``min_compression``): there image n no longer resolves what the image-1
+    patch shows (a detector would not fire there at that scale), so the pair is label noise.
+    ``keypoint_density``: detect this many keypoints per megapixel of image 1 (the strongest)
+    and keep ``max_keypoints`` of them drawn at random (``seed``) instead of the strongest
+    ``max_keypoints``: weak keypoints (stochastic texture, grain) are kept in proportion, as
+    in a sequence whose every detection is used.
     """
     image1 = sequence.images[0]
-    keypoints = detect_keypoints(image1, max_keypoints)
+    if keypoint_density is None:
+        keypoints = detect_keypoints(image1, max_keypoints)
+    else:
+        pool = detect_keypoints(image1, max(max_keypoints, int(round(keypoint_density * image1.size / 1e6))))
+        keep = np.sort(np.random.default_rng(seed).permutation(len(pool))[:max_keypoints])
+        keypoints = pool[keep]
     if sequence.valid_y_max is not None:
         keypoints = keypoints[keypoints[:, 1] <= sequence.valid_y_max]
     centres1, linear1 = keypoint_frames(keypoints, magnification)
@@ -291,9 +382,22 @@ def extract_correspondences(
     reference = warp_patches(image1, centres1, linear1, check_size)
     report = []
     for i, (image, H) in enumerate(zip(sequence.images, sequence.homographies)):
+        jacobian = local_affine(H, centres1)
         centres[i] = apply_homography(H, centres1)
-        linear[i] = local_affine(H, centres1) @ linear1
-        inside[i] = _inside(centres[i], linear[i], image.shape[1], image.shape[0])
+        linear[i] = jacobian @ linear1
+        found = np.ones(len(keypoints), dtype=bool)
+        if redetect and i > 0:
+            # the mapped frame's size and orientation (keypoint_frames: first column = angle)
+            size = keypoints[:, 2] * np.sqrt(np.abs(np.linalg.det(jacobian)))
+            angle = np.rad2deg(np.arctan2(linear[i, :, 1, 0], linear[i, :, 0, 0]))
+            detections = detect_keypoints(image, 2 * max_keypoints)
+            matched = match_detections(np.c_[centres[i], size, angle], detections, max_offset, max_log2_scale, max_angle)
+            found = matched >= 0
+            if found.any():
+                centres[i, found], linear[i, found] = keypoint_frames(detections[matched[found]], magnification)
+        inside[i] = _inside(centres[i], linear[i], image.shape[1], image.shape[0]) & found
+        if min_compression is not None and i > 0:
+            inside[i] &= np.linalg.svd(jacobian, compute_uv=False)[:, -1] >= min_compression
         if i == 0:
             ncc[0] = 1.0
             continue
@@ -356,18 +460,37 @@ def frame_overlap(jitter_linear: np.ndarray, jitter_shift: np.ndarray, samples: 
     return out
 
 
+def jitter_correspondences(rng: np.random.Generator, corr: Correspondences, sequence: ImageSequence, level: str) -> Correspondences:
+    """Jitter every frame of every image independently (:func:`jitter_frames` at an HPatches
+    noise level), in place: corresponding patches then differ as independent noisy detections
+    do. Frames pushed outside their image are dropped (``inside`` False)."""
+    for i, image in enumerate(sequence.images):
+        corr.linear[i], corr.centres[i] = jitter_frames(rng, corr.linear[i], corr.centres[i], level)
+        corr.inside[i] &= _inside(corr.centres[i], corr.linear[i], image.shape[1], image.shape[0])
+    return corr
+
+
 # --------------------------------------------------------------------------- writers
 
 
-def write_brown_set(folder: str | os.PathLike, correspondences: Sequence[Correspondences], sequences: Sequence[ImageSequence], n_match_pairs: int = 10000, seed: int = 0, patch_size: int = 64) -> dict:
+def write_brown_set(
+    folder: str | os.PathLike,
+    correspondences: Sequence[Correspondences],
+    sequences: Sequence[ImageSequence],
+    n_match_pairs: int = 10000,
+    seed: int = 0,
+    patch_size: int = 64,
+    scene_negatives: bool = False,
+) -> dict:
     """One Brown-layout subset: every kept keypoint is a 3D point, with one 64x64 patch per
     image it lands in (at least two); ``m50_<n>_<n>_0.txt`` holds ``n_match_pairs`` pairs, half
-    matching. Returns the per-pair report and counts."""
+    matching (``scene_negatives``: both patches of a non-matching pair from one sequence, as
+    in a one-scene Brown subset). Returns the per-pair report and counts."""
     from .brown import sample_match_pairs, write_subset
 
-    patches, point_ids, interest = [], [], []
+    patches, point_ids, interest, scenes = [], [], [], []
     image_offset, point_offset = 0, 0
-    for corr, seq in zip(correspondences, sequences):
+    for scene, (corr, seq) in enumerate(zip(correspondences, sequences)):
         counts = corr.inside.sum(0)
         good = np.flatnonzero(counts >= 2)
         for i, image in enumerate(seq.images):
@@ -376,6 +499,7 @@ def write_brown_set(folder: str | os.PathLike, correspondences: Sequence[Corresp
                 continue
             patches.append(warp_patches(image, corr.centres[i, idx], corr.linear[i, idx], patch_size))
             point_ids.append(point_offset + np.searchsorted(good, idx))
+            scenes.append(np.full(len(idx), scene, dtype=np.int64))
             size = np.sqrt(np.abs(np.linalg.det(corr.linear[i, idx]))) * 2 / 2.5
             angle = np.arctan2(corr.linear[i, idx, 1, 0], corr.linear[i, idx, 0, 0])
             interest.append(np.c_[np.full(len(idx), image_offset + i), corr.centres[i, idx], angle, np.log2(np.maximum(size, 1e-6))])
@@ -388,7 +512,8 @@ def write_brown_set(folder: str | os.PathLike, correspondences: Sequence[Corresp
     # group the patches of a point together, as in the official files
     order = np.argsort(point_arr, kind="stable")
     patches_arr, point_arr, interest_arr = patches_arr[order], point_arr[order], np.concatenate(interest)[order]
-    pairs = sample_match_pairs(point_arr, n_match_pairs, seed)
+    scene_arr = np.concatenate(scenes)[order] if scene_negatives else None
+    pairs = sample_match_pairs(point_arr, n_match_pairs, seed, scene_arr)
     name = f"m50_{n_match_pairs}_{n_match_pairs}_0.txt"
     write_subset(folder, patches_arr, point_arr, interest_arr, {name: pairs})
     return {"patches": int(len(point_arr)), "points": int(point_offset), "match_file": name}
@@ -423,9 +548,10 @@ def write_hpatches_set(folder: str | os.PathLike, correspondences: Correspondenc
 # --------------------------------------------------------------------------- real-data sets
 
 
-def photo_sources(data_root: str | os.PathLike | None, n_coil: int = 40, n_logos: int = 40, skimage_photos: bool = True, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+def photo_sources(data_root: str | os.PathLike | None, n_coil: int | None = 40, n_logos: int | None = 40, skimage_photos: bool = True, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Single real photos: scikit-image's photos, COIL-100 views (upsampled x2: they are
-    128x128), FlickrLogos-27 scenes (longest side 640), as ``(name, grey uint8)``."""
+    128x128), FlickrLogos-27 scenes (longest side 640), as ``(name, grey uint8)``;
+    ``n_coil`` / ``n_logos``: how many of each, drawn at random (None = all)."""
     rng = np.random.default_rng(seed)
     photos: list[tuple[str, np.ndarray]] = []
     if skimage_photos:
@@ -441,20 +567,27 @@ def photo_sources(data_root: str | os.PathLike | None, n_coil: int = 40, n_logos
                 image = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY)
             photos.append((f"skimage_{name}", np.ascontiguousarray(image, dtype=np.uint8)))
     root = Path(data_root) if data_root else None
-    if root is not None and n_coil and (root / "coil100").is_dir():
+    if root is not None and n_coil != 0 and (root / "coil100").is_dir():
         files = sorted((root / "coil100").glob("obj*__*.png"))
-        for path in (files[i] for i in sorted(rng.choice(len(files), min(n_coil, len(files)), replace=False))):
+        n_coil = len(files) if n_coil is None else min(n_coil, len(files))
+        for path in (files[i] for i in sorted(rng.choice(len(files), n_coil, replace=False))):
             image = _read_grey(path)
             photos.append((f"coil_{path.stem}", cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)))
-    if root is not None and n_logos and (root / "flickrlogos27" / "images").is_dir():
+    if root is not None and n_logos != 0 and (root / "flickrlogos27" / "images").is_dir():
         files = sorted((root / "flickrlogos27" / "images").glob("*.jpg"))
-        for path in (files[i] for i in sorted(rng.choice(len(files), min(n_logos, len(files)), replace=False))):
+        n_logos = len(files) if n_logos is None else min(n_logos, len(files))
+        for path in (files[i] for i in sorted(rng.choice(len(files), n_logos, replace=False))):
             image = _read_grey(path)
             scale = 640.0 / max(image.shape)
             if scale < 1:
                 image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             photos.append((f"logo_{path.stem}", image))
     return photos
+
+
+#: bumped whenever build_real_brown writes something else for the same settings (part of its
+#: cache key, so an older cached set is never reused)
+REAL_BROWN_VERSION = 3
 
 
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
@@ -475,8 +608,8 @@ def build_real_brown(
     train_sequences: Sequence[str] = ("graf",),
     test_sequence: str = "v_churchill",
     train_name: str = "real_train",
-    n_coil: int = 40,
-    n_logos: int = 40,
+    n_coil: int | None = 40,
+    n_logos: int | None = 40,
     skimage_photos: bool = True,
     views_per_photo: int = 6,
     keypoints_per_image: int = 300,
@@ -486,13 +619,43 @@ def build_real_brown(
     n_train_pairs: int = 10000,
     n_test_pairs: int = 10000,
     seed: int = 0,
+    perspective: float = 0.15,
+    max_rotation: float = 30.0,
+    max_scale: float = 1.25,
+    realistic_photometric: bool = False,
+    redetect: bool = False,
+    scene_negatives: bool = False,
+    min_compression: float | None = None,
+    degrade_reference: bool = False,
+    keypoint_density: float | None = None,
+    frame_jitter: str | None = None,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
-    e.g. the planar v_churchill). Returns the root (pass it as the Brown data root)."""
+    e.g. the planar v_churchill). Returns the root (pass it as the Brown data root).
+
+    Training views: ``perspective``, ``max_rotation``, ``max_scale`` of
+    :func:`random_homography`; ``realistic_photometric``: shading, blur and JPEG on top of
+    gain / gamma / noise (:func:`photometric_change`); ``redetect``: keypoints detected in
+    every training image independently, so corresponding patches carry detector noise
+    (:func:`extract_correspondences`); ``min_compression``: training correspondences where a
+    view shrinks the neighbourhood by more than this are dropped (:func:`extract_correspondences`);
+    ``keypoint_density``: the photos' ``keypoints_per_image`` are drawn at random from this
+    many detections per megapixel rather than being the strongest (:func:`extract_correspondences`);
+    ``frame_jitter``: an HPatches noise level (``"e"``, ``"h"``, ``"t"``, see :data:`JITTER`):
+    every training patch frame (of every image) gets its own random affine jitter, as if each
+    patch were an independent, noisy detection;
+    ``degrade_reference``: the photo's first view gets a photometric change too
+    (:func:`synthetic_sequence`); ``scene_negatives``: the non-matching pairs of the
+    training subset's m50 file (the validation pairs) come from one photo or sequence each.
+    The test subset is always cut with the exact frames (as before: it does not depend on
+    these settings)."""
+    if test_sequence in train_sequences:
+        raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)}")
     settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir")}
     settings["train_sequences"] = list(train_sequences)
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
+    settings["version"] = REAL_BROWN_VERSION
     folder = _set_folder(cache_dir, "real_brown", settings)
     if (folder / "done.json").is_file():
         return folder
@@ -505,16 +668,20 @@ def build_real_brown(
     train_corr, train_seqs = [], []
     for name in train_sequences:
         seq = read_image_sequence(sequences_dir / name)
-        corr = extract_correspondences(seq, test_keypoints, magnification, min_ncc)
+        corr = extract_correspondences(seq, test_keypoints, magnification, min_ncc, redetect=redetect, min_compression=min_compression)
         train_corr.append(corr)
         train_seqs.append(seq)
         report["pairs"][name] = corr.report
     photos = photo_sources(data_root, n_coil, n_logos, skimage_photos, seed)
     for k, (name, image) in enumerate(tqdm(photos, desc="real Brown set: photos", mininterval=2)):
-        seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k)
-        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None))
+        seq = synthetic_sequence(name, image, views_per_photo, seed=seed * 100003 + k, strength=perspective, max_rotation=max_rotation, max_scale=max_scale, realistic=realistic_photometric, degrade_reference=degrade_reference)
+        train_corr.append(extract_correspondences(seq, keypoints_per_image, magnification, None, redetect=redetect, min_compression=min_compression, keypoint_density=keypoint_density, seed=seed * 100003 + k))
         train_seqs.append(seq)
-    report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed)
+    if frame_jitter is not None:
+        rng = np.random.default_rng([seed, 17])
+        for corr, seq in zip(train_corr, train_seqs):
+            jitter_correspondences(rng, corr, seq, frame_jitter)
+    report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
     test_seq = read_image_sequence(sequences_dir / test_sequence)
     test_corr = extract_correspondences(test_seq, test_keypoints, magnification, min_ncc)
     report["pairs"][test_sequence] = test_corr.report

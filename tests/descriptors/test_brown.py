@@ -16,6 +16,7 @@ from descriptors.brown import (
     read_matches,
     read_subset,
     sample_match_pairs,
+    scene_ids,
     write_subset,
 )
 from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
@@ -202,3 +203,92 @@ def test_augmentation_is_the_same_for_both_patches(brown_root, tmp_path):
 
     found = [c for c in candidates if torch.equal(apply(plain_item["anchor"], *c), aug_item["anchor"])]
     assert found and torch.equal(apply(plain_item["positive"], *found[0]), aug_item["positive"])
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+def scene_fixture(root: Path, n_scenes: int = 3, points_per_scene: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A subset of ``n_scenes`` scenes (images 3s, 3s+1, 3s+2 see the points of scene s; point
+    p of a scene in two or three of them); returns (point ids, scene of every patch)."""
+    ids, images, scenes = [], [], []
+    for scene in range(n_scenes):
+        for point in range(points_per_scene):
+            n_views = 2 + point % 2
+            ids += [scene * points_per_scene + point] * n_views
+            images += [3 * scene + (point + v) % 3 for v in range(n_views)]
+            scenes += [scene] * n_views
+    interest = np.zeros((len(ids), 5))
+    interest[:, 0] = images
+    ids_arr = np.array(ids)
+    pairs = sample_match_pairs(ids_arr, 100, 0)
+    write_subset(root / "brown" / "scenes", encoded_patches(len(ids)), ids_arr, interest, {"m50_100000_100000_0.txt": pairs})
+    return ids_arr, np.array(scenes)
+
+
+def test_scene_ids_are_the_connected_image_components(tmp_path):
+    ids, scenes = scene_fixture(tmp_path)
+    subset = read_subset(tmp_path / "brown" / "scenes")
+    found = scene_ids(subset.point_ids, subset.interest)
+    # the same partition as the fixture's scenes (labels may be renumbered)
+    assert len(np.unique(found)) == 3
+    for scene in range(3):
+        assert len(np.unique(found[scenes == scene])) == 1
+    # no interest.txt: one scene
+    assert (scene_ids(ids, None) == 0).all()
+
+
+@pytest.mark.parametrize("sampler", ["pairs", "triplets", "points"])
+def test_hard_negatives_come_from_the_anchor_scene(tmp_path, sampler):
+    ids, scenes = scene_fixture(tmp_path)
+    module = BrownDataModule(data_root=str(tmp_path), train_subset="scenes", test_subset="scenes", sampler=sampler,
+                             n_train=96, batch_size=32, cache_dir=str(tmp_path / "cache"), hard_negatives=1.0)
+    module.setup("fit")
+    same, total = 0, 0
+    for batch in module.train_dataloader():
+        if sampler == "pairs":
+            a, b = decode(batch["patch1"]), decode(batch["patch2"])
+            negative = batch["label"].numpy() == 0
+            assert (ids[a[negative]] != ids[b[negative]]).all()
+            same += int((scenes[a[negative]] == scenes[b[negative]]).sum())
+            total += int(negative.sum())
+        elif sampler == "triplets":
+            a, n = decode(batch["anchor"]), decode(batch["negative"])
+            assert (ids[a] != ids[n]).all()
+            same += int((scenes[a] == scenes[n]).sum())
+            total += len(a)
+        else:
+            a, p = decode(batch["anchor"]), decode(batch["positive"])
+            assert len(set(ids[a])) == 32 and (ids[a] == ids[p]).all()
+            # 32 points fit in one scene of 40: every in-batch negative is of that scene
+            assert len(set(scenes[a])) == 1
+            same, total = same + 1, total + 1
+    assert same == total
+
+
+def test_hard_negative_fraction_and_determinism(tmp_path):
+    ids, scenes = scene_fixture(tmp_path, n_scenes=6)
+
+    def triplets(fraction, seed=0):
+        module = BrownDataModule(data_root=str(tmp_path), train_subset="scenes", test_subset="scenes", sampler="triplets",
+                                 n_train=2000, batch_size=100, cache_dir=str(tmp_path / "cache"), hard_negatives=fraction, seed=seed)
+        module.setup("fit")
+        return module.splits["train"].indices
+
+    half = triplets(0.5)
+    np.testing.assert_array_equal(half, triplets(0.5))
+    assert not np.array_equal(half, triplets(0.5, seed=1))
+    # half from the own scene + 1/6 of the uniform other half
+    assert np.mean(scenes[half[:, 0]] == scenes[half[:, 2]]) == pytest.approx(0.5 + 0.5 / 6, abs=0.05)
+    assert np.mean(scenes[triplets(0.0)[:, 0]] == scenes[triplets(0.0)[:, 2]]) == pytest.approx(1 / 6, abs=0.04)
+    with pytest.raises(ValueError, match="fraction"):
+        triplets(1.5)
+
+
+def test_match_pairs_with_scenes_stay_in_one_scene(tmp_path):
+    ids, scenes = scene_fixture(tmp_path)
+    pairs = sample_match_pairs(ids, 400, 0, scenes)
+    assert (scenes[pairs[:, 0]] == scenes[pairs[:, 1]]).all()
+    assert (ids[pairs[:, 0]] == ids[pairs[:, 1]]).sum() == 200
+    # without scenes: the official uniform draw, unchanged
+    np.testing.assert_array_equal(sample_match_pairs(ids, 400, 0), sample_match_pairs(ids, 400, 0, None))

@@ -96,6 +96,26 @@ def test_matchnet_tower_is_caffe_sized_and_bottleneck():
     assert net.scores(logits).tolist() == [2.0, -2.0]
 
 
+def test_matchnet_he_init_keeps_the_signal_alive():
+    """At init the features of different patches must differ (PyTorch's default init shrinks
+    them through the eight ReLU layers, so the metric net starts with no gradient signal)."""
+    x = torch.rand(16, 1, 64, 64)
+
+    def feature_spread(net):
+        with torch.no_grad():
+            return net.describe(x).std(0).mean().item()
+
+    torch.manual_seed(0)
+    he = MatchNet()
+    torch.manual_seed(0)
+    default = MatchNet(init="default")
+    assert feature_spread(he) > 10 * feature_spread(default)
+    assert he.metric[-1].weight.std().item() == pytest.approx(0.01, rel=0.1)
+    assert all(m.bias.abs().max() == 0 for m in he.modules() if isinstance(m, torch.nn.Conv2d))
+    with pytest.raises(ValueError, match="init"):
+        MatchNet(init="xavier")
+
+
 def test_matchnet_preprocessing_maps_128_to_zero():
     net = MatchNet()
     seen = {}

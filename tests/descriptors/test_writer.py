@@ -137,6 +137,22 @@ def test_frame_overlap_identity_and_shift():
     assert overlaps[2] == pytest.approx(lens / (2 * np.pi - lens), abs=0.01)
 
 
+def test_brown_real_config_matches_the_builder_and_holds_the_test_out(tmp_path):
+    import inspect
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "conf" / "data" / "brown_real.yaml").read_text())
+    accepted = set(inspect.signature(W.build_real_brown).parameters) - {"data_root", "cache_dir"}
+    assert set(config["real_data"]) <= accepted
+    assert config["real_data"]["test_sequence"] not in config["real_data"]["train_sequences"]
+    assert 0 <= config["hard_negatives"] <= 1
+    with pytest.raises(ValueError, match="held out"):
+        W.build_real_brown(None, tmp_path, train_sequences=("graf", "v_churchill"), test_sequence="v_churchill")
+
+
 @pytest.mark.slow
 def test_real_brown_set_from_shared_data(tmp_path):
     """The real-data Brown set (photos under random homographies + graf; v_churchill held out)
@@ -150,7 +166,10 @@ def test_real_brown_set_from_shared_data(tmp_path):
     module = BrownDataModule(
         data_root=str(SHARED_DATA), train_subset="real_train", test_subset="v_churchill", sampler="points",
         n_train=256, n_val=100, n_test=100, batch_size=64, test_match_file="m50_1000_1000_0.txt", cache_dir=str(tmp_path),
-        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300},
+        real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300,
+                   "realistic_photometric": True, "degrade_reference": True, "keypoint_density": 1900.0, "scene_negatives": True,
+                   "max_scale": 1.6, "max_rotation": 45.0, "perspective": 0.25},
+        hard_negatives=0.5,
     )
     module.prepare_data()
     module.setup("fit")
@@ -159,3 +178,107 @@ def test_real_brown_set_from_shared_data(tmp_path):
     assert batch["anchor"].shape == (64, 1, 64, 64)
     test = next(iter(module.test_dataloader()))
     assert 0 < test["label"].mean() < 1
+
+
+def test_match_detections_nearest_within_offset_and_scale():
+    predicted = np.array([[10.0, 10.0, 4.0, 0.0], [50.0, 50.0, 4.0, 0.0], [90.0, 90.0, 4.0, 0.0]])
+    detections = np.array([
+        [10.5, 10.0, 4.2, 30.0],   # near the first, similar size
+        [11.0, 10.0, 4.0, 0.0],    # farther than the one above
+        [50.5, 50.0, 12.0, 0.0],   # near the second, but 3x the size
+        [95.0, 90.0, 4.0, 0.0],    # the third is 5 px away: beyond 0.3 * 4
+    ])
+    np.testing.assert_array_equal(W.match_detections(predicted, detections), [0, -1, -1])
+    assert (W.match_detections(predicted, np.zeros((0, 4))) == -1).all()
+
+
+def test_redetected_correspondences_carry_detector_noise(warped_sequence):
+    exact = W.extract_correspondences(warped_sequence, max_keypoints=150)
+    noisy = W.extract_correspondences(warped_sequence, max_keypoints=150, redetect=True)
+    np.testing.assert_array_equal(exact.keypoints, noisy.keypoints)
+    both = np.flatnonzero(noisy.inside.all(0))
+    assert len(both) > 30 and noisy.inside[1].sum() <= exact.inside[1].sum()
+    # image 2 frames are detections near the mapped frames, not the mapped frames themselves
+    offset = np.linalg.norm(noisy.centres[1, both] - exact.centres[1, both], axis=1)
+    predicted_size = exact.keypoints[both, 2] * np.sqrt(np.abs(np.linalg.det(W.local_affine(warped_sequence.homographies[1], exact.keypoints[both, :2]))))
+    assert (offset <= 0.3 * predicted_size + 1e-9).all() and offset.max() > 0
+    assert not np.allclose(noisy.linear[1, both], exact.linear[1, both])
+    # ... and still show the same scene point (the detector's orientation follows the image)
+    assert noisy.report[0]["median_ncc"] > 0.85
+    assert noisy.report[0]["median_ncc"] < exact.report[0]["median_ncc"]
+
+
+def test_realistic_views_are_deterministic_and_vary_more():
+    image = texture(4, (200, 260))
+    a = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    b = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    assert all(np.array_equal(x, y) for x, y in zip(a.homographies, b.homographies))
+    plain = W.synthetic_sequence("v_a", image, n_images=3, seed=5)
+    assert not np.array_equal(a.images[1], plain.images[1])
+    # degrade_reference: image 1 is no longer the photo itself; the other views are unchanged
+    degraded = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0, degrade_reference=True)
+    assert np.array_equal(a.images[0], image) and not np.array_equal(degraded.images[0], image)
+    assert np.abs(degraded.images[0].astype(float) - image).mean() < 25
+    assert all(np.array_equal(x, y) for x, y in zip(a.images[1:], degraded.images[1:]))
+
+
+def test_brown_set_scene_negatives(tmp_path):
+    seqs = [W.synthetic_sequence(f"v_{k}", texture(k), n_images=3, seed=k) for k in range(3)]
+    corrs = [W.extract_correspondences(s, max_keypoints=60) for s in seqs]
+    info = W.write_brown_set(tmp_path / "real", corrs, seqs, n_match_pairs=300, scene_negatives=True)
+    subset = brown.read_subset(tmp_path / "real")
+    matches = subset.matches(info["match_file"])
+    # images 0-2 are sequence 0, 3-5 sequence 1, ...: both patches of every pair from one sequence
+    sequence = subset.interest[:, 0].astype(int) // 3
+    assert (sequence[matches[:, 0]] == sequence[matches[:, 1]]).all()
+    assert matches[:, 2].sum() == 150
+    # the sampler finds the same scenes from interest.txt
+    scenes = brown.scene_ids(subset.point_ids, subset.interest)
+    assert len(np.unique(scenes)) == 3 and all(len(np.unique(sequence[scenes == s])) == 1 for s in np.unique(scenes))
+
+
+def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
+    """Changing a generation setting (or the writer version) never reuses a stale cached set."""
+    folders = []
+    # stop every build right after its cache folder is chosen; record the folders
+    monkeypatch.setattr(W, "_sequences_dir", lambda root: (_ for _ in ()).throw(RuntimeError("stop")))
+    original = W._set_folder
+    monkeypatch.setattr(W, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
+    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}):
+        with pytest.raises(RuntimeError):
+            W.build_real_brown(None, tmp_path, **kwargs)
+    monkeypatch.setattr(W, "REAL_BROWN_VERSION", W.REAL_BROWN_VERSION + 1)
+    with pytest.raises(RuntimeError):
+        W.build_real_brown(None, tmp_path)
+    assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] != folders[0]
+
+
+def test_min_compression_drops_unresolved_correspondences():
+    image = texture(6, (240, 320))
+    # image 2 = image 1 unchanged, image 3 = image 1 squeezed 3x horizontally
+    H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    squeeze = np.array([[1 / 3, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    seq = W.ImageSequence("v_s", [image, image, cv2.warpPerspective(image, squeeze, (320, 240))], [H, H, squeeze])
+    kept = W.extract_correspondences(seq, max_keypoints=100)
+    dropped = W.extract_correspondences(seq, max_keypoints=100, min_compression=0.5)
+    # the identity view keeps everything, the 3x squeezed view loses every correspondence
+    np.testing.assert_array_equal(dropped.inside[1], kept.inside[1])
+    assert kept.inside[2].sum() > 10 and dropped.inside[2].sum() == 0
+
+
+def test_jitter_correspondences_moves_every_frame_and_keeps_them_inside(warped_sequence):
+    exact = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    jittered = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    W.jitter_correspondences(np.random.default_rng(0), jittered, warped_sequence, "e")
+    for i in range(len(warped_sequence.images)):
+        kept = np.flatnonzero(jittered.inside[i])
+        assert len(kept) > 0.8 * exact.inside[i].sum() and not (jittered.inside[i] & ~exact.inside[i]).any()
+        # every frame moved, by at most the level's translation (10 % of the patch radius)
+        radius = np.sqrt(np.abs(np.linalg.det(exact.linear[i, kept])))
+        shift = np.linalg.norm(jittered.centres[i, kept] - exact.centres[i, kept], axis=1)
+        assert (shift > 0).all() and (shift <= 0.1 * np.sqrt(2) * radius + 1e-6).all()
+    # deterministic in the generator
+    again = W.extract_correspondences(warped_sequence, max_keypoints=120)
+    W.jitter_correspondences(np.random.default_rng(0), again, warped_sequence, "e")
+    np.testing.assert_array_equal(again.linear, jittered.linear)
