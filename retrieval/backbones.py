@@ -31,6 +31,8 @@ TORCHVISION_WEIGHTS = {
     "vgg16": "VGG16_Weights.IMAGENET1K_V1",
     "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
     "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
+    # region proposals (retrieval.proposals): the RPN of torchvision's COCO Faster R-CNN
+    "fasterrcnn_resnet50_fpn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
 }
 
 
