@@ -312,17 +312,16 @@ def attention_vectors(
     return torch.stack(out), times
 
 
-@torch.no_grad()
-def padded_attention_vectors(
-    attention: RegionalAttention | None,
-    padded: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    global_mean: torch.Tensor,
-    region_pca: tuple[np.ndarray, np.ndarray, int] | None = None,
+def weighted_region_sum(
+    attention: RegionalAttention | None, vectors: torch.Tensor, means: torch.Tensor, mask: torch.Tensor, global_mean: torch.Tensor
 ) -> torch.Tensor:
-    """:func:`attention_vectors` for a whole set at once (``_padded`` regions; padding has weight
-    0): the fast path of the per-epoch model selection, not timed."""
-    maxima, means, mask = padded
-    vectors = padded_region_vectors(maxima, region_pca)
+    """``L2(sum_r w_r v_r)`` over padded regions (``_padded``; padding has weight 0, ``w = mask``
+    without attention): :func:`attention_vectors` for a whole set at once, the fast path of the
+    per-epoch model selection (not timed).
+
+    Shape:
+        vectors (N, R, D), means (N, R, C), mask (N, R), global_mean (N, C) -> (N, D)
+    """
     weights = mask if attention is None else attention(means, global_mean if attention.context else None) * mask
     return l2n((vectors * weights.unsqueeze(-1)).sum(1))
 
@@ -461,8 +460,7 @@ def run_dataset(
 
             @torch.no_grad()
             def val_map(attention, val_sets=val_sets):
-                q, db = (l2n((vectors * (attention(means, global_mean if attention.context else None) * mask).unsqueeze(-1)).sum(1))
-                         for vectors, means, mask, global_mean in val_sets)
+                q, db = (weighted_region_sum(attention, *val_set) for val_set in val_sets)
                 return float(eval_dm.evaluate("val", q, db)["map"])
 
             selectors[kind] = val_map
