@@ -32,13 +32,16 @@ demo: ## train + test the search-path matcher on Translated MNIST from the embed
 train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
 	$(PY) -m benchmarks.train $(ARGS)
 
-benchmark: benchmark-regionsearch benchmark-patch-eval benchmark-descriptors benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
+benchmark: benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-descriptors benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
 
 benchmark-quick: ## smoke run of every suite in a few minutes
 	$(MAKE) benchmark QUICK=1
 
 benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhaustive CNN (QUICK=1: minutes)
 	$(PY) -m benchmarks.run benchmark=regionsearch $(PUBLISH) $(ARGS)
+
+benchmark-regionsearch-speed: ## region-search speed only: search path eager / compiled vs NCC/MTM/BBS on the same pairs (minutes)
+	$(PY) -m benchmarks.run benchmark=regionsearch_speed $(PUBLISH) $(ARGS)
 
 benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator vs the official logic, SIFT (QUICK=1)
 	$(PY) -m benchmarks.run benchmark=patch_eval $(PUBLISH) $(ARGS)
@@ -69,4 +72,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache
+.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache

@@ -50,21 +50,50 @@ def _synchronize(device: torch.device) -> None:
 
 
 def time_search_path(searcher: RegionSearcher, queries: torch.Tensor, references: torch.Tensor, batch_size: int, repeats: int) -> float:
-    """Median ms per query over ``repeats`` timed passes (after a warm-up), at the given batch size."""
+    """Median ms per query over ``repeats`` timed passes (after a warm-up, which also compiles
+    a compiled searcher for this batch size), at the given batch size."""
     device = searcher.device
     n = min(len(queries), 64 if batch_size == 1 else batch_size)
     q, r = queries[:n].to(device), references[:n].to(device)
     timings = []
     with torch.inference_mode():
-        searcher.net(q[:batch_size], r[:batch_size])  # warm-up
+        for _ in range(2):  # warm-up (a compiled graph may specialise on its second call)
+            searcher.windows(q[:batch_size], r[:batch_size])
         for _ in range(repeats):
             _synchronize(device)
             start = time.perf_counter()
             for i in range(0, n, batch_size):
-                searcher.net(q[i : i + batch_size], r[i : i + batch_size])
+                searcher.windows(q[i : i + batch_size], r[i : i + batch_size])
             _synchronize(device)
             timings.append((time.perf_counter() - start) * 1000 / n)
     return statistics.median(timings)
+
+
+def search_path_timings(net, device: torch.device, queries: torch.Tensor, references: torch.Tensor, batch_sizes, repeats: int, compile: bool) -> dict:
+    """ms per query of the search path at each batch size, eager and (with ``compile``) through
+    ``torch.compile``; ``ms_per_query`` / ``ms_per_query_batched`` are the compiled times when
+    compiling worked, else the eager ones. ``queries`` / ``references`` are float in [0, 1]."""
+    eager = RegionSearcher(net, device)
+    times = {f"ms_per_query_eager_batch{b}": round(time_search_path(eager, queries, references, b, repeats), 4) for b in batch_sizes}
+    best = "eager"
+    if compile:
+        compiled = RegionSearcher(net, device, compile=True)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled.windows(queries[:1].to(device), references[:1].to(device))
+        compile_s = time.perf_counter() - start
+        compiled_times = {b: time_search_path(compiled, queries, references, b, repeats) for b in batch_sizes}
+        if compiled.compiled:  # else it fell back to eager (warned)
+            times.update({f"ms_per_query_compiled_batch{b}": round(t, 4) for b, t in compiled_times.items()})
+            times["compile_s"] = round(compile_s, 1)
+            best = "compiled"
+    first, last = batch_sizes[0], batch_sizes[-1]
+    times["ms_per_query_eager"] = times[f"ms_per_query_eager_batch{first}"]
+    times["ms_per_query_eager_batched"] = times[f"ms_per_query_eager_batch{last}"]
+    times["ms_per_query"] = times[f"ms_per_query_{best}_batch{first}"]
+    times["ms_per_query_batched"] = times[f"ms_per_query_{best}_batch{last}"]
+    times["compiled"] = best == "compiled"
+    return times
 
 
 def evaluate_search_path(searcher: RegionSearcher, pairs, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +103,7 @@ def evaluate_search_path(searcher: RegionSearcher, pairs, batch_size: int = 500)
         for i in range(0, len(pairs.boxes), batch_size):
             q = pairs.queries[i : i + batch_size].float().div(255).to(searcher.device)
             r = pairs.references[i : i + batch_size].float().div(255).to(searcher.device)
-            windows = searcher.net(q, r).windows.cpu()
+            windows = searcher.net(q, r).windows.cpu()  # eager: same answers, no compile per batch size
             truth = pairs.boxes[i : i + batch_size]
             ious.append(box_iou(windows, truth.unsqueeze(0).expand_as(windows)).T)
             boxes.append(windows[-1])
@@ -156,6 +185,7 @@ def run_suite(
     device: str = "auto",
     publish_dir: str | None = None,
     num_threads: int | None = None,
+    compile: bool = True,
 ) -> list[dict]:
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
@@ -180,11 +210,10 @@ def run_suite(
         per_step[DATASET_TITLES[dataset]] = (path_ious > 0.5).mean(axis=0)
         final = path_ious[:, -1]
         curves = {"search path (ours)": success_curve(final)}
-        timings = {b: time_search_path(searcher, pairs.queries.float() / 255, pairs.references.float() / 255, b, timing_repeats) for b in batch_sizes}
+        timings = search_path_timings(searcher.net, torch_device, pairs.queries.float() / 255, pairs.references.float() / 255, batch_sizes, timing_repeats, compile)
         # ms_per_query is the batch-1 time: the baselines also answer one query at a time.
-        ours = _row(dataset, "search_path", final, timings[batch_sizes[0]], searcher.net.steps, device_label, checkpoint=str(checkpoint))
-        ours.update({f"ms_per_query_batch{b}": round(t, 4) for b, t in timings.items()})
-        ours["ms_per_query_batched"] = round(timings[batch_sizes[-1]], 4)
+        ours = _row(dataset, "search_path", final, timings.pop("ms_per_query"), searcher.net.steps, device_label, checkpoint=str(checkpoint))
+        ours.update(timings)
         rows.append(ours)
         _plot_paths(searcher, pairs, output / f"search_paths_{dataset}.png")
         prior = prior_box_ious(splits["train"].boxes, pairs.boxes)
@@ -273,7 +302,9 @@ def markdown_table(rows: list[dict], device: str, quick: bool) -> str:
         f"# Region search{' (QUICK smoke run: small training, few pairs)' if quick else ''}",
         "",
         f"Device: {device}. Success rate at IoU > 0.5 (ms per query); the paper's value in brackets.",
-        "All times are per query at batch 1 (the search path's batched time and speed-ups are in the detail table).",
+        "All times are per query at batch 1 (the search path's batched time and speed-ups are in the detail table); the search path's",
+        "time is through torch.compile where its JSON row has `compiled: true` (eager times beside it; `make benchmark-regionsearch-speed`",
+        "times every dataset's search path eager and compiled against NCC / MTM / BBS in one run).",
         "",
         "| dataset | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),
@@ -338,3 +369,169 @@ def _save_success_per_step(per_step, path: Path) -> None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
+
+
+SPEED_TARGETS = {"mtm": 40.0, "bbs": 40.0}  # the search path at least this many times faster
+NCC_WITHIN = 20.0  # ... and at most this many times slower than NCC
+
+
+def _untrained_net(dataset: str, overrides: list[str], seed: int):
+    """The dataset's experiment network with fresh weights: the search's cost does not depend on
+    the weights (fixed steps, fixed shapes, no data-dependent branches)."""
+    import hydra
+
+    cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", *overrides])
+    torch.manual_seed(seed)
+    return hydra.utils.instantiate(cfg.model.net)
+
+
+def speed_ratios(rows: list[dict]) -> list[dict]:
+    """Per dataset: how many times faster the search path is than MTM / BBS and how many times
+    slower than NCC, at batch 1 (like for like) and batched, against the issue's targets."""
+    verdicts = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        of = {r["method"]: r for r in rows if r["dataset"] == dataset}
+        ours = of.get("search_path")
+        if ours is None:
+            continue
+        verdict = {"dataset": dataset}
+        for mode, ms in (("batch1", ours["ms_per_query"]), ("batched", ours["ms_per_query_batched"])):
+            for method, target in SPEED_TARGETS.items():
+                if method in of:
+                    ratio = of[method]["ms_per_query"] / ms
+                    verdict[f"{method}_speedup_{mode}"] = round(ratio, 2)
+                    verdict[f"{method}_target_met_{mode}"] = bool(ratio >= target)
+            if "ncc" in of:
+                ratio = ms / of["ncc"]["ms_per_query"]
+                verdict[f"ncc_slowdown_{mode}"] = round(ratio, 2)
+                verdict[f"ncc_target_met_{mode}"] = bool(ratio <= NCC_WITHIN)
+        verdicts.append(verdict)
+    return verdicts
+
+
+def speed_markdown(rows: list[dict], verdicts: list[dict], device: str) -> str:
+    of = {(r["dataset"], r["method"]): r for r in rows}
+    lines = [
+        "# Region search: speed",
+        "",
+        f"Device: {device}. ms per query on the same test pairs: the search path at batch 1 eager and through torch.compile,",
+        "and batched (compiled where compiling worked); the exhaustive baselines answer one query at a time.",
+        "Targets: >= 40x faster than MTM and BBS, within 20x of NCC (ratios use the compiled times, eager when compiling failed).",
+        "",
+        "| dataset | weights | search path eager (b1) | compiled (b1) | batched | NCC | MTM | BBS | vs MTM (b1 / batched) | vs BBS (b1 / batched) | ours / NCC (b1 / batched) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(dataset, method):
+        value = of.get((dataset, method), {}).get("ms_per_query")
+        return "" if value is None else f"{value:.3g}"
+
+    def ratio(verdict, method, mode):
+        kind = "slowdown" if method == "ncc" else "speedup"
+        if f"{method}_{kind}_{mode}" not in verdict:
+            return ""
+        return f"{verdict[f'{method}_{kind}_{mode}']}x {'✓' if verdict[f'{method}_target_met_{mode}'] else '✗'}"
+
+    for verdict in verdicts:
+        dataset = verdict["dataset"]
+        ours = of[(dataset, "search_path")]
+        compiled = f"{ours['ms_per_query']:.3g}" if ours.get("compiled") else ""
+        cells = [f"{ratio(verdict, method, 'batch1')} / {ratio(verdict, method, 'batched')}" for method in ("mtm", "bbs", "ncc")]
+        lines.append(
+            f"| {DATASET_TITLES.get(dataset, dataset)} | {'untrained' if ours.get('weights') == 'untrained' else 'trained'} | {ours['ms_per_query_eager']:.3g} | {compiled} | "
+            f"{ours['ms_per_query_batched']:.3g} | {ms(dataset, 'ncc')} | {ms(dataset, 'mtm')} | {ms(dataset, 'bbs')} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot_speed(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    of = {(r["dataset"], r["method"]): r for r in rows}
+    mode = "compiled" if all(r.get("compiled") for r in rows if r["method"] == "search_path") else "best of eager / compiled"
+    series = [
+        ("search path b1 (eager)", "search_path", "ms_per_query_eager"),
+        (f"search path b1 ({mode})", "search_path", "ms_per_query"),
+        (f"search path batched ({mode})", "search_path", "ms_per_query_batched"),
+    ]
+    series += [(name.upper(), name, "ms_per_query") for name in ("ncc", "mtm", "bbs")]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(series)
+    for k, (label, method, key) in enumerate(series):
+        values = [of.get((dataset, method), {}).get(key, float("nan")) for dataset in datasets]
+        ax.bar(np.arange(len(datasets)) + k * width, values, width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, [DATASET_TITLES.get(d, d) for d in datasets], fontsize=8)
+    ax.set_ylabel("ms per query (log)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_speed_suite(
+    output_dir: str,
+    datasets: list[str],
+    quick: bool = False,
+    n_test: int = 1000,
+    baselines: dict | None = None,
+    checkpoints: dict | None = None,
+    base_overrides: list[str] | None = None,
+    train_overrides: dict | None = None,
+    quick_overrides: list[str] | None = None,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    timing_repeats: int = 5,
+    device: str = "auto",
+    publish_dir: str | None = None,
+    num_threads: int | None = None,
+    compile: bool = True,
+    speed_baselines: tuple[str, ...] = ("ncc", "mtm", "bbs"),
+    timing_pairs: int = 200,
+    seed: int = 12345,
+) -> list[dict]:
+    """The speed half of the region-search table on its own, in minutes: the search path (a
+    trained checkpoint when ``checkpoints[dataset]`` is given, else the experiment's network with
+    fresh weights, which costs the same) eager and compiled, and the exhaustive baselines, on the
+    same test pairs in one run. Writes ``regionsearch_speed.{json,md}`` and a bar plot; success
+    rates come from the main suite."""
+    output, torch_device = prepare_suite(output_dir, device, num_threads)
+    device_label = device_name(torch_device)
+    rows: list[dict] = []
+    for dataset in datasets:
+        log.info("== %s (speed)", dataset)
+        overrides = [f"data.n_test={n_test}", *(base_overrides or []), *(train_overrides or {}).get(dataset, [])]
+        if quick:
+            overrides += list(quick_overrides or [])
+        checkpoint = (checkpoints or {}).get(dataset)
+        net = RegionSearcher.from_checkpoint(checkpoint).net if checkpoint else _untrained_net(dataset, overrides, seed)
+        pairs = load_splits(dataset, overrides)["test"]
+        timings = search_path_timings(net, torch_device, pairs.queries.float() / 255, pairs.references.float() / 255, batch_sizes, timing_repeats, compile)
+        ours = {"dataset": dataset, "method": "search_path", "windows_per_query": net.steps, "device": device_label, "weights": str(checkpoint) if checkpoint else "untrained", **timings}
+        rows.append(ours)
+        for name in speed_baselines:
+            settings = dict(((baselines or {}).get(dataset) or {}).get(name) or {})
+            cap = min(settings.pop("max_pairs", None) or len(pairs), timing_pairs, len(pairs))
+            if quick:
+                cap = min(cap, settings.pop("quick_pairs", 50))
+            settings.pop("quick_pairs", None)
+            if "scales" in settings:
+                settings["scales"] = tuple(settings["scales"])
+            result = evaluate_baseline(name, BASELINES[name], pairs, np.arange(cap), **settings)
+            rows.append({"dataset": dataset, "method": name, "ms_per_query": round(result["ms_per_query"], 4), "windows_per_query": result["windows_per_query"], "n_pairs": int(cap), "device": "CPU"})
+            log.info("%s %s: %.4g ms", dataset, name, result["ms_per_query"])
+    verdicts = speed_ratios(rows)
+    result = {"rows": rows, "verdicts": verdicts}
+    (output / "regionsearch_speed.json").write_text(json.dumps(result, indent=2))
+    (output / "regionsearch_speed.md").write_text(speed_markdown(rows, verdicts, device_label))
+    _plot_speed(rows, output / "regionsearch_speed.png")
+    if publish_dir:
+        publish = Path(publish_dir)
+        publish.mkdir(parents=True, exist_ok=True)
+        for name in ("regionsearch_speed.json", "regionsearch_speed.md", "regionsearch_speed.png"):
+            shutil.copy(output / name, publish / name)
+    print((output / "regionsearch_speed.md").read_text())
+    return rows

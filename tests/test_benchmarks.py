@@ -12,6 +12,7 @@ from benchmarks.regionsearch import (
     device_summary,
     in_dataset_order,
     markdown_table,
+    run_speed_suite,
     run_suite,
 )
 
@@ -35,6 +36,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path, cache_dir):
             batch_sizes=(1, 16),
             timing_repeats=2,
             publish_dir=str(publish),
+            compile=False,  # the compiled path: tests/regionsearch/test_compiled_search.py
         )
     GlobalHydra.instance().clear()
     assert [r["method"] for r in rows] == ["search_path", "prior_box", "ncc", "mtm", "bbs", "exhaustive_cnn"]
@@ -51,6 +53,33 @@ def test_suite_writes_rows_tables_and_plots(tmp_path, cache_dir):
         assert (run / name).is_file(), name
     published = json.loads((publish / "regionsearch.json").read_text())
     assert [r["dataset"] for r in published] == ["translated"] * len(rows) + ["mixed"]  # the suite's order
+
+
+def test_speed_suite_writes_rows_verdicts_table_and_plot(tmp_path, cache_dir):
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = run_speed_suite(
+            output_dir=str(tmp_path / "run"),
+            datasets=["translated"],
+            quick=True,
+            n_test=16,
+            baselines={"translated": {"ncc": {}, "mtm": {"bins": 8}, "bbs": {"quick_pairs": 2}}},
+            quick_overrides=["data.n_train=32", "data.n_val=16", "data.digits=embedded", f"paths.cache_dir={cache_dir}"],
+            batch_sizes=(1, 8),
+            timing_repeats=1,
+            publish_dir=str(tmp_path / "published"),
+            compile=False,
+        )
+    GlobalHydra.instance().clear()
+    assert [r["method"] for r in rows] == ["search_path", "ncc", "mtm", "bbs"]
+    assert rows[0]["weights"] == "untrained" and rows[0]["windows_per_query"] == 6 and rows[0]["compiled"] is False
+    assert all(r["ms_per_query"] > 0 for r in rows)
+    assert [r["n_pairs"] for r in rows[1:]] == [16, 16, 2]
+    written = json.loads((tmp_path / "run" / "regionsearch_speed.json").read_text())
+    assert written["rows"] == rows and written["verdicts"][0]["dataset"] == "translated"
+    assert "mtm_speedup_batch1" in written["verdicts"][0] and "ncc_slowdown_batched" in written["verdicts"][0]
+    for name in ("regionsearch_speed.json", "regionsearch_speed.md", "regionsearch_speed.png"):
+        assert (tmp_path / "published" / name).is_file(), name
 
 
 def test_ratios_and_table():
