@@ -57,7 +57,7 @@ def time_search_path(searcher: RegionSearcher, queries: torch.Tensor, references
     q, r = queries[:n].to(device), references[:n].to(device)
     timings = []
     with torch.inference_mode():
-        for _ in range(2):  # warm-up (a compiled graph may specialise on its second call)
+        for _ in range(2):  # warm-up (the first call of a compiled searcher builds its library)
             searcher.windows(q[:batch_size], r[:batch_size])
         for _ in range(repeats):
             _synchronize(device)
@@ -70,8 +70,9 @@ def time_search_path(searcher: RegionSearcher, queries: torch.Tensor, references
 
 
 def search_path_timings(net, device: torch.device, queries: torch.Tensor, references: torch.Tensor, batch_sizes, repeats: int, compile: bool) -> dict:
-    """ms per query of the search path at each batch size, eager and (with ``compile``) through
-    ``torch.compile``; ``ms_per_query`` / ``ms_per_query_batched`` are the compiled times when
+    """ms per query of the search path at each batch size, eager and (with ``compile``) compiled
+    ahead of time (``RegionSearcher(compile=True)``: torch.export + AOTInductor, one library per
+    batch size; ``compile_s`` = the batch-1 build); ``ms_per_query`` / ``ms_per_query_batched`` are the compiled times when
     compiling worked, else the eager ones. ``queries`` / ``references`` are float in [0, 1]."""
     eager = RegionSearcher(net, device)
     times = {f"ms_per_query_eager_batch{b}": round(time_search_path(eager, queries, references, b, repeats), 4) for b in batch_sizes}
@@ -303,7 +304,7 @@ def markdown_table(rows: list[dict], device: str, quick: bool) -> str:
         "",
         f"Device: {device}. Success rate at IoU > 0.5 (ms per query); the paper's value in brackets.",
         "All times are per query at batch 1 (the search path's batched time and speed-ups are in the detail table); the search path's",
-        "time is through torch.compile where its JSON row has `compiled: true` (eager times beside it; `make benchmark-regionsearch-speed`",
+        "time is compiled ahead of time (torch.export + AOTInductor) where its JSON row has `compiled: true` (eager times beside it; `make benchmark-regionsearch-speed`",
         "times every dataset's search path eager and compiled against NCC / MTM / BBS in one run).",
         "",
         "| dataset | " + " | ".join(methods) + " |",
@@ -414,8 +415,8 @@ def speed_markdown(rows: list[dict], verdicts: list[dict], device: str) -> str:
     lines = [
         "# Region search: speed",
         "",
-        f"Device: {device}. ms per query on the same test pairs: the search path at batch 1 eager and through torch.compile,",
-        "and batched (compiled where compiling worked); the exhaustive baselines answer one query at a time.",
+        f"Device: {device}. ms per query on the same test pairs: the search path at batch 1 eager and compiled ahead of time",
+        "(torch.export + AOTInductor), and batched (compiled where compiling worked); the exhaustive baselines answer one query at a time.",
         "Targets: >= 40x faster than MTM and BBS, within 20x of NCC (ratios use the compiled times, eager when compiling failed).",
         "",
         "| dataset | weights | search path eager (b1) | compiled (b1) | batched | NCC | MTM | BBS | vs MTM (b1 / batched) | vs BBS (b1 / batched) | ours / NCC (b1 / batched) |",
