@@ -171,6 +171,25 @@ def prior_box_ious(train_boxes: torch.Tensor, test_boxes: torch.Tensor) -> np.nd
     return box_iou(prior.expand_as(test_boxes), test_boxes.double()).numpy()
 
 
+def dataset_overrides(dataset: str, n_test: int, base_overrides, train_overrides, quick: bool, quick_overrides) -> list[str]:
+    """The config overrides of one dataset's run: test size, the suite's base, the dataset's own, QUICK's."""
+    overrides = [f"data.n_test={n_test}", *(base_overrides or []), *(train_overrides or {}).get(dataset, [])]
+    return overrides + list(quick_overrides or []) if quick else overrides
+
+
+def baseline_settings(settings: dict | None, n_pairs: int, quick: bool, cap: int | None = None) -> tuple[dict, int]:
+    """A baseline's keyword arguments and how many pairs it runs on (its ``max_pairs``, QUICK's
+    ``quick_pairs``, ``cap``); ``scales`` as a tuple."""
+    settings = dict(settings or {})
+    n = min(settings.pop("max_pairs", None) or n_pairs, n_pairs, cap or n_pairs)
+    quick_pairs = settings.pop("quick_pairs", 50)
+    if quick:
+        n = min(n, quick_pairs)
+    if "scales" in settings:
+        settings["scales"] = tuple(settings["scales"])
+    return settings, n
+
+
 def run_suite(
     output_dir: str,
     datasets: list[str],
@@ -194,9 +213,7 @@ def run_suite(
     per_step: dict[str, np.ndarray] = {}
     for dataset in datasets:
         log.info("== %s", dataset)
-        overrides = [f"data.n_test={n_test}", *(base_overrides or []), *(train_overrides or {}).get(dataset, [])]
-        if quick:
-            overrides += list(quick_overrides or [])
+        overrides = dataset_overrides(dataset, n_test, base_overrides, train_overrides, quick, quick_overrides)
         checkpoint = (checkpoints or {}).get(dataset)
         if checkpoint:
             checkpoint = Path(checkpoint)
@@ -222,19 +239,13 @@ def run_suite(
         curves["prior box (no matching)"] = success_curve(prior)
 
         for name, settings in (baselines or {}).get(dataset, {}).items():
-            settings = dict(settings or {})
-            max_pairs = settings.pop("max_pairs", None) or len(pairs)
-            if quick:
-                max_pairs = min(max_pairs, settings.pop("quick_pairs", 50))
-            settings.pop("quick_pairs", None)
-            indices = np.arange(min(max_pairs, len(pairs)))
+            settings, n_pairs = baseline_settings(settings, len(pairs), quick)
+            indices = np.arange(n_pairs)
             if name == "exhaustive_cnn":
-                matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=tuple(settings.pop("scales", (1.0,))))
+                matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=settings.pop("scales", (1.0,)))
                 result = evaluate_baseline(name, matcher, pairs, indices, **settings)
             else:
                 fn = BASELINES[name] if name in BASELINES else _peer(name)
-                if "scales" in settings:
-                    settings["scales"] = tuple(settings["scales"])
                 result = evaluate_baseline(name, fn, pairs, indices, **settings)
             rows.append(_row(dataset, name, result["ious"], result["ms_per_query"], result["windows_per_query"], "CPU" if name != "exhaustive_cnn" else device_label))
             curves[name] = success_curve(result["ious"])
@@ -504,9 +515,7 @@ def run_speed_suite(
     rows: list[dict] = []
     for dataset in datasets:
         log.info("== %s (speed)", dataset)
-        overrides = [f"data.n_test={n_test}", *(base_overrides or []), *(train_overrides or {}).get(dataset, [])]
-        if quick:
-            overrides += list(quick_overrides or [])
+        overrides = dataset_overrides(dataset, n_test, base_overrides, train_overrides, quick, quick_overrides)
         checkpoint = (checkpoints or {}).get(dataset)
         net = RegionSearcher.from_checkpoint(checkpoint).net if checkpoint else _untrained_net(dataset, overrides, seed)
         pairs = load_splits(dataset, overrides)["test"]
@@ -514,13 +523,7 @@ def run_speed_suite(
         ours = {"dataset": dataset, "method": "search_path", "windows_per_query": net.steps, "device": device_label, "weights": str(checkpoint) if checkpoint else "untrained", **timings}
         rows.append(ours)
         for name in speed_baselines:
-            settings = dict(((baselines or {}).get(dataset) or {}).get(name) or {})
-            cap = min(settings.pop("max_pairs", None) or len(pairs), timing_pairs, len(pairs))
-            if quick:
-                cap = min(cap, settings.pop("quick_pairs", 50))
-            settings.pop("quick_pairs", None)
-            if "scales" in settings:
-                settings["scales"] = tuple(settings["scales"])
+            settings, cap = baseline_settings(((baselines or {}).get(dataset) or {}).get(name), len(pairs), quick, timing_pairs)
             result = evaluate_baseline(name, BASELINES[name], pairs, np.arange(cap), **settings)
             rows.append({"dataset": dataset, "method": name, "ms_per_query": round(result["ms_per_query"], 4), "windows_per_query": result["windows_per_query"], "n_pairs": int(cap), "device": "CPU"})
             log.info("%s %s: %.4g ms", dataset, name, result["ms_per_query"])
