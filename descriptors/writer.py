@@ -629,10 +629,17 @@ def build_real_brown(
     degrade_reference: bool = False,
     keypoint_density: float | None = None,
     frame_jitter: str | None = None,
+    val_sequences: Sequence[str] = (),
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
     e.g. the planar v_churchill). Returns the root (pass it as the Brown data root).
+
+    ``val_sequences``: real sequences held out of training as validation subsets of their own
+    (subset name = sequence name, e.g. ``graf``), cut with the exact frames and ``n_test_pairs``
+    pairs exactly like the test subset: choose models and data settings on them
+    (``data.val_subset=graf``), never on the test sequence. They may be neither a training
+    sequence nor the test sequence.
 
     Training views: ``perspective``, ``max_rotation``, ``max_scale`` of
     :func:`random_homography`; ``realistic_photometric``: shading, blur and JPEG on top of
@@ -652,8 +659,18 @@ def build_real_brown(
     these settings)."""
     if test_sequence in train_sequences:
         raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)}")
-    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir")}
+    leaked = [name for name in val_sequences if name in train_sequences or name == test_sequence]
+    if leaked:
+        raise ValueError(f"validation sequences {leaked} must be neither training sequences {list(train_sequences)} nor the test sequence {test_sequence!r}")
+    if len(set(val_sequences)) != len(val_sequences) or train_name in val_sequences or train_name == test_sequence:
+        raise ValueError(f"subset names must differ: train {train_name!r}, validation {list(val_sequences)}, test {test_sequence!r}")
+    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked")}
     settings["train_sequences"] = list(train_sequences)
+    # no validation sequences = the key of the sets built before the option existed
+    if val_sequences:
+        settings["val_sequences"] = list(val_sequences)
+    else:
+        settings.pop("val_sequences")
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
     settings["version"] = REAL_BROWN_VERSION
     folder = _set_folder(cache_dir, "real_brown", settings)
@@ -682,6 +699,12 @@ def build_real_brown(
         for corr, seq in zip(train_corr, train_seqs):
             jitter_correspondences(rng, corr, seq, frame_jitter)
     report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
+    for k, name in enumerate(val_sequences):
+        # exactly as the test subset is cut (exact frames, NCC check, one scene)
+        val_seq = read_image_sequence(sequences_dir / name)
+        val_corr = extract_correspondences(val_seq, test_keypoints, magnification, min_ncc)
+        report["pairs"][name] = val_corr.report
+        report.setdefault("val", {})[name] = write_brown_set(tmp / name, [val_corr], [val_seq], n_test_pairs, seed + 2 + k)
     test_seq = read_image_sequence(sequences_dir / test_sequence)
     test_corr = extract_correspondences(test_seq, test_keypoints, magnification, min_ncc)
     report["pairs"][test_sequence] = test_corr.report
@@ -689,7 +712,7 @@ def build_real_brown(
     (tmp / "done.json").write_text(json.dumps(report, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "test")})
+    log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "val", "test") if k in report})
     return folder
 
 

@@ -68,6 +68,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     hardnet = by_name["hardnet"]
     assert hardnet["patches_per_s"] > 0 and hardnet["kornia_patches_per_s"] > 0
     assert hardnet["max_abs_difference_vs_kornia"] < 1e-4  # kornia's HardNet with our weights
+    assert "`val FPR95` is measured on pairs of the training set" in (tmp_path / "run" / "descriptors.md").read_text()
     assert hardnet["train"] == "liberty" and hardnet["epochs"] == 1 and hardnet["seconds_per_epoch"] > 0
     assert by_name["l2net_binary"]["derived_from"] == "l2net"
     run = tmp_path / "run"
@@ -91,3 +92,12 @@ def test_table_lists_paper_numbers_beside_ours():
     assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 |  | 12 (1024) |" in table
     assert "below SIFT's FPR95 (20.00%): 1 of 1 (l2net)" in table
     assert {"matchnet", "tfeat", "deepdesc", "cs_l2net_plus", "hardnet_plus"} <= set(PAPER)
+
+
+def test_table_names_the_selection_set_and_prints_the_notes():
+    rows = [{"method": "sift", "fpr95": 0.2, "train": None, "test": "t"}]
+    info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
+    assert "pairs of the training set" in markdown(rows, {**info, "val": "tr"})
+    held_out = markdown(rows, {**info, "val": "graf", "notes": ["Selection: chosen on graf."]})
+    assert "measured on the `graf` pairs, a real sequence held out of training and of the test" in held_out
+    assert "pairs of the training set" not in held_out and "\nSelection: chosen on graf.\n" in held_out

@@ -148,9 +148,47 @@ def test_brown_real_config_matches_the_builder_and_holds_the_test_out(tmp_path):
     accepted = set(inspect.signature(W.build_real_brown).parameters) - {"data_root", "cache_dir"}
     assert set(config["real_data"]) <= accepted
     assert config["real_data"]["test_sequence"] not in config["real_data"]["train_sequences"]
+    # selection protocol: validation on a held-out real sequence, neither trained on nor the test
+    val_sequences = config["real_data"]["val_sequences"]
+    assert config["val_subset"] in val_sequences and config["test_subset"] not in val_sequences
+    assert not set(val_sequences) & set(config["real_data"]["train_sequences"])
     assert 0 <= config["hard_negatives"] <= 1
     with pytest.raises(ValueError, match="held out"):
         W.build_real_brown(None, tmp_path, train_sequences=("graf", "v_churchill"), test_sequence="v_churchill")
+    with pytest.raises(ValueError, match="neither training sequences"):
+        W.build_real_brown(None, tmp_path, train_sequences=("graf",), val_sequences=("graf",))
+    with pytest.raises(ValueError, match="neither training sequences"):
+        W.build_real_brown(None, tmp_path, train_sequences=(), val_sequences=("v_churchill",), test_sequence="v_churchill")
+
+
+def test_real_brown_validation_sequence_is_held_out_of_training(tmp_path):
+    """val_sequences: a real sequence becomes its own validation subset (exact frames, pairs of
+    one scene, like the test) and none of its patches is in the training subset; the
+    datamodule validates on it with val_subset=<name>."""
+    root = tmp_path / "data" / "sequences"
+    for k, (name, layout) in enumerate((("seq_train", "oxford"), ("seq_val", "oxford"), ("v_test", "hpatches"))):
+        _write_layout(root / name, W.synthetic_sequence(name, texture(10 + k), n_images=6, seed=k, strength=0.05), layout)
+    kwargs = dict(n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60, n_train_pairs=200, n_test_pairs=200,
+                  train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
+    folder = W.build_real_brown(tmp_path / "data", tmp_path / "cache", val_sequences=("seq_val",), **kwargs)
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["real_train", "seq_val", "v_test"]
+    train, val = brown.read_subset(folder / "real_train"), brown.read_subset(folder / "seq_val")
+    # the training subset is exactly what the same build without the validation sequence writes
+    plain = W.build_real_brown(tmp_path / "data", tmp_path / "cache", **kwargs)
+    assert plain != folder and not (plain / "seq_val").exists()
+    np.testing.assert_array_equal(train.patches[:], brown.read_subset(plain / "real_train").patches[:])
+    # no validation patch is a training patch
+    train_set = {p.tobytes() for p in np.asarray(train.patches)}
+    assert not any(p.tobytes() in train_set for p in np.asarray(val.patches))
+    matches = val.matches("m50_200_200_0.txt")
+    assert len(matches) == 200 and matches[:, 2].sum() == 100
+    module = brown.BrownDataModule(data_root=str(tmp_path / "data"), train_subset="real_train", val_subset="seq_val", test_subset="v_test",
+                                   n_train=32, n_val=50, batch_size=16, test_match_file="m50_200_200_0.txt", cache_dir=str(tmp_path / "cache"),
+                                   real_data={**kwargs, "val_sequences": ["seq_val"]})
+    module.setup("fit")
+    assert len(module.splits["val"]) == 50
+    batch = next(iter(module.val_dataloader()))
+    assert batch["patch1"].shape == (50, 1, 64, 64)
 
 
 @pytest.mark.slow
@@ -245,13 +283,15 @@ def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "_sequences_dir", lambda root: (_ for _ in ()).throw(RuntimeError("stop")))
     original = W._set_folder
     monkeypatch.setattr(W, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
-    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}):
+    # no validation sequences = the key sets had before the option existed
+    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}, {"val_sequences": ()}, {"val_sequences": ("graf",), "train_sequences": ()}):
         with pytest.raises(RuntimeError):
             W.build_real_brown(None, tmp_path, **kwargs)
     monkeypatch.setattr(W, "REAL_BROWN_VERSION", W.REAL_BROWN_VERSION + 1)
     with pytest.raises(RuntimeError):
         W.build_real_brown(None, tmp_path)
-    assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] != folders[0]
+    assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] == folders[0]
+    assert folders[5] not in folders[:5] and folders[6] != folders[0]
 
 
 def test_min_compression_drops_unresolved_correspondences():
