@@ -36,6 +36,9 @@ class _AheadOfTimeSearch:
         self._folder = tempfile.TemporaryDirectory(prefix="deepmatch_search_")
 
     def __call__(self, queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        # the library was built from contiguous examples: hand it contiguous inputs (an HWC
+        # array arrives as a permuted view) rather than rely on the runner's stride handling
+        queries, references = queries.contiguous(), references.contiguous()
         key = (tuple(queries.shape), tuple(references.shape), queries.dtype, references.dtype, str(queries.device))
         runner = self.runners.get(key)
         if runner is None:

@@ -20,16 +20,18 @@ def _net() -> SearchPathMatcher:
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="AOTInductor needs a C++ compiler")
 def test_compiled_search_equals_eager():
-    net = _net()
-    queries, references = torch.rand(1, 1, 28, 28), torch.rand(1, 1, 60, 60)
+    torch.manual_seed(0)
+    net = SearchPathMatcher(in_channels=3, steps=3, channels=(8, 8, 8, 8, 8), hidden_size=16, window_size=0.4667)
+    queries, references = torch.rand(1, 3, 28, 28), torch.rand(1, 3, 60, 60)
     compiled = RegionSearcher(net, compile=True)
     windows = compiled.windows(queries, references)
     assert compiled.compiled, "compiling failed on this machine"
     eager = RegionSearcher(net).windows(queries, references)
     assert windows.shape == (4, 1, 4)
     torch.testing.assert_close(windows, eager, atol=1e-4, rtol=1e-5)
-    # the plain-array API goes through the same compiled library (same shape: no second compile)
-    np.testing.assert_allclose(compiled.search(queries[0, 0].numpy(), references[0, 0].numpy()), eager[-1, 0].numpy(), atol=1e-4)
+    # float HWC arrays arrive as permuted (non-contiguous) views: same answers from the same library
+    query, reference = (np.random.default_rng(0).random((side, side, 3), dtype=np.float32) for side in (28, 60))
+    np.testing.assert_allclose(compiled.search(query, reference), RegionSearcher(net).search(query, reference), atol=1e-4)
     assert len(compiled._search.runners) == 1
 
 
