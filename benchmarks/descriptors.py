@@ -171,6 +171,12 @@ def _hpatches_scores(patch_sets, lists, describe, split: str, cache: Path, devic
     return {f"hpatches_{task}": round(summary[f"{task}_map"], 6) for task in ("verification", "matching", "retrieval")}
 
 
+def scaled_items(data_cfg, scale: float) -> int:
+    """``scale`` times a method's training items per epoch, in whole batches (at least one)."""
+    batch_size = int(data_cfg.batch_size)
+    return max(1, round(int(data_cfg.n_train) * scale / batch_size)) * batch_size
+
+
 def run_suite(
     output_dir: str,
     methods: list[str],
@@ -198,6 +204,7 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
     notes: list[str] | None = None,
+    budget_scale: float = 1.0,
 ) -> list[dict]:
     from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
     from descriptors.metrics import fpr_at_recall, roc_points
@@ -245,6 +252,8 @@ def run_suite(
         overrides = [*common, *((budget or {}).get(method, []))]
         if quick:
             overrides += list(quick_overrides or [])
+        elif budget_scale != 1.0:
+            overrides.append(f"data.n_train={scaled_items(_compose(method, overrides).data, budget_scale)}")
         given = (checkpoints or {}).get(method)
         epoch = {"seconds": [], "batches": None}
         start = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.descriptors import PAPER, markdown, run_suite
+from benchmarks.descriptors import PAPER, markdown, run_suite, scaled_items
 from descriptors import hpatches as H
 from tests.descriptors.test_experiments import write_brown_fixture
 
@@ -55,6 +55,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
             timing_patches=32,
             timing_repeats=1,
             publish_dir=str(publish),
+            budget_scale=2.0,
         )
     GlobalHydra.instance().clear()
     assert [r["method"] for r in rows] == ["sift", "hardnet", "l2net", "l2net_binary", "deepcompare_siam"]
@@ -70,6 +71,8 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     assert hardnet["max_abs_difference_vs_kornia"] < 1e-4  # kornia's HardNet with our weights
     assert "`val FPR95` is measured on pairs of the training set" in (tmp_path / "run" / "descriptors.md").read_text()
     assert hardnet["train"] == "liberty" and hardnet["epochs"] == 1 and hardnet["seconds_per_epoch"] > 0
+    # budget_scale=2: twice the 16 items of every method, in whole batches of 8
+    assert all(r["train_items_per_epoch"] == 32 and r["train_batch_size"] == 8 for r in rows if r["method"] in ("hardnet", "l2net", "deepcompare_siam"))
     assert by_name["l2net_binary"]["derived_from"] == "l2net"
     run = tmp_path / "run"
     assert json.loads((run / "descriptors.json").read_text()) == rows
@@ -101,3 +104,12 @@ def test_table_names_the_selection_set_and_prints_the_notes():
     held_out = markdown(rows, {**info, "val": "graf", "notes": ["Selection: chosen on graf."]})
     assert "measured on the `graf` pairs, a real sequence held out of training and of the test" in held_out
     assert "pairs of the training set" not in held_out and "\nSelection: chosen on graf.\n" in held_out
+
+
+def test_budget_scale_counts_whole_batches():
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.create({"n_train": 16896, "batch_size": 128})
+    assert scaled_items(data, 4.0) == 4 * 16896 and scaled_items(data, 1.0) == 16896
+    assert scaled_items(OmegaConf.create({"n_train": 100, "batch_size": 64}), 1.5) == 128  # 2.3 batches -> 2
+    assert scaled_items(OmegaConf.create({"n_train": 10, "batch_size": 64}), 0.1) == 64  # at least one batch

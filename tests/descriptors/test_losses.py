@@ -128,6 +128,22 @@ def test_l2net_e3_inner_products():
     assert total.item() == pytest.approx((L.l2net_e1(f, f) + 2 * e3).item(), rel=1e-6)
 
 
+def test_l2net_total_keeps_the_papers_balance_of_e1_and_e2():
+    """The paper sums E1 over the p pairs and adds E2 (a sum over dimension pairs) once: with E1
+    averaged, E2 enters divided by p, so the total is the paper's E1 + E2 divided by p."""
+    torch.manual_seed(0)
+    a, p = torch.randn(6, 4), torch.randn(6, 4)
+    total = L.l2net_loss(a, p, e2_weight=1.0, e3_weight=0.0)
+    paper = 6 * L.l2net_e1(a, p) + L.l2net_e2(a, p)
+    assert total.item() == pytest.approx(paper.item() / 6, rel=1e-6)
+    # E2 does not grow with the batch (the same rows twice: the same correlations), so its share
+    # of the per-pair total halves when p doubles, as in the paper's sum
+    twice_a, twice_p = torch.cat([a, a]), torch.cat([p, p])
+    assert L.l2net_e2(twice_a, twice_p).item() == pytest.approx(L.l2net_e2(a, p).item(), rel=1e-5)
+    doubled = L.l2net_loss(twice_a, twice_p, e2_weight=1.0, e3_weight=0.0) - L.l2net_e1(twice_a, twice_p)
+    assert doubled.item() == pytest.approx(L.l2net_e2(a, p).item() / 12, rel=1e-5)
+
+
 def test_distance_matrix_matches_cdist():
     torch.manual_seed(0)
     a, b = torch.randn(5, 7), torch.randn(4, 7)

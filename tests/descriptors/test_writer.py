@@ -206,7 +206,7 @@ def test_real_brown_set_from_shared_data(tmp_path):
         n_train=256, n_val=100, n_test=100, batch_size=64, test_match_file="m50_1000_1000_0.txt", cache_dir=str(tmp_path),
         real_data={"n_coil": 4, "n_logos": 4, "skimage_photos": False, "n_train_pairs": 1000, "n_test_pairs": 1000, "test_keypoints": 300,
                    "realistic_photometric": True, "degrade_reference": True, "keypoint_density": 1900.0, "scene_negatives": True,
-                   "max_scale": 1.6, "max_rotation": 45.0, "perspective": 0.25},
+                   "max_scale": 1.6, "max_rotation": 45.0, "perspective": 0.25, "max_tilt": 3.0},
         hard_negatives=0.5,
     )
     module.prepare_data()
@@ -284,14 +284,17 @@ def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
     original = W._set_folder
     monkeypatch.setattr(W, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
     # no validation sequences = the key sets had before the option existed
-    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}, {"val_sequences": ()}, {"val_sequences": ("graf",), "train_sequences": ()}):
+    # no tilt (max_tilt = 1) = the key sets had before the option existed, too
+    for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}, {"val_sequences": ()}, {"val_sequences": ("graf",), "train_sequences": ()},
+                   {"max_tilt": 1.0}, {"max_tilt": 3.0}):
         with pytest.raises(RuntimeError):
             W.build_real_brown(None, tmp_path, **kwargs)
     monkeypatch.setattr(W, "REAL_BROWN_VERSION", W.REAL_BROWN_VERSION + 1)
     with pytest.raises(RuntimeError):
         W.build_real_brown(None, tmp_path)
     assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] == folders[0]
-    assert folders[5] not in folders[:5] and folders[6] != folders[0]
+    assert folders[5] not in folders[:5] and folders[6] == folders[0] and folders[7] not in folders[:7]
+    assert folders[8] != folders[0]
 
 
 def test_min_compression_drops_unresolved_correspondences():
@@ -322,3 +325,64 @@ def test_jitter_correspondences_moves_every_frame_and_keeps_them_inside(warped_s
     again = W.extract_correspondences(warped_sequence, max_keypoints=120)
     W.jitter_correspondences(np.random.default_rng(0), again, warped_sequence, "e")
     np.testing.assert_array_equal(again.linear, jittered.linear)
+
+
+def _singular_values_at(H: np.ndarray, x: float, y: float) -> np.ndarray:
+    """Singular values of the homography's local affine map at (x, y), largest first."""
+    p = H @ np.array([x, y, 1.0])
+    jacobian = (H[:2, :2] * p[2] - np.outer(p[:2], H[2, :2])) / p[2] ** 2
+    return np.linalg.svd(jacobian, compute_uv=False)
+
+
+def test_random_homography_tilt_foreshortens_like_an_oblique_view():
+    # no tilt: the draws (and so the sets built before the option) are unchanged
+    a = W.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6)
+    b = W.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6, max_tilt=1.0)
+    np.testing.assert_array_equal(a, b)
+    # tilt alone (no rotation, scale or corner shift): singular values 1 and 1 / t, 1 <= t <= max
+    rng = np.random.default_rng(0)
+    tilts = []
+    for _ in range(200):
+        H = W.random_homography(rng, 320, 240, strength=0.0, max_rotation=0.0, max_scale=1.0, max_tilt=3.0)
+        high, low = _singular_values_at(H, 160.0, 120.0)
+        assert high == pytest.approx(1.0, abs=1e-6) and 1.0 - 1e-9 <= high / low <= 3.0 + 1e-6
+        tilts.append(high / low)
+    # log-uniform over 1..3: median about sqrt(3); both ends reached
+    assert np.median(tilts) == pytest.approx(np.sqrt(3.0), rel=0.15)
+    assert min(tilts) < 1.1 and max(tilts) > 2.7
+    # with corner shifts on top, the foreshortening of points that stay in view is that of real
+    # oblique images (graf / v_churchill: up to 3-4:1), without views that collapse to a line
+    rng = np.random.default_rng(1)
+    ratios = []
+    for _ in range(200):
+        H = W.random_homography(rng, 320, 240, 0.25, 45.0, 1.6, max_tilt=3.0)
+        for x in (60.0, 160.0, 260.0):
+            for y in (50.0, 120.0, 190.0):
+                p = H @ np.array([x, y, 1.0])
+                if 0 <= p[0] / p[2] < 320 and 0 <= p[1] / p[2] < 240:
+                    high, low = _singular_values_at(H, x, y)
+                    ratios.append(high / low)
+    q50, q99 = np.quantile(ratios, [0.5, 0.99])
+    assert 1.5 < q50 < 2.5 and q99 < 6.0
+
+
+def test_tilted_views_keep_exact_correspondences():
+    """Patches cut with the exact frames in strongly foreshortened views still show the image-1
+    point: the frames carry the anisotropy, the patches undo it."""
+    image = texture(8, (240, 320))
+    seq = W.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0, max_tilt=3.0)
+    plain = W.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0)
+    assert not np.allclose(seq.homographies[1], plain.homographies[1])
+    corr = W.extract_correspondences(seq, max_keypoints=120)
+    p1 = W.warp_patches(seq.images[0], corr.centres[0], corr.linear[0], 64).astype(float)
+    anisotropic = 0
+    for n in range(1, 4):
+        both = np.flatnonzero(corr.inside[0] & corr.inside[n])
+        assert len(both) > 10
+        values = np.linalg.svd(corr.linear[n, both], compute_uv=False)
+        anisotropic += int((values[:, 0] / values[:, 1] > 1.5).sum())
+        pn = W.warp_patches(seq.images[n], corr.centres[n, both], corr.linear[n, both], 64).astype(float)
+        same = np.abs(p1[both] - pn).mean(axis=(1, 2))
+        shuffled = np.abs(p1[both] - np.roll(pn, 5, axis=0)).mean(axis=(1, 2))
+        assert np.median(same) < 0.5 * np.median(shuffled)
+    assert anisotropic > 10
