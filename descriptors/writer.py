@@ -616,6 +616,8 @@ def photo_sources(data_root: str | os.PathLike | None, n_coil: int | None = 40, 
 #: bumped whenever build_real_brown writes something else for the same settings (part of its
 #: cache key, so an older cached set is never reused)
 REAL_BROWN_VERSION = 3
+#: build_real_brown options added after sets were cached, with the default that means "as before"
+_KEY_NEUTRAL_DEFAULTS = {"val_sequences": [], "max_tilt": 1.0}
 
 
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
@@ -695,13 +697,11 @@ def build_real_brown(
         raise ValueError(f"subset names must differ: train {train_name!r}, validation {list(val_sequences)}, test {test_sequence!r}")
     settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked")}
     settings["train_sequences"] = list(train_sequences)
-    # no validation sequences = the key of the sets built before the option existed
-    if val_sequences:
-        settings["val_sequences"] = list(val_sequences)
-    else:
-        settings.pop("val_sequences")
-    if max_tilt == 1.0:
-        settings.pop("max_tilt")
+    settings["val_sequences"] = list(val_sequences)
+    # options added later stay out of the key at their defaults: the sets built before keep theirs
+    for name, default in _KEY_NEUTRAL_DEFAULTS.items():
+        if settings[name] == default:
+            settings.pop(name)
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
     settings["version"] = REAL_BROWN_VERSION
     folder = _set_folder(cache_dir, "real_brown", settings)
