@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from . import losses as L
 from .metrics import fpr_at_recall, roc_points
-from .networks import MatchNet, hamming_from_signs, network_spec
+from .networks import CSL2Net, MatchNet, hamming_from_signs, network_spec
 
 METRIC_LOSSES = ("softmax_ce", "hinge", "gloss_pair")
 PAIR_LOSSES = ("pair_hinge", "gloss_pair")
@@ -272,11 +272,16 @@ class DescriptorModule(PatchMatchingModule):
             ``{"anchor", "positive", "negative"}``, or ``pair_hinge`` (DeepDesc) / ``gloss_pair``
             on ``{"patch1", "patch2", "label"}``.
         loss_kwargs: keyword arguments of the loss function in :mod:`descriptors.losses`.
+        branch_losses: for central-surround L2-Nets (:class:`CSL2Net`, binary too): the L2-Net
+            loss on each tower's 128-d half with its own maps, averaged, instead of once on the
+            256-d concatenation (the paper does not say which).
         Other arguments: see :class:`PatchMatchingModule`.
     """
 
-    def __init__(self, net, loss: str = "hardnet", loss_kwargs: dict | None = None, optimizer=None, scheduler=None, lr_decay: str | None = None, lr_decay_steps: int | None = None, augment: bool = False) -> None:
+    def __init__(self, net, loss: str = "hardnet", loss_kwargs: dict | None = None, optimizer=None, scheduler=None, lr_decay: str | None = None, lr_decay_steps: int | None = None, augment: bool = False, branch_losses: bool = False) -> None:
         super().__init__(net, optimizer, scheduler, lr_decay, lr_decay_steps, augment)
+        if branch_losses and (loss != "l2net" or not isinstance(getattr(net, "float_net", net), CSL2Net)):
+            raise ValueError("branch_losses needs a central-surround L2-Net (CSL2Net) and loss l2net")
         if getattr(net, "kind", None) != "descriptor":
             raise ValueError(f"DescriptorModule needs a descriptor network, got {type(net).__name__}")
         if loss not in DESCRIPTOR_LOSSES:
@@ -321,6 +326,16 @@ class DescriptorModule(PatchMatchingModule):
         return (d1 - d2).norm(dim=1)
 
     # -- training -------------------------------------------------------------------------------
+    def _l2net_loss(self, anchor, positive, features_anchor=None, features_positive=None, **kwargs) -> torch.Tensor:
+        if not self.hparams.get("branch_losses"):
+            return L.l2net_loss(anchor, positive, features_anchor, features_positive, **kwargs)
+        # CSL2Net: [surround | centre] descriptors, maps = the surround tower's then the centre's
+        half, k = anchor.shape[1] // 2, len(features_anchor or []) // 2
+        towers = [(slice(0, half), slice(0, k)), (slice(half, None), slice(k, None))]
+        return torch.stack([
+            L.l2net_loss(anchor[:, d], positive[:, d], (features_anchor or [])[m], (features_positive or [])[m], **kwargs) for d, m in towers
+        ]).mean()
+
     def training_step(self, batch, batch_idx):
         name = self.hparams.loss
         keys = BATCH_KEYS[name]
@@ -335,9 +350,9 @@ class DescriptorModule(PatchMatchingModule):
                 self._warned_e2 = True
             if name == "l2net" and kwargs.get("e3_weight", 1.0):
                 (da, fa), (dp, fp) = self._train_descriptors(anchor, True), self._train_descriptors(positive, True)
-                loss = L.l2net_loss(da, dp, fa, fp, **kwargs)
+                loss = self._l2net_loss(da, dp, fa, fp, **kwargs)
             elif name == "l2net":
-                loss = L.l2net_loss(self._train_descriptors(anchor), self._train_descriptors(positive), **kwargs)
+                loss = self._l2net_loss(self._train_descriptors(anchor), self._train_descriptors(positive), **kwargs)
             else:
                 loss = L.hardnet_loss(self._train_descriptors(anchor), self._train_descriptors(positive), **kwargs)
         elif name in TRIPLET_LOSSES:

@@ -33,6 +33,12 @@ BROWN_STD = 0.2019
 def standardize_patches(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Per-patch ``(x - mean) / (std + eps)`` with detached statistics (HardNet ``input_norm``).
 
+    The papers' eps (1e-7 / 1e-12) only guards against division by zero, which makes the
+    networks contrast-invariant: a patch of faint texture is stretched to the same unit variance
+    as a real edge, noise and compression artefacts included. A larger eps is a contrast floor
+    (intensities in [0, 1]): patches with std well above it are standardised, fainter ones only
+    scaled by ``1 / (std + eps)``.
+
     Shape:
         (B, C, H, W) -> (B, C, H, W)
     """
@@ -660,7 +666,8 @@ class L2Net(DescriptorNetwork):
     8x8 conv to 128, BN(affine=False), L2 normalisation. Input standardised per patch.
 
     The defaults are the official L2-Net weights' layout (conv biases, BN eps 1e-4, no dropout,
-    eps 1e-12 in the standardisation); :class:`HardNet` is the bias-free variant. The module
+    eps 1e-12 in the standardisation; ``input_eps`` larger than that is a contrast floor, see
+    :func:`standardize_patches`); :class:`HardNet` is the bias-free variant. The module
     list keeps the same indices either way (a ``Dropout(0)`` holds the place), which is also
     ``kornia.feature.HardNet``'s state_dict layout.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -47,7 +48,8 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
                 "trainer=cpu", "trainer.max_epochs=1", "++trainer.num_sanity_val_steps=0", "~callbacks.rich_progress_bar",
                 "data.n_train=16", "data.batch_size=8", "data.n_val=32", "data.eval_batch_size=32",
             ],
-            budget={"l2net": ["model.loss_kwargs.e3_weight=0"]},
+            # HardNet with a contrast floor: still checked against kornia's HardNet (at its eps)
+            budget={"l2net": ["model.loss_kwargs.e3_weight=0"], "hardnet": ["model.net.input_eps=0.05"]},
             n_test_pairs=100,
             hpatches_root=str(release),
             hpatches_lists={"n_pos": 200, "n_neg": 200, "n_queries": 10, "n_distractors": 20},
@@ -69,6 +71,7 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     hardnet = by_name["hardnet"]
     assert hardnet["patches_per_s"] > 0 and hardnet["kornia_patches_per_s"] > 0
     assert hardnet["max_abs_difference_vs_kornia"] < 1e-4  # kornia's HardNet with our weights
+    assert hardnet["input_eps"] == 0.05 and "input_eps" not in by_name["l2net"]
     assert "`val FPR95` is measured on pairs of the training set" in (tmp_path / "run" / "descriptors.md").read_text()
     assert hardnet["train"] == "liberty" and hardnet["epochs"] == 1 and hardnet["seconds_per_epoch"] > 0
     # budget_scale=2: twice the 16 items of every method, in whole batches of 8
@@ -113,3 +116,20 @@ def test_budget_scale_counts_whole_batches():
     assert scaled_items(data, 4.0) == 4 * 16896 and scaled_items(data, 1.0) == 16896
     assert scaled_items(OmegaConf.create({"n_train": 100, "batch_size": 64}), 1.5) == 128  # 2.3 batches -> 2
     assert scaled_items(OmegaConf.create({"n_train": 10, "batch_size": 64}), 0.1) == 64  # at least one batch
+
+
+def test_kornia_reference_of_a_net_with_a_contrast_floor():
+    from benchmarks.descriptors import kornia_peer, with_kornia_input_eps
+    from descriptors.networks import HardNet
+
+    torch.manual_seed(0)
+    net = HardNet(input_eps=0.05)
+    with torch.no_grad():  # running statistics that are not 0 / 1 (else the net is scale-free)
+        net.train()(torch.rand(64, 1, 32, 32))
+    net.eval()
+    peer = kornia_peer("HardNet", net)
+    faint = 0.5 + 0.02 * torch.randn(8, 1, 32, 32)  # std 0.02, below the floor
+    with torch.no_grad():
+        assert (peer(faint) - net(faint)).abs().max() > 1e-2  # the floor changes the descriptors
+        torch.testing.assert_close(peer(faint), with_kornia_input_eps(net)(faint), rtol=1e-5, atol=1e-5)
+    assert net.input_eps == 0.05  # a copy was changed, not the net

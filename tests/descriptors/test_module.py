@@ -227,6 +227,31 @@ def test_l2net_e2_warns_on_batches_smaller_than_the_descriptor():
         module.training_step(_batch(POINTS), 0)
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_cs_l2net_branch_losses_train_each_tower_as_an_l2net(binary):
+    from descriptors import losses as L
+
+    torch.manual_seed(0)
+    net = BinaryL2Net(central_surround=True) if binary else CSL2Net()
+    module = DescriptorModule(net, loss="l2net", branch_losses=True)
+    batch = _batch(POINTS)
+    value = module.training_step(batch, 0)
+    cs = net.float_net if binary else net
+    # by hand: each tower is an L2-Net on its own view (the surround: the patch halved, the
+    # centre: the middle crop), with its own descriptors and maps
+    towers = []
+    for tower, view in ((cs.surround, lambda x: F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)), (cs.centre, lambda x: x[..., 16:48, 16:48])):
+        (da, fa), (dp, fp) = tower(view(batch["anchor"]), return_features=True), tower(view(batch["positive"]), return_features=True)
+        towers.append(L.l2net_loss(da, dp, fa, fp))
+    torch.testing.assert_close(value, (towers[0] + towers[1]) / 2)
+    joint = DescriptorModule(net, loss="l2net").training_step(batch, 0)
+    assert not torch.isclose(joint, value)
+    with pytest.raises(ValueError, match="central-surround"):
+        DescriptorModule(L2Net(), loss="l2net", branch_losses=True)
+    with pytest.raises(ValueError, match="central-surround"):
+        DescriptorModule(CSL2Net(), loss="hardnet", branch_losses=True)
+
+
 @pytest.mark.parametrize(("module", "keys"), [(lambda: DescriptorModule(HardNet(), loss="hardnet"), POINTS), (lambda: MetricLearningModule(SNet(), loss="gloss_pair"), PAIRS)])
 def test_losses_stay_float32_under_bfloat16_autocast(module, keys):
     module = module()

@@ -217,6 +217,27 @@ def test_standardize_and_l2norm_of_constant_patch():
     assert out.abs().max() == 0 and torch.isfinite(zero.grad).all()
 
 
+def test_input_eps_is_a_contrast_floor():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    faint = 0.5 + 0.01 * (x - 0.5)  # the same pattern at 1 % of the contrast (std ~0.003)
+    # hand case: the standardised patch's std is std / (std + eps)
+    std = faint.std(dim=(1, 2, 3))
+    torch.testing.assert_close(standardize_patches(faint, 0.05).std(dim=(1, 2, 3)), std / (std + 0.05))
+    # the papers' tiny eps: contrast-invariant, so the faint copy describes like the original
+    invariant = L2Net().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(invariant(faint), invariant(x), atol=1e-4, rtol=0)
+    # a floor well above the faint copy's contrast: it is no longer stretched to the original's
+    floored = L2Net(input_eps=0.05).eval()
+    floored.load_state_dict(invariant.state_dict())
+    with torch.no_grad():
+        assert (floored(faint) - floored(x)).norm(dim=1).min() > 0.1
+        # and a patch with contrast far above the floor is hardly affected
+        torch.testing.assert_close(floored(x), invariant(x), atol=0.1, rtol=0)
+    assert CSL2Net(input_eps=0.05).centre.input_eps == CSL2Net(input_eps=0.05).surround.input_eps == 0.05
+
+
 def test_subtractive_normalization_hand_cases():
     kernel = gaussian_kernel2d(5)
     assert kernel.sum().item() == pytest.approx(1.0) and kernel[2, 2] == kernel.max()
