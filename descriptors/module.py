@@ -330,11 +330,10 @@ class DescriptorModule(PatchMatchingModule):
         if not self.hparams.get("branch_losses"):
             return L.l2net_loss(anchor, positive, features_anchor, features_positive, **kwargs)
         # CSL2Net: [surround | centre] descriptors, maps = the surround tower's then the centre's
-        half, k = anchor.shape[1] // 2, len(features_anchor or []) // 2
+        features_anchor, features_positive = features_anchor or [], features_positive or []
+        half, k = anchor.shape[1] // 2, len(features_anchor) // 2
         towers = [(slice(0, half), slice(0, k)), (slice(half, None), slice(k, None))]
-        return torch.stack([
-            L.l2net_loss(anchor[:, d], positive[:, d], (features_anchor or [])[m], (features_positive or [])[m], **kwargs) for d, m in towers
-        ]).mean()
+        return torch.stack([L.l2net_loss(anchor[:, d], positive[:, d], features_anchor[m], features_positive[m], **kwargs) for d, m in towers]).mean()
 
     def training_step(self, batch, batch_idx):
         name = self.hparams.loss
