@@ -64,6 +64,14 @@ PAPER = {
 }
 #: binary rows derived from a trained float method: sign() of its descriptors, Hamming distance
 BINARY_OF = {"l2net": "l2net_binary", "l2net_plus": "l2net_binary_plus", "cs_l2net": "cs_l2net_binary", "cs_l2net_plus": "cs_l2net_binary_plus"}
+def table_order(row: dict) -> tuple[int, bool]:
+    """A full run's row order: the seed's (:data:`PAPER`), each binary row right after its float
+    method, unknown methods last (a partial re-run's published rows keep it)."""
+    method = row["method"]
+    base = {binary: float_ for float_, binary in BINARY_OF.items()}.get(method, method)
+    return (list(PAPER).index(base) if base in PAPER else len(PAPER), base != method)
+
+
 #: kornia's implementation of the same network (loaded with our weights) for the speed ratio
 KORNIA_PEERS = {"hardnet": "HardNet", "hardnet_plus": "HardNet", "tfeat": "TFeat"}
 
@@ -294,7 +302,7 @@ def run_suite(
             described = torch.zeros(len(patches), model.descriptor_dim)
             used = np.unique(matches[:, :2])
             described[used] = model.describe(patches[used])
-            row = add_row(method, _distances(described, matches, model.binary), **training)
+            row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training)
             row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
             sized = as_patch_tensor(timing_input, model.patch_size)
             if method in KORNIA_PEERS:
@@ -314,11 +322,11 @@ def run_suite(
             row["timing_batch_size"] = timing_batch_size
             if binary_rows and method in BINARY_OF and not model.binary:
                 codes = torch.where(described >= 0, 1.0, -1.0)
-                binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, **{**training, "val_fpr95": None})
+                binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
                 binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
         else:
             model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
-            row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), **training)
+            row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training)
             sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
             # patches through the network while scoring pairs (two per pair)
             pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
@@ -335,7 +343,7 @@ def run_suite(
     _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
     if publish_dir:
         done = {r["method"] for r in rows}
-        publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done)
+        publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done, table_order)
         (publish / "descriptors.md").write_text(markdown(merged, result))
         # a partial re-run keeps the full run's ROC plot and adds its own beside it
         roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if len(merged) > len(rows) else "descriptors_roc.png"
@@ -377,6 +385,8 @@ def markdown(rows: list[dict], info: dict) -> str:
     ]
     for r in rows:
         title, dim, paper = PAPER.get(r["method"], (r["method"], "", (None,) * 7))
+        if r.get("dim") and r["dim"] != dim:  # our network's dimension where it is not the paper's
+            dim = f"{r['dim']} (paper {dim})" if dim else r["dim"]
         hp = " / ".join(_pct(r.get(f"hpatches_{t}")) for t in ("verification", "matching", "retrieval"))
         kornia = f"{r['kornia_patches_per_s']:.0f} ({r['speed_ratio_vs_kornia']:.2f}x)" if r.get("kornia_patches_per_s") else ""
         epoch = f"{r['seconds_per_epoch']:.0f} ({r['train_items_per_epoch']})" if r.get("seconds_per_epoch") else ""

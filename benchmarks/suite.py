@@ -6,6 +6,7 @@ import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,13 +34,18 @@ def prepare_suite(output_dir: str, device: str, num_threads: int | None) -> tupl
     return output, resolve_device(device)
 
 
-def merge_published(publish_dir: str | Path, name: str, rows: list[dict], replaced: Callable[[dict], bool]) -> tuple[Path, list[dict]]:
+def merge_published(
+    publish_dir: str | Path, name: str, rows: list[dict], replaced: Callable[[dict], bool], sort_key: Callable[[dict], Any] | None = None
+) -> tuple[Path, list[dict]]:
     """Merge ``rows`` into ``publish_dir/<name>.json``: published rows for which ``replaced`` is
-    true give way to the new ones, the others stay (re-running part of a suite keeps the rest)."""
+    true give way to the new ones, the others stay (re-running part of a suite keeps the rest);
+    ``sort_key`` puts the merged rows back in the suite's order (else kept rows come first)."""
     publish = Path(publish_dir)
     publish.mkdir(parents=True, exist_ok=True)
     published = publish / f"{name}.json"
     kept = [r for r in json.loads(published.read_text()) if not replaced(r)] if published.is_file() else []
     merged = kept + rows
+    if sort_key is not None:
+        merged.sort(key=sort_key)
     published.write_text(json.dumps(merged, indent=2))
     return publish, merged

@@ -343,9 +343,11 @@ class DescriptorModule(PatchMatchingModule):
         kwargs = self.loss_kwargs
         if name in POINT_LOSSES:
             anchor, positive = patches
-            if name == "l2net" and kwargs.get("e2_weight", 1.0) and anchor.shape[0] <= self.net.descriptor_dim and not self._warned_e2:
+            # E2 decorrelates each tower's half on its own under branch_losses
+            e2_dim = self.net.descriptor_dim // 2 if self.hparams.get("branch_losses") else self.net.descriptor_dim
+            if name == "l2net" and kwargs.get("e2_weight", 1.0) and anchor.shape[0] <= e2_dim and not self._warned_e2:
                 # the batch correlation matrix has rank < batch: E2 cannot reach 0 and fights E1
-                rank_zero_warn(f"L2-Net E2 with {anchor.shape[0]} pairs per batch <= {self.net.descriptor_dim} dimensions: use larger batches")
+                rank_zero_warn(f"L2-Net E2 with {anchor.shape[0]} pairs per batch <= {e2_dim} dimensions: use larger batches")
                 self._warned_e2 = True
             if name == "l2net" and kwargs.get("e3_weight", 1.0):
                 (da, fa), (dp, fp) = self._train_descriptors(anchor, True), self._train_descriptors(positive, True)

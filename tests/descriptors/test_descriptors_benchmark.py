@@ -77,13 +77,16 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     # budget_scale=2: twice the 16 items of every method, in whole batches of 8
     assert all(r["train_items_per_epoch"] == 32 and r["train_batch_size"] == 8 for r in rows if r["method"] in ("hardnet", "l2net", "deepcompare_siam"))
     assert by_name["l2net_binary"]["derived_from"] == "l2net"
+    # our networks' dimensions (a metric network: its tower's features)
+    assert [by_name[m]["dim"] for m in ("hardnet", "l2net", "l2net_binary", "deepcompare_siam")] == [128, 128, 128, 256]
     run = tmp_path / "run"
     assert json.loads((run / "descriptors.json").read_text()) == rows
     table = (run / "descriptors.md").read_text()
     assert "| HardNet | 128 | 1.47 |" in table and f"**{100 * hardnet['fpr95']:.2f}**" in table
     assert (run / "descriptors_roc.png").stat().st_size > 0
     published = json.loads((publish / "descriptors.json").read_text())
-    assert {r["method"] for r in published} == {"tfeat", *by_name}
+    # the kept row and the new ones in a full run's order (binary after its float method)
+    assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
 
 
 def test_table_lists_paper_numbers_beside_ours():
@@ -97,6 +100,9 @@ def test_table_lists_paper_numbers_beside_ours():
     assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |" in table
     assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 |  | 12 (1024) |" in table
     assert "below SIFT's FPR95 (20.00%): 1 of 1 (l2net)" in table
+    # our dimension is shown where it is not the paper's (MatchNet with a bottleneck)
+    bottleneck = markdown([{"method": "matchnet", "fpr95": 0.3, "dim": 256}, {"method": "hardnet", "fpr95": 0.1, "dim": 128}], info)
+    assert "| MatchNet | 256 (paper 4096) | 6.9 |" in bottleneck and "| HardNet | 128 | 1.47 |" in bottleneck
     assert {"matchnet", "tfeat", "deepdesc", "cs_l2net_plus", "hardnet_plus"} <= set(PAPER)
 
 

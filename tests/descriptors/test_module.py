@@ -227,6 +227,13 @@ def test_l2net_e2_warns_on_batches_smaller_than_the_descriptor():
         module.training_step(_batch(POINTS), 0)
 
 
+@pytest.mark.parametrize(("branch_losses", "dim"), [(False, 256), (True, 128)])
+def test_cs_l2net_e2_warning_counts_the_dimensions_e2_decorrelates(branch_losses, dim):
+    module = DescriptorModule(CSL2Net(), loss="l2net", loss_kwargs={"e3_weight": 0.0}, branch_losses=branch_losses)
+    with pytest.warns(UserWarning, match=f"E2 with 8 pairs per batch <= {dim} dimensions"):
+        module.training_step(_batch(POINTS), 0)
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_cs_l2net_branch_losses_train_each_tower_as_an_l2net(binary):
     from descriptors import losses as L
