@@ -64,13 +64,14 @@ PAPER = {
 }
 #: binary rows derived from a trained float method: sign() of its descriptors, Hamming distance
 BINARY_OF = {"l2net": "l2net_binary", "l2net_plus": "l2net_binary_plus", "cs_l2net": "cs_l2net_binary", "cs_l2net_plus": "cs_l2net_binary_plus"}
+FLOAT_OF = {binary: float_ for float_, binary in BINARY_OF.items()}
 
 
 def table_order(row: dict) -> tuple[int, bool]:
     """A full run's row order: the seed's (:data:`PAPER`), each binary row right after its float
     method, unknown methods last (a partial re-run's published rows keep it)."""
     method = row["method"]
-    base = {binary: float_ for float_, binary in BINARY_OF.items()}.get(method, method)
+    base = FLOAT_OF.get(method, method)
     return (list(PAPER).index(base) if base in PAPER else len(PAPER), base != method)
 
 
