@@ -291,6 +291,8 @@ class DescriptorModule(PatchMatchingModule):
         self.hparams["loss_kwargs"] = dict(self.loss_kwargs)
         self.binary = getattr(net, "distance", "l2") == "hamming"
         self._warned_e2 = False
+        # the dimensions E2 decorrelates together: each tower's half on its own under branch_losses
+        self._e2_dim = net.descriptor_dim // 2 if branch_losses else net.descriptor_dim
 
     # -- descriptors --------------------------------------------------------------------------
     def _train_descriptors(self, x: torch.Tensor, return_features: bool = False):
@@ -343,11 +345,9 @@ class DescriptorModule(PatchMatchingModule):
         kwargs = self.loss_kwargs
         if name in POINT_LOSSES:
             anchor, positive = patches
-            # E2 decorrelates each tower's half on its own under branch_losses
-            e2_dim = self.net.descriptor_dim // 2 if self.hparams.get("branch_losses") else self.net.descriptor_dim
-            if name == "l2net" and kwargs.get("e2_weight", 1.0) and anchor.shape[0] <= e2_dim and not self._warned_e2:
+            if name == "l2net" and kwargs.get("e2_weight", 1.0) and anchor.shape[0] <= self._e2_dim and not self._warned_e2:
                 # the batch correlation matrix has rank < batch: E2 cannot reach 0 and fights E1
-                rank_zero_warn(f"L2-Net E2 with {anchor.shape[0]} pairs per batch <= {e2_dim} dimensions: use larger batches")
+                rank_zero_warn(f"L2-Net E2 with {anchor.shape[0]} pairs per batch <= {self._e2_dim} dimensions: use larger batches")
                 self._warned_e2 = True
             if name == "l2net" and kwargs.get("e3_weight", 1.0):
                 (da, fa), (dp, fp) = self._train_descriptors(anchor, True), self._train_descriptors(positive, True)
