@@ -77,3 +77,91 @@ class RNGStateCheckpoint(pl.Callback):
         name, keys, position, has_gauss, cached = states["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(states["python"])
+
+
+class WeightAverage(pl.Callback):
+    """Exponential moving average of the module's weights (Polyak averaging), used for validation,
+    checkpoints and the model that training leaves behind.
+
+    After every training step ``average = d * average + (1 - d) * weights`` over the state dict's
+    floating tensors (parameters and BatchNorm statistics; integer buffers are copied), with
+    ``d = min(decay, (1 + n) / (10 + n))`` after n steps when ``warmup`` is set, so that short
+    runs average over most of their steps instead of keeping the initial weights. Validation
+    during fitting (and the checkpoint written after it) sees the average; the raw weights come
+    back before the next training step, so the optimiser never trains the average. The callback's
+    checkpoint state holds the average and, when saved while swapped in, the raw weights, so a
+    resumed run continues from the same raw weights.
+
+    Args:
+        decay: the average's per-step decay in [0, 1).
+        warmup: ramp the decay up from 0.1 over the first steps (see above).
+    """
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.warmup = warmup
+        self.updates = 0
+        self._average: dict[str, torch.Tensor] | None = None
+        self._raw: dict[str, torch.Tensor] | None = None
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+
+    @staticmethod
+    def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+    def _swap_in(self, module: torch.nn.Module) -> None:
+        if self._raw is None and self._average is not None and self.updates > 0:
+            self._raw = self._snapshot(module)
+            module.load_state_dict(self._average)
+
+    def _swap_out(self, module: torch.nn.Module) -> None:
+        if self._raw is not None:
+            module.load_state_dict(self._raw)
+            self._raw = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._average is None:
+            self._average = self._snapshot(pl_module)
+        else:  # resumed: the loaded average (and raw weights) go to the module's device
+            device = next(iter(pl_module.state_dict().values())).device
+            self._average = {k: v.to(device) for k, v in self._average.items()}
+            if self._raw is not None:
+                self._raw = {k: v.to(device) for k, v in self._raw.items()}
+        self._swap_out(pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._swap_out(pl_module)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        decay = self.current_decay()
+        for name, value in pl_module.state_dict().items():
+            average = self._average[name]
+            if average.is_floating_point():
+                average.lerp_(value.detach(), 1.0 - decay)
+            else:
+                average.copy_(value)
+        self.updates += 1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._swap_in(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # the trained model is the average (what the last checkpoint holds, too)
+        self._swap_in(pl_module)
+        self._raw = None
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "average": self._average, "raw": self._raw}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.updates = int(state_dict["updates"])
+        self._average = state_dict["average"]
+        self._raw = state_dict.get("raw")

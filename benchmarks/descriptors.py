@@ -10,6 +10,9 @@ networks, extraction throughput (patches per second; HardNet and TFeat next to k
 implementation with the same weights and batch), seconds per training epoch, ROC curves.
 Binary L2-Net rows are the sign of the trained (CS) L2-Net, as in the paper.
 
+With ``seeds`` every method trains once per seed and its row reports the mean FPR95 with the
+per-seed values and their standard deviation (:func:`combine_seeds`).
+
 Writes ``descriptors.json`` (rows), ``descriptors.md`` and ``descriptors_roc.png`` under the
 run's output dir; copies them to ``publish_dir`` when set (re-running some methods keeps
 the published rows of the others).
@@ -204,6 +207,37 @@ def scaled_items(data_cfg, scale: float) -> int:
     return max(1, round(int(data_cfg.n_train) * scale / batch_size)) * batch_size
 
 
+#: row entries averaged over seeds (the others are the first seed's)
+SEED_MEANS = ("fpr95", "val_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
+              "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
+
+
+def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[dict]:
+    """One row per method from the rows of several training seeds (one list per seed, the same
+    methods in each): the entries of :data:`SEED_MEANS` averaged, the largest difference from
+    kornia kept, FPR95's per-seed values, sample standard deviation and the seeds added. A single seed's rows only gain ``seeds`` (when given)."""
+    if len(per_seed) == 1:
+        return [{**row, "seeds": list(seeds)} if seeds[0] is not None else row for row in per_seed[0]]
+    combined = []
+    for index, row in enumerate(per_seed[0]):
+        runs = [rows[index] for rows in per_seed]
+        if any(r["method"] != row["method"] for r in runs):
+            raise ValueError(f"the seeds' rows differ: {[r['method'] for r in runs]}")
+        merged = dict(row)
+        for key in SEED_MEANS:
+            values = [r.get(key) for r in runs]
+            if all(v is not None for v in values):
+                merged[key] = round(statistics.mean(values), 6)
+        if all(r.get("max_abs_difference_vs_kornia") is not None for r in runs):
+            merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
+        merged["seeds"] = list(seeds)
+        merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
+        merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
+        merged["checkpoints"] = [r.get("checkpoint") for r in runs]
+        combined.append(merged)
+    return combined
+
+
 def run_suite(
     output_dir: str,
     methods: list[str],
@@ -232,6 +266,7 @@ def run_suite(
     publish_dir: str | None = None,
     notes: list[str] | None = None,
     budget_scale: float = 1.0,
+    seeds: list[int] | None = None,
 ) -> list[dict]:
     from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
     from descriptors.metrics import fpr_at_recall, roc_points
@@ -254,10 +289,11 @@ def run_suite(
 
     def add_row(method: str, distances: np.ndarray, **extra) -> dict:
         fpr, tpr = roc_points(distances, labels)
-        curves[method] = (fpr, tpr, fpr_at_recall(distances, labels))
+        fpr95 = fpr_at_recall(distances, labels)
+        curves.setdefault(method, (fpr, tpr, fpr95))  # with several seeds: the first seed's curve
         row = {
             "method": method, "train": extra.pop("train", train_name), "test": test_name,
-            "fpr95": round(float(curves[method][2]), 6),
+            "fpr95": round(float(fpr95), 6),
             "hpatches_verification": None, "hpatches_matching": None, "hpatches_retrieval": None,
             "patches_per_s": None, "device": device_label, "test_pairs": int(len(labels)), **extra,
         }
@@ -276,66 +312,77 @@ def run_suite(
         row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
 
     for method in methods:
-        overrides = [*common, *((budget or {}).get(method, []))]
-        if quick:
-            overrides += list(quick_overrides or [])
-        elif budget_scale != 1.0:
-            overrides.append(f"data.n_train={scaled_items(_compose(method, overrides).data, budget_scale)}")
         given = (checkpoints or {}).get(method)
-        epoch = {"seconds": [], "batches": None}
-        start = time.perf_counter()
-        if given:
-            checkpoint = Path(given)
-        else:
-            checkpoint, epoch = train_method(method, output / "train" / method, overrides)
-        train_seconds = time.perf_counter() - start
-        cfg = _compose(method, overrides)
-        batch_size, n_items = int(cfg.data.batch_size), cfg.data.n_train
-        metrics_file = output / "train" / method / "metrics.json"
-        val = json.loads(metrics_file.read_text()).get("val/fpr95") if metrics_file.is_file() and not given else None
-        training = {
-            "val_fpr95": None if val is None else round(val, 6),
-            "seconds_per_epoch": round(statistics.mean(epoch["seconds"]), 2) if epoch["seconds"] else None,
-            "epochs": len(epoch["seconds"]), "train_items_per_epoch": n_items, "train_batch_size": batch_size,
-            "train_seconds_total": round(train_seconds, 1), "checkpoint": str(checkpoint),
-        }
-        is_descriptor = cfg.model._target_.endswith("DescriptorModule")
-        if is_descriptor:
-            model = PatchDescriptor.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
-            described = torch.zeros(len(patches), model.descriptor_dim)
-            used = np.unique(matches[:, :2])
-            described[used] = model.describe(patches[used])
-            row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training)
-            row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
-            sized = as_patch_tensor(timing_input, model.patch_size)
-            if method in KORNIA_PEERS:
-                peer = kornia_peer(KORNIA_PEERS[method], model.net)
-                # ours at kornia's eps is kornia's network whatever our contrast floor
-                same = PatchDescriptor(with_kornia_input_eps(model.net), torch_device)
-                if hasattr(model.net, "input_eps"):
-                    row["input_eps"] = model.net.input_eps
-                with torch.inference_mode():
-                    row["max_abs_difference_vs_kornia"] = float((peer(sized[:64].to(torch_device)).cpu() - same.describe(sized[:64])).abs().max())
-                # the same input batches for both (kornia's on the device: ours moves them itself)
-                ours, theirs = _throughput([model.describe, lambda x, p=peer: p(x.to(torch_device)).cpu()], sized, timing_batch_size, timing_repeats)
-                row["patches_per_s"], row["kornia_patches_per_s"] = round(ours, 1), round(theirs, 1)
-                row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
+        method_seeds = [None] if given or not seeds else list(seeds)
+        per_seed: list[list[dict]] = []
+        for run_seed in method_seeds:
+            first = len(rows)
+            overrides = [*common, *((budget or {}).get(method, []))]
+            if quick:
+                overrides += list(quick_overrides or [])
+            elif budget_scale != 1.0:
+                overrides.append(f"data.n_train={scaled_items(_compose(method, overrides).data, budget_scale)}")
+            train_dir = output / "train" / method
+            if run_seed is not None:
+                overrides.append(f"seed={run_seed}")
+                train_dir = train_dir / f"seed_{run_seed}"
+            epoch = {"seconds": [], "batches": None}
+            start = time.perf_counter()
+            if given:
+                checkpoint = Path(given)
             else:
-                row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
-            row["timing_batch_size"] = timing_batch_size
-            if binary_rows and method in BINARY_OF and not model.binary:
-                codes = torch.where(described >= 0, 1.0, -1.0)
-                binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
-                binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
-        else:
-            model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
-            row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training)
-            sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
-            # patches through the network while scoring pairs (two per pair)
-            pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
-            row["patches_per_s"] = round(2 * pair_rate, 1)
-            row["timing_batch_size"] = timing_batch_size
-        del model
+                checkpoint, epoch = train_method(method, train_dir, overrides)
+            train_seconds = time.perf_counter() - start
+            cfg = _compose(method, overrides)
+            batch_size, n_items = int(cfg.data.batch_size), cfg.data.n_train
+            metrics_file = train_dir / "metrics.json"
+            val = json.loads(metrics_file.read_text()).get("val/fpr95") if metrics_file.is_file() and not given else None
+            training = {
+                "val_fpr95": None if val is None else round(val, 6),
+                "seconds_per_epoch": round(statistics.mean(epoch["seconds"]), 2) if epoch["seconds"] else None,
+                "epochs": len(epoch["seconds"]), "train_items_per_epoch": n_items, "train_batch_size": batch_size,
+                "train_seconds_total": round(train_seconds, 1), "checkpoint": str(checkpoint),
+            }
+            is_descriptor = cfg.model._target_.endswith("DescriptorModule")
+            if is_descriptor:
+                model = PatchDescriptor.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
+                described = torch.zeros(len(patches), model.descriptor_dim)
+                used = np.unique(matches[:, :2])
+                described[used] = model.describe(patches[used])
+                row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training)
+                row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
+                sized = as_patch_tensor(timing_input, model.patch_size)
+                if method in KORNIA_PEERS:
+                    peer = kornia_peer(KORNIA_PEERS[method], model.net)
+                    # ours at kornia's eps is kornia's network whatever our contrast floor
+                    same = PatchDescriptor(with_kornia_input_eps(model.net), torch_device)
+                    if hasattr(model.net, "input_eps"):
+                        row["input_eps"] = model.net.input_eps
+                    with torch.inference_mode():
+                        row["max_abs_difference_vs_kornia"] = float((peer(sized[:64].to(torch_device)).cpu() - same.describe(sized[:64])).abs().max())
+                    # the same input batches for both (kornia's on the device: ours moves them itself)
+                    ours, theirs = _throughput([model.describe, lambda x, p=peer: p(x.to(torch_device)).cpu()], sized, timing_batch_size, timing_repeats)
+                    row["patches_per_s"], row["kornia_patches_per_s"] = round(ours, 1), round(theirs, 1)
+                    row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
+                else:
+                    row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
+                row["timing_batch_size"] = timing_batch_size
+                if binary_rows and method in BINARY_OF and not model.binary:
+                    codes = torch.where(described >= 0, 1.0, -1.0)
+                    binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
+                    binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
+            else:
+                model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
+                row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training)
+                sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
+                # patches through the network while scoring pairs (two per pair)
+                pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
+                row["patches_per_s"] = round(2 * pair_rate, 1)
+                row["timing_batch_size"] = timing_batch_size
+            del model
+            per_seed.append(rows[first:])
+            del rows[first:]
+        rows.extend(combine_seeds(per_seed, method_seeds))
 
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result = {"quick": quick, "device": device_label, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "val": val_name, "test_pairs": int(len(labels)),
@@ -382,6 +429,9 @@ def markdown(rows: list[dict], info: dict) -> str:
         _val_sentence(info) + " patches/s = extraction in eval mode (metric networks: patches through the network while "
         "scoring pairs).",
         *[line for note in info.get("notes", []) for line in ("", note)],
+        *(["", "Rows with ± are the mean ± sample standard deviation over training seeds (val FPR95, HPatches "
+           "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
+          if any(r.get("fpr95_std") is not None for r in rows) else []),
         "",
         "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
         "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|",
@@ -397,7 +447,10 @@ def markdown(rows: list[dict], info: dict) -> str:
         if r.get("derived_from"):
             speed, epoch = f"= {r['derived_from']}", f"= {r['derived_from']}"
         cells = ["" if v is None else f"{v:g}" for v in paper]
-        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | **{_pct(r['fpr95'])}** | {_pct(r.get('val_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
+        ours = f"**{_pct(r['fpr95'])}**"
+        if r.get("fpr95_std") is not None:
+            ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
+        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
     learned = [r for r in rows if r["method"] not in ("sift", "rootsift")]
     sift = next((r for r in rows if r["method"] == "sift"), None)
     if sift and learned:

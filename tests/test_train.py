@@ -37,12 +37,14 @@ def test_train_then_eval_reports_same_metrics(make_cfg, tmp_path, cache_dir):
     assert (eval_dir / "metrics.json").is_file()
 
 
-def test_resume_is_exact(tmp_path, cache_dir):
-    """1 epoch + resume to 2 epochs == 2 epochs straight: weights, optimizer, scheduler, step."""
+@pytest.mark.parametrize("callbacks", ["default", "[default,weight_average]"])
+def test_resume_is_exact(tmp_path, cache_dir, callbacks):
+    """1 epoch + resume to 2 epochs == 2 epochs straight: weights, optimizer, scheduler, step; with
+    the weight average too (its checkpoint is written with the average swapped in)."""
     from tests.conftest import FAST, compose_config
 
     def run(folder, epochs, ckpt=None):
-        overrides = [*FAST, *DEMO, f"trainer.max_epochs={epochs}", "test=false", "callbacks=default", "callbacks.rich_progress_bar=null"]
+        overrides = [*FAST, *DEMO, f"trainer.max_epochs={epochs}", "test=false", f"callbacks={callbacks}", "callbacks.rich_progress_bar=null"]
         train(compose_config("train", [*overrides, *([f"ckpt_path={ckpt}"] if ckpt else [])], tmp_path / folder, cache_dir))
         return torch.load(tmp_path / folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
@@ -57,6 +59,13 @@ def test_resume_is_exact(tmp_path, cache_dir):
     for index in adam_straight:
         torch.testing.assert_close(adam_resumed[index]["exp_avg"], adam_straight[index]["exp_avg"])
     assert resumed["lr_schedulers"][0] == straight["lr_schedulers"][0]
+    if "weight_average" in callbacks:
+        (average_state,) = [v for k, v in straight["callbacks"].items() if "WeightAverage" in k]
+        (resumed_state,) = [v for k, v in resumed["callbacks"].items() if "WeightAverage" in k]
+        assert resumed_state["updates"] == average_state["updates"] == straight["global_step"]
+        for key, value in average_state["average"].items():
+            torch.testing.assert_close(resumed_state["average"][key], value, msg=key)
+            torch.testing.assert_close(straight["state_dict"][key], value, msg=key)  # saved swapped in
 
 
 def test_wandb_offline_writes_run_folder(make_cfg, tmp_path, monkeypatch):

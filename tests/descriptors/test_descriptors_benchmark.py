@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.descriptors import PAPER, markdown, run_suite, scaled_items
+from benchmarks.descriptors import PAPER, combine_seeds, markdown, run_suite, scaled_items
 from descriptors import hpatches as H
 from tests.descriptors.test_experiments import write_brown_fixture
 
@@ -87,6 +88,57 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     published = json.loads((publish / "descriptors.json").read_text())
     # the kept row and the new ones in a full run's order (binary after its float method)
     assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
+
+
+def test_suite_trains_every_seed_and_reports_the_mean(tmp_path):
+    data = write_brown_fixture(tmp_path / "data", n_points=40)
+    release = _hpatches_release(tmp_path / "hp")
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = run_suite(
+            output_dir=str(tmp_path / "run"), methods=["l2net"], data_dir=str(data), cache_dir=str(tmp_path / "cache"),
+            baselines=("sift",), data_overrides=["data=brown", "data.val_subset=liberty"],
+            base_overrides=[
+                f"paths.data_dir={data}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "extras.print_config=false",
+                "trainer=cpu", "trainer.max_epochs=1", "++trainer.num_sanity_val_steps=0", "~callbacks.rich_progress_bar",
+                "data.n_train=16", "data.batch_size=8", "data.n_val=32", "data.eval_batch_size=32", "model.loss_kwargs.e3_weight=0",
+            ],
+            n_test_pairs=100, hpatches_root=str(release),
+            hpatches_lists={"n_pos": 200, "n_neg": 200, "n_queries": 10, "n_distractors": 20},
+            timing_batch_size=16, timing_patches=32, timing_repeats=1, seeds=[3, 4],
+        )
+    GlobalHydra.instance().clear()
+    assert [r["method"] for r in rows] == ["sift", "l2net", "l2net_binary"]
+    assert "seeds" not in rows[0]  # SIFT is not trained
+    for row in rows[1:]:
+        assert row["seeds"] == [3, 4] and len(row["fpr95_seeds"]) == 2
+        assert row["fpr95"] == round((row["fpr95_seeds"][0] + row["fpr95_seeds"][1]) / 2, 6)
+    first, second = (torch.load(c, map_location="cpu", weights_only=False)["state_dict"] for c in rows[1]["checkpoints"])
+    assert rows[1]["checkpoints"][0].endswith(".ckpt") and "seed_3" in rows[1]["checkpoints"][0] and "seed_4" in rows[1]["checkpoints"][1]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # two different trainings
+    assert "(2 seeds)" in (tmp_path / "run" / "descriptors.md").read_text()
+
+
+def test_seed_rows_combine_to_means_and_sample_deviation():
+    def row(method, fpr95, val, speed):
+        return {"method": method, "fpr95": fpr95, "val_fpr95": val, "patches_per_s": speed, "hpatches_matching": None, "checkpoint": f"{method}{fpr95}", "dim": 128,
+                "max_abs_difference_vs_kornia": fpr95 / 1000}
+
+    per_seed = [[row("l2net", 0.10, 0.04, 100.0), row("l2net_binary", 0.20, None, 100.0)],
+                [row("l2net", 0.14, 0.06, 300.0), row("l2net_binary", 0.30, None, 300.0)]]
+    net, binary = combine_seeds(per_seed, [1, 2])
+    assert net["fpr95"] == 0.12 and net["val_fpr95"] == 0.05 and net["patches_per_s"] == 200.0 and net["dim"] == 128
+    assert net["fpr95_seeds"] == [0.10, 0.14] and net["fpr95_std"] == round(0.04 / 2**0.5, 6) and net["seeds"] == [1, 2]
+    assert binary["fpr95"] == 0.25 and binary["val_fpr95"] is None and binary["hpatches_matching"] is None
+    assert net["checkpoints"] == ["l2net0.1", "l2net0.14"] and net["max_abs_difference_vs_kornia"] == 0.14 / 1000
+    assert combine_seeds(per_seed[:1], [None]) == per_seed[0]  # one run at the config's seed: as before
+    assert combine_seeds(per_seed[:1], [7])[0]["seeds"] == [7]
+    with pytest.raises(ValueError, match="differ"):
+        combine_seeds([per_seed[0], per_seed[1][::-1]], [1, 2])
+    info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
+    table = markdown([net], info)
+    assert "| **12.00** ± 2.83 (2 seeds) | 5.00 |" in table and "mean ± sample standard deviation over training seeds" in table
+    assert "standard deviation" not in markdown(per_seed[0], info)
 
 
 def test_table_lists_paper_numbers_beside_ours():
