@@ -314,15 +314,15 @@ def run_suite(
     for method in methods:
         given = (checkpoints or {}).get(method)
         method_seeds = [None] if given or not seeds else list(seeds)
+        method_overrides = [*common, *((budget or {}).get(method, []))]
+        if quick:
+            method_overrides += list(quick_overrides or [])
+        elif budget_scale != 1.0:
+            method_overrides.append(f"data.n_train={scaled_items(_compose(method, method_overrides).data, budget_scale)}")
         per_seed: list[list[dict]] = []
         for run_seed in method_seeds:
             first = len(rows)
-            overrides = [*common, *((budget or {}).get(method, []))]
-            if quick:
-                overrides += list(quick_overrides or [])
-            elif budget_scale != 1.0:
-                overrides.append(f"data.n_train={scaled_items(_compose(method, overrides).data, budget_scale)}")
-            train_dir = output / "train" / method
+            overrides, train_dir = list(method_overrides), output / "train" / method
             if run_seed is not None:
                 overrides.append(f"seed={run_seed}")
                 train_dir = train_dir / f"seed_{run_seed}"
