@@ -13,9 +13,11 @@ Binary L2-Net rows are the sign of the trained (CS) L2-Net, as in the paper.
 With ``seeds`` every method trains once per seed and its row reports the mean FPR95 with the
 per-seed values and their standard deviation (:func:`combine_seeds`).
 
-Writes ``descriptors.json`` (rows), ``descriptors.md`` and ``descriptors_roc.png`` under the
-run's output dir; copies them to ``publish_dir`` when set (re-running some methods keeps
-the published rows of the others).
+Writes ``descriptors.json`` (rows), ``descriptors.md``, ``descriptors_roc.png`` and
+``descriptors_val_vs_test.png`` (selection set against test, :func:`selection_agreement`) under
+the run's output dir; copies them to ``publish_dir`` when set (re-running some methods keeps
+the published rows of the others; the ROC plot of a partial run is published beside the others
+as ``descriptors_roc_<methods>.png``).
 """
 
 from __future__ import annotations
@@ -122,17 +124,20 @@ def train_method(method: str, output_dir: Path, overrides: list[str]) -> tuple[P
     return checkpoint, json.loads(timer_file.read_text())
 
 
-def load_test_set(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str, str]:
+def load_test_set(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str, str, np.ndarray, np.ndarray]:
     """Patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs of the configured test split,
-    with the names of the training, test and validation subsets."""
+    the names of the training, test and validation subsets, and the validation split's patches
+    and pairs (the ones the trained networks' val FPR95 is measured on)."""
     import hydra
 
     cfg = _compose(method, overrides)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
+    datamodule.setup("validate")
     matches = datamodule.splits["test"].matches[:n_pairs]
-    subset = datamodule.subsets[datamodule.test_subset]
-    return np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset, datamodule.val_subset
+    subset, val = datamodule.subsets[datamodule.test_subset], datamodule.subsets[datamodule.val_subset]
+    return (np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset, datamodule.val_subset,
+            np.asarray(val.patches), np.asarray(datamodule.splits["val"].matches))
 
 
 def _distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np.ndarray:
@@ -207,9 +212,31 @@ def scaled_items(data_cfg, scale: float) -> int:
     return max(1, round(int(data_cfg.n_train) * scale / batch_size)) * batch_size
 
 
+#: the hand-crafted rows (not trained)
+BASELINES = ("sift", "rootsift")
+
 #: row entries averaged over seeds (the others are the first seed's)
 SEED_MEANS = ("fpr95", "val_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
               "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
+#: training times: means over the seeds that have them
+SEED_TIMES = ("seconds_per_epoch", "train_seconds_total")
+
+
+def given_checkpoints(method: str, entry, seeds: list[int] | None) -> dict:
+    """``benchmark.checkpoints.<method>`` as ``{seed: path}``: a path (evaluated instead of
+    training, one run: ``{None: path}``) or a mapping seed -> path (those seeds are evaluated from
+    their checkpoints, the suite's other seeds are trained; without ``seeds``, the mapping's seeds
+    are the runs). A missing file is refused here, before any training."""
+    if entry is None or entry == {}:
+        return {}
+    given = {None: str(entry)} if isinstance(entry, (str, Path)) else {int(seed): str(path) for seed, path in entry.items()}
+    extra = [seed for seed in given if seed is not None and seeds and seed not in seeds]
+    if extra:
+        raise ValueError(f"benchmark.checkpoints.{method} has checkpoints for seeds {extra}, which are not in benchmark.seeds={list(seeds)}")
+    for path in given.values():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"benchmark.checkpoints.{method}: no checkpoint at {path} (a .ckpt written by make train / the suite)")
+    return given
 
 
 def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[dict]:
@@ -228,10 +255,14 @@ def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[d
             values = [r.get(key) for r in runs]
             if all(v is not None for v in values):
                 merged[key] = round(statistics.mean(values), 6)
+            elif key in SEED_TIMES and any(v is not None for v in values):  # seeds evaluated from given checkpoints have no times
+                merged[key] = round(statistics.mean(v for v in values if v is not None), 6)
         if all(r.get("max_abs_difference_vs_kornia") is not None for r in runs):
             merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
         merged["seeds"] = list(seeds)
         merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
+        if all(r.get("val_fpr95") is not None for r in runs):
+            merged["val_fpr95_seeds"] = [r["val_fpr95"] for r in runs]
         merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
         merged["checkpoints"] = [r.get("checkpoint") for r in runs]
         combined.append(merged)
@@ -280,7 +311,7 @@ def run_suite(
     common = [*(base_overrides or []), *data]
     test_pairs = quick_test_pairs if quick else n_test_pairs
 
-    patches, matches, train_name, test_name, val_name = load_test_set(methods[0] if methods else "hardnet", common, test_pairs)
+    patches, matches, train_name, test_name, val_name, val_patches, val_matches = load_test_set(methods[0] if methods else "hardnet", common, test_pairs)
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
     timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -307,13 +338,17 @@ def run_suite(
         descriptors = torch.from_numpy(sift_describe(patches, root=root))
         seconds = time.perf_counter() - start
         row = add_row(name, _distances(descriptors, matches, False), train=None)
+        # on the selection set too, the reference the trained networks' val FPR95 was chosen against
+        used, index = np.unique(val_matches[:, :2], return_inverse=True)
+        val_descriptors = torch.from_numpy(sift_describe(val_patches[used], root=root))
+        row["val_fpr95"] = round(float(fpr_at_recall(_distances(val_descriptors, index.reshape(-1, 2), False), val_matches[:, 2])), 6)
         row.update(_hpatches_scores(patch_sets, lists, lambda p, r=root: sift_describe(p, root=r), hpatches_split, cache, torch_device))
         row["patches_per_s"] = round(len(patches) / seconds, 1)
         row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
 
     for method in methods:
-        given = (checkpoints or {}).get(method)
-        method_seeds = [None] if given or not seeds else list(seeds)
+        given = given_checkpoints(method, (checkpoints or {}).get(method), seeds)
+        method_seeds = list(given) if None in given or (given and not seeds) else list(seeds or [None])
         method_overrides = [*common, *((budget or {}).get(method, []))]
         if quick:
             method_overrides += list(quick_overrides or [])
@@ -326,22 +361,26 @@ def run_suite(
             if run_seed is not None:
                 overrides.append(f"seed={run_seed}")
                 train_dir = train_dir / f"seed_{run_seed}"
-            epoch = {"seconds": [], "batches": None}
             start = time.perf_counter()
-            if given:
-                checkpoint = Path(given)
+            if run_seed in given:
+                checkpoint = Path(given[run_seed])
+                # the run that wrote it (<run>/checkpoints/<name>.ckpt), if it is beside it
+                run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+                timer_file = run_dir / "epoch_seconds.json" if run_dir else None
+                epoch = json.loads(timer_file.read_text()) if timer_file and timer_file.is_file() else {"seconds": []}
+                train_seconds = None
             else:
                 checkpoint, epoch = train_method(method, train_dir, overrides)
-            train_seconds = time.perf_counter() - start
+                run_dir, train_seconds = train_dir, round(time.perf_counter() - start, 1)
             cfg = _compose(method, overrides)
             batch_size, n_items = int(cfg.data.batch_size), cfg.data.n_train
-            metrics_file = train_dir / "metrics.json"
-            val = json.loads(metrics_file.read_text()).get("val/fpr95") if metrics_file.is_file() and not given else None
+            metrics_file = run_dir / "metrics.json" if run_dir else None
+            val = json.loads(metrics_file.read_text()).get("val/fpr95") if metrics_file and metrics_file.is_file() else None
             training = {
                 "val_fpr95": None if val is None else round(val, 6),
                 "seconds_per_epoch": round(statistics.mean(epoch["seconds"]), 2) if epoch["seconds"] else None,
                 "epochs": len(epoch["seconds"]), "train_items_per_epoch": n_items, "train_batch_size": batch_size,
-                "train_seconds_total": round(train_seconds, 1), "checkpoint": str(checkpoint),
+                "train_seconds_total": train_seconds, "checkpoint": str(checkpoint),
             }
             is_descriptor = cfg.model._target_.endswith("DescriptorModule")
             if is_descriptor:
@@ -391,13 +430,16 @@ def run_suite(
     (output / "descriptors.json").write_text(json.dumps(rows, indent=2))
     (output / "descriptors.md").write_text(markdown(rows, result))
     _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
+    _plot_val_vs_test(rows, output / "descriptors_val_vs_test.png", val_name, test_name)
     if publish_dir:
         done = {r["method"] for r in rows}
         publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done, table_order)
         (publish / "descriptors.md").write_text(markdown(merged, result))
         # a partial re-run keeps the full run's ROC plot and adds its own beside it
-        roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if len(merged) > len(rows) else "descriptors_roc.png"
-        shutil.copy(output / "descriptors_roc.png", publish / roc_name)
+        if methods or len(merged) == len(rows):  # a baselines-only re-run keeps the published ROC plots
+            roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if len(merged) > len(rows) else "descriptors_roc.png"
+            shutil.copy(output / "descriptors_roc.png", publish / roc_name)
+        _plot_val_vs_test(merged, publish / "descriptors_val_vs_test.png", val_name, test_name)
     print((output / "descriptors.md").read_text())
     return rows
 
@@ -451,13 +493,76 @@ def markdown(rows: list[dict], info: dict) -> str:
         if r.get("fpr95_std") is not None:
             ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
         lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
-    learned = [r for r in rows if r["method"] not in ("sift", "rootsift")]
+    learned = [r for r in rows if r["method"] not in BASELINES]
     sift = next((r for r in rows if r["method"] == "sift"), None)
     if sift and learned:
         beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
         lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
                   + (f" ({', '.join(beat)})." if beat else ".")]
+    agreement = selection_agreement(rows)
+    if agreement:
+        val = info.get("val") or "val"
+        line = (f"Selection set against the test: Spearman's rank correlation of `{val}` val FPR95 and `{info['test']}` FPR95 "
+                f"over the {agreement['rows']} learned rows with a val number: {agreement['spearman']:.2f}")
+        if "below_sift_val" in agreement:
+            line += (f"; below SIFT on `{val}` ({_pct(agreement['sift_val'])}%): {agreement['below_sift_val']} of them, "
+                     f"of which {agreement['below_sift_both']} also on `{info['test']}`")
+        lines += ["", line + " (plot: descriptors_val_vs_test.png)."]
     return "\n".join(lines) + "\n"
+
+
+def selection_agreement(rows: list[dict]) -> dict | None:
+    """How well the selection set ranks the learned rows as the test does: Spearman's rank
+    correlation of their val and test FPR95 (rows with a val number, at least three), and how
+    many beat SIFT on the selection set and how many of those also on the test."""
+    from scipy.stats import spearmanr
+
+    learned = [r for r in rows if r["method"] not in BASELINES and r.get("val_fpr95") is not None]
+    if len(learned) < 3:
+        return None
+    agreement = {"rows": len(learned), "spearman": float(spearmanr([r["val_fpr95"] for r in learned], [r["fpr95"] for r in learned]).statistic)}
+    sift = next((r for r in rows if r["method"] == "sift" and r.get("val_fpr95") is not None), None)
+    if sift:
+        below = [r for r in learned if r["val_fpr95"] < sift["val_fpr95"]]
+        agreement.update(sift_val=sift["val_fpr95"], below_sift_val=len(below), below_sift_both=sum(r["fpr95"] < sift["fpr95"] for r in below))
+    return agreement
+
+
+def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: str) -> None:
+    """Selection-set against test FPR95 per row (bars: the seeds' range), with SIFT's two
+    numbers as the lines that split the plane: lower left beats SIFT on both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    shown = [r for r in rows if r.get("val_fpr95") is not None]
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    for r in shown:
+        x, y = 100 * r["val_fpr95"], 100 * r["fpr95"]
+        baseline = r["method"] in BASELINES
+        xs, ys = r.get("val_fpr95_seeds") or [r["val_fpr95"]], r.get("fpr95_seeds") or [r["fpr95"]]
+        if len(xs) > 1 or len(ys) > 1:
+            axis.errorbar(x, y, xerr=[[x - 100 * min(xs)], [100 * max(xs) - x]], yerr=[[y - 100 * min(ys)], [100 * max(ys) - y]],
+                          color="grey", linewidth=0.6, capsize=2, zorder=1)
+        axis.scatter(x, y, marker="s" if baseline else "o", color="black" if baseline else "tab:blue", s=22, zorder=2)
+        axis.annotate(r["method"], (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points")
+        if r["method"] == "sift":
+            axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
+            axis.axhline(y, color="black", linestyle=":", linewidth=0.8)
+    axis.set_xlabel(f"{val_name} val FPR95 (%) (selection set)")
+    axis.set_ylabel(f"{test_name} FPR95 (%) (held-out test)")
+    axis.set_title("Selection set against test (dotted: SIFT; bars: range over seeds)")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    for scale in (axis.xaxis, axis.yaxis):
+        scale.set_major_formatter(plain)
+        scale.set_minor_formatter(plain)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _plot_roc(curves: dict, path: Path, title: str) -> None:
@@ -468,7 +573,7 @@ def _plot_roc(curves: dict, path: Path, title: str) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 5.5))
     for index, (name, (fpr, tpr, fpr95)) in enumerate(sorted(curves.items(), key=lambda item: item[1][2])):
-        style = "--" if name in ("sift", "rootsift") else "-"
+        style = "--" if name in BASELINES else "-"
         axis.plot(fpr, tpr, style, linewidth=1.0, color=plt.cm.tab20(index % 20), label=f"{name} ({100 * fpr95:.1f}%)")
     axis.axhline(0.95, color="grey", linestyle=":", linewidth=0.8)
     axis.set_xlim(0, 1)

@@ -11,7 +11,14 @@ import torch
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.descriptors import PAPER, combine_seeds, markdown, run_suite, scaled_items
+from benchmarks.descriptors import (
+    PAPER,
+    combine_seeds,
+    markdown,
+    run_suite,
+    scaled_items,
+    selection_agreement,
+)
 from descriptors import hpatches as H
 from tests.descriptors.test_experiments import write_brown_fixture
 
@@ -85,6 +92,10 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     table = (run / "descriptors.md").read_text()
     assert "| HardNet | 128 | 1.47 |" in table and f"**{100 * hardnet['fpr95']:.2f}**" in table
     assert (run / "descriptors_roc.png").stat().st_size > 0
+    # SIFT on the selection set as well (the pairs the trained networks' val FPR95 is measured on)
+    assert 0.0 <= by_name["sift"]["val_fpr95"] <= 1.0 and by_name["l2net_binary"]["val_fpr95"] is None
+    assert (run / "descriptors_val_vs_test.png").stat().st_size > 0 and (publish / "descriptors_val_vs_test.png").stat().st_size > 0
+    assert "Spearman's rank correlation of `liberty` val FPR95 and `notredame` FPR95 over the 3 learned rows" in table
     published = json.loads((publish / "descriptors.json").read_text())
     # the kept row and the new ones in a full run's order (binary after its float method)
     assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
@@ -93,10 +104,10 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
 def test_suite_trains_every_seed_and_reports_the_mean(tmp_path):
     data = write_brown_fixture(tmp_path / "data", n_points=40)
     release = _hpatches_release(tmp_path / "hp")
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        rows = run_suite(
-            output_dir=str(tmp_path / "run"), methods=["l2net"], data_dir=str(data), cache_dir=str(tmp_path / "cache"),
+
+    def suite(output, **kwargs):
+        return run_suite(
+            output_dir=str(tmp_path / output), methods=["l2net"], data_dir=str(data), cache_dir=str(tmp_path / "cache"),
             baselines=("sift",), data_overrides=["data=brown", "data.val_subset=liberty"],
             base_overrides=[
                 f"paths.data_dir={data}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "extras.print_config=false",
@@ -105,9 +116,25 @@ def test_suite_trains_every_seed_and_reports_the_mean(tmp_path):
             ],
             n_test_pairs=100, hpatches_root=str(release),
             hpatches_lists={"n_pos": 200, "n_neg": 200, "n_queries": 10, "n_distractors": 20},
-            timing_batch_size=16, timing_patches=32, timing_repeats=1, seeds=[3, 4],
+            timing_batch_size=16, timing_patches=32, timing_repeats=1, **kwargs,
         )
+
     GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        rows = suite("run", seeds=[3, 4])
+        # seed 3 from the first run's checkpoint (a string key, as from the command line), seed 4 trained again
+        again = suite("again", seeds=[3, 4], checkpoints={"l2net": {"3": rows[1]["checkpoints"][0]}})
+        with pytest.raises(ValueError, match=r"seeds \[5\], which are not in benchmark.seeds"):
+            suite("refused", seeds=[3, 4], checkpoints={"l2net": {5: rows[1]["checkpoints"][0]}})
+        with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+            suite("missing", checkpoints={"l2net": str(tmp_path / "nothing.ckpt")})
+    GlobalHydra.instance().clear()
+    # the same numbers (training is deterministic), the given seed not trained again
+    assert [r["fpr95_seeds"] for r in again[1:]] == [r["fpr95_seeds"] for r in rows[1:]]
+    assert again[1]["checkpoints"][0] == rows[1]["checkpoints"][0] and "again" in again[1]["checkpoints"][1]
+    assert not (tmp_path / "again" / "train" / "l2net" / "seed_3").exists()
+    # the given seed's val FPR95 and epoch time come from the run beside its checkpoint
+    assert again[1]["val_fpr95"] == rows[1]["val_fpr95"] and again[1]["seconds_per_epoch"] > 0
     assert [r["method"] for r in rows] == ["sift", "l2net", "l2net_binary"]
     assert "seeds" not in rows[0]  # SIFT is not trained
     for row in rows[1:]:
@@ -139,6 +166,25 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
     table = markdown([net], info)
     assert "| **12.00** ± 2.83 (2 seeds) | 5.00 |" in table and "mean ± sample standard deviation over training seeds" in table
     assert "standard deviation" not in markdown(per_seed[0], info)
+
+
+def test_selection_agreement_by_hand():
+    def row(method, val, test):
+        return {"method": method, "val_fpr95": val, "fpr95": test}
+
+    # val order a < b < c < d, test order b < a < d < c: d = (1, 1, 1, 1), rho = 1 - 6 * 4 / (4 * 15) = 0.6
+    rows = [row("sift", 0.30, 0.20), row("a", 0.10, 0.25), row("b", 0.20, 0.15), row("c", 0.25, 0.40), row("d", 0.35, 0.30),
+            row("l2net_binary", None, 0.5)]
+    agreement = selection_agreement(rows)
+    assert agreement["rows"] == 4 and abs(agreement["spearman"] - 0.6) < 1e-12
+    # below SIFT's 0.30 on val: a, b, c; of those below its 0.20 on the test: b
+    assert agreement["sift_val"] == 0.30 and agreement["below_sift_val"] == 3 and agreement["below_sift_both"] == 1
+    reversed_order = selection_agreement([row("a", 0.1, 0.3), row("b", 0.2, 0.2), row("c", 0.3, 0.1)])
+    assert abs(reversed_order["spearman"] + 1.0) < 1e-12 and "below_sift_val" not in reversed_order
+    assert selection_agreement(rows[:3]) is None  # two learned rows: no correlation worth a line
+    info = {"quick": False, "train": "tr", "test": "t", "val": "graf", "test_pairs": 10, "hpatches_sequences": [], "device": "cpu"}
+    assert ("over the 4 learned rows with a val number: 0.60; below SIFT on `graf` (30.00%): 3 of them, of which 1 also on `t`"
+            in markdown(rows, info))
 
 
 def test_table_lists_paper_numbers_beside_ours():
