@@ -311,7 +311,9 @@ def run_suite(
     common = [*(base_overrides or []), *data]
     test_pairs = quick_test_pairs if quick else n_test_pairs
 
-    patches, matches, train_name, test_name, val_name, val_patches, val_matches = load_test_set(methods[0] if methods else "hardnet", common, test_pairs)
+    # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
+    loaded = load_test_set(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs)
+    patches, matches, train_name, test_name, val_name, val_patches, val_matches = loaded
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
     timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -342,6 +344,7 @@ def run_suite(
         used, index = np.unique(val_matches[:, :2], return_inverse=True)
         val_descriptors = torch.from_numpy(sift_describe(val_patches[used], root=root))
         row["val_fpr95"] = round(float(fpr_at_recall(_distances(val_descriptors, index.reshape(-1, 2), False), val_matches[:, 2])), 6)
+        row["val_pairs"] = int(len(val_matches))
         row.update(_hpatches_scores(patch_sets, lists, lambda p, r=root: sift_describe(p, root=r), hpatches_split, cache, torch_device))
         row["patches_per_s"] = round(len(patches) / seconds, 1)
         row["device"] = "CPU (OpenCV SIFT, one patch at a time)"

@@ -128,6 +128,8 @@ def test_suite_trains_every_seed_and_reports_the_mean(tmp_path):
             suite("refused", seeds=[3, 4], checkpoints={"l2net": {5: rows[1]["checkpoints"][0]}})
         with pytest.raises(FileNotFoundError, match="no checkpoint at"):
             suite("missing", checkpoints={"l2net": str(tmp_path / "nothing.ckpt")})
+        # QUICK: SIFT on the same smaller val set as the trained methods
+        quick = suite("quick", quick=True, quick_overrides=["data.n_train=8", "data.n_val=16"])
     GlobalHydra.instance().clear()
     # the same numbers (training is deterministic), the given seed not trained again
     assert [r["fpr95_seeds"] for r in again[1:]] == [r["fpr95_seeds"] for r in rows[1:]]
@@ -137,6 +139,7 @@ def test_suite_trains_every_seed_and_reports_the_mean(tmp_path):
     assert again[1]["val_fpr95"] == rows[1]["val_fpr95"] and again[1]["seconds_per_epoch"] > 0
     assert [r["method"] for r in rows] == ["sift", "l2net", "l2net_binary"]
     assert "seeds" not in rows[0]  # SIFT is not trained
+    assert rows[0]["val_pairs"] == 32 and quick[0]["val_pairs"] == 16
     for row in rows[1:]:
         assert row["seeds"] == [3, 4] and len(row["fpr95_seeds"]) == 2
         assert row["fpr95"] == round((row["fpr95_seeds"][0] + row["fpr95_seeds"][1]) / 2, 6)
