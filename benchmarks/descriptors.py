@@ -541,6 +541,8 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
     import matplotlib.ticker
 
     shown = [r for r in rows if r.get("val_fpr95") is not None]
+    if not shown:
+        return
     figure, axis = plt.subplots(figsize=(7, 5.5))
     for r in shown:
         x, y = 100 * r["val_fpr95"], 100 * r["fpr95"]
@@ -557,12 +559,14 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
     axis.set_xlabel(f"{val_name} val FPR95 (%) (selection set)")
     axis.set_ylabel(f"{test_name} FPR95 (%) (held-out test)")
     axis.set_title("Selection set against test (dotted: SIFT; bars: range over seeds)")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    for scale in (axis.xaxis, axis.yaxis):
-        scale.set_major_formatter(plain)
-        scale.set_minor_formatter(plain)
+    # log axes spread the good rows apart; a perfect 0 (toy runs) needs linear ones
+    if all(min(r["val_fpr95"], r["fpr95"], *(r.get("val_fpr95_seeds") or []), *(r.get("fpr95_seeds") or [])) > 0 for r in shown):
+        plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        for scale in (axis.xaxis, axis.yaxis):
+            scale.set_major_formatter(plain)
+            scale.set_minor_formatter(plain)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

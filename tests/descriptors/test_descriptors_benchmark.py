@@ -171,6 +171,16 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
     assert "standard deviation" not in markdown(per_seed[0], info)
 
 
+def test_val_vs_test_plot_with_a_perfect_row_and_without_val_numbers(tmp_path):
+    from benchmarks.descriptors import _plot_val_vs_test
+
+    rows = [{"method": "sift", "val_fpr95": 0.1, "fpr95": 0.2}, {"method": "a", "val_fpr95": 0.0, "fpr95": 0.05, "fpr95_seeds": [0.0, 0.1], "val_fpr95_seeds": [0.0, 0.0]}]
+    _plot_val_vs_test(rows, tmp_path / "plot.png", "graf", "test")  # linear axes: log ones cannot show 0
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    _plot_val_vs_test([{"method": "a", "val_fpr95": None, "fpr95": 0.1}], tmp_path / "none.png", "graf", "test")
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_selection_agreement_by_hand():
     def row(method, val, test):
         return {"method": method, "val_fpr95": val, "fpr95": test}
