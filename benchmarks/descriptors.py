@@ -124,10 +124,10 @@ def train_method(method: str, output_dir: Path, overrides: list[str]) -> tuple[P
     return checkpoint, json.loads(timer_file.read_text())
 
 
-def load_test_set(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str, str, np.ndarray, np.ndarray]:
-    """Patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs of the configured test split,
-    the names of the training, test and validation subsets, and the validation split's patches
-    and pairs (the ones the trained networks' val FPR95 is measured on)."""
+def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str, str, np.ndarray, np.ndarray]:
+    """The configured test split's patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs, the
+    names of the training, test and validation subsets, and the validation split's patches and
+    pairs (the ones the trained networks' val FPR95 is measured on)."""
     import hydra
 
     cfg = _compose(method, overrides)
@@ -312,7 +312,7 @@ def run_suite(
     test_pairs = quick_test_pairs if quick else n_test_pairs
 
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
-    loaded = load_test_set(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs)
+    loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs)
     patches, matches, train_name, test_name, val_name, val_patches, val_matches = loaded
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
