@@ -409,6 +409,7 @@ def run_suite(
                 else:
                     row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
                 row["timing_batch_size"] = timing_batch_size
+                row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
                 if binary_rows and method in BINARY_OF and not model.binary:
                     codes = torch.where(described >= 0, 1.0, -1.0)
                     binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
@@ -421,6 +422,7 @@ def run_suite(
                 pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
                 row["patches_per_s"] = round(2 * pair_rate, 1)
                 row["timing_batch_size"] = timing_batch_size
+                row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
             del model
             per_seed.append(rows[first:])
             del rows[first:]
@@ -471,8 +473,12 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"Machine: {info.get('cores')} CPU cores shared with other processes (load average {info.get('load_start')} at the "
         f"start, {info.get('load_end')} at the end). Training budget: one epoch of the items in the last column per method "
         "(conf/benchmark/descriptors.yaml `budget`), minutes instead of the papers' hours to days on a GPU.",
-        _val_sentence(info) + " patches/s = extraction in eval mode (metric networks: patches through the network while "
+        _val_sentence(info) + " patches/s = extraction in eval mode through descriptors.api, i.e. an inference copy of "
+        "the trained network (BatchNorm folded into the convolutions, channels-last on the CPU; the same outputs up to "
+        "float rounding); kornia's network runs as kornia ships it (metric networks: patches through the network while "
         "scoring pairs).",
+        *(["", "† patches/s measured by an earlier version, on the trained network itself (no inference copy)."]
+          if any(r.get("patches_per_s") and not r.get("derived_from") and "inference" not in r for r in rows) else []),
         *[line for note in info.get("notes", []) for line in ("", note)],
         *(["", "Rows with ± are the mean ± sample standard deviation over training seeds (val FPR95, HPatches "
            "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
@@ -488,7 +494,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         hp = " / ".join(_pct(r.get(f"hpatches_{t}")) for t in ("verification", "matching", "retrieval"))
         kornia = f"{r['kornia_patches_per_s']:.0f} ({r['speed_ratio_vs_kornia']:.2f}x)" if r.get("kornia_patches_per_s") else ""
         epoch = f"{r['seconds_per_epoch']:.0f} ({r['train_items_per_epoch']})" if r.get("seconds_per_epoch") else ""
-        speed = f"{r['patches_per_s']:.0f}" if r.get("patches_per_s") else ""
+        speed = f"{r['patches_per_s']:.0f}{'' if 'inference' in r else ' †'}" if r.get("patches_per_s") else ""
         if r.get("derived_from"):
             speed, epoch = f"= {r['derived_from']}", f"= {r['derived_from']}"
         cells = ["" if v is None else f"{v:g}" for v in paper]

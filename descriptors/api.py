@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .inference import inference_copy, use_channels_last
 from .module import resize_patches
 from .networks import hamming_from_signs, network_from_spec
 
@@ -79,16 +80,24 @@ def as_patch_tensor(patches, patch_size: int | None = None) -> torch.Tensor:
 
 
 class _Applied:
-    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+    """``net`` (the trained network, left as it is) and ``runner``, what computes: with
+    ``optimize`` an inference copy (BatchNorm folded into the convolutions, channels-last on
+    the CPU unless ``channels_last`` says otherwise; see :mod:`descriptors.inference`), the
+    same outputs up to float rounding; without, ``net`` itself."""
+
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024, optimize: bool = True, channels_last: bool | None = None) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.patch_size = int(net.patch_size)
+        self.channels_last = bool(optimize and (use_channels_last(self.device) if channels_last is None else channels_last))
+        self.runner = inference_copy(self.net, self.device, self.channels_last) if optimize else self.net
 
     def _batches(self, patches):
         x = as_patch_tensor(patches)
         for start in range(0, len(x), self.batch_size):
-            yield resize_patches(x[start : start + self.batch_size].to(self.device), self.patch_size)
+            batch = resize_patches(x[start : start + self.batch_size].to(self.device), self.patch_size)
+            yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
 
 class PatchDescriptor(_Applied):
@@ -97,22 +106,22 @@ class PatchDescriptor(_Applied):
     Attributes: ``descriptor_dim``, ``patch_size``, ``binary`` (sign codes compared by Hamming).
     """
 
-    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024, optimize: bool = True, channels_last: bool | None = None) -> None:
         if getattr(net, "kind", None) != "descriptor":
             raise ValueError(f"{type(net).__name__} is not a descriptor network: use PatchMatcher")
-        super().__init__(net, device, batch_size)
+        super().__init__(net, device, batch_size, optimize, channels_last)
         self.descriptor_dim = int(net.descriptor_dim)
         self.binary = getattr(net, "distance", "l2") == "hamming"
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> PatchDescriptor:
-        return cls(load_network(path, device), device, batch_size)
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024, optimize: bool = True, channels_last: bool | None = None) -> PatchDescriptor:
+        return cls(load_network(path, device), device, batch_size, optimize, channels_last)
 
     @torch.inference_mode()
     def describe(self, patches) -> torch.Tensor:
         """Descriptors of the patches. Shape: (N, H, W) or (N, 1, H, W) -> (N, descriptor_dim)
         float32 on the CPU ({-1, +1} for binary nets)."""
-        chunks = [self.net(x).float().cpu() for x in self._batches(patches)]
+        chunks = [self.runner(x).float().cpu() for x in self._batches(patches)]
         return torch.cat(chunks) if chunks else torch.zeros(0, self.descriptor_dim)
 
     __call__ = describe
@@ -137,24 +146,24 @@ class PatchMatcher(_Applied):
     any pairs of them (:meth:`score_index_pairs`).
     """
 
-    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024) -> None:
+    def __init__(self, net: nn.Module, device: str | torch.device = "cpu", batch_size: int = 1024, optimize: bool = True, channels_last: bool | None = None) -> None:
         if getattr(net, "kind", None) != "metric":
             raise ValueError(f"{type(net).__name__} is not a metric network: use PatchDescriptor")
-        super().__init__(net, device, batch_size)
+        super().__init__(net, device, batch_size, optimize, channels_last)
         self.two_step = hasattr(net, "describe") and hasattr(net, "compare")
         # pseudo-siamese nets describe the second patch of a pair with their second tower
         self.two_towers = getattr(net, "shared", True) is False
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024) -> PatchMatcher:
-        return cls(load_network(path, device), device, batch_size)
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 1024, optimize: bool = True, channels_last: bool | None = None) -> PatchMatcher:
+        return cls(load_network(path, device), device, batch_size, optimize, channels_last)
 
     @torch.inference_mode()
     def score(self, patches1, patches2) -> torch.Tensor:
         """Similarity of row-paired patches. Shape: (N, H, W) x 2 -> (N,) float32 on the CPU."""
         if len(patches1) != len(patches2):
             raise ValueError(f"patches1 and patches2 differ in length: {len(patches1)} vs {len(patches2)}")
-        out = [self.net.scores(self.net(a, b).float()).cpu() for a, b in zip(self._batches(patches1), self._batches(patches2))]
+        out = [self.runner.scores(self.runner(a, b).float()).cpu() for a, b in zip(self._batches(patches1), self._batches(patches2))]
         return torch.cat(out) if out else torch.zeros(0)
 
     __call__ = score
@@ -165,7 +174,7 @@ class PatchMatcher(_Applied):
         if not self.two_step:
             raise ValueError(f"{type(self.net).__name__} compares stacked pairs: it has no per-patch features")
         kwargs = {"branch": branch} if self.two_towers else {}
-        return torch.cat([self.net.describe(x, **kwargs).float() for x in self._batches(patches)])
+        return torch.cat([self.runner.describe(x, **kwargs).float() for x in self._batches(patches)])
 
     @torch.inference_mode()
     def compare(self, features1: torch.Tensor, features2: torch.Tensor) -> torch.Tensor:
@@ -174,7 +183,7 @@ class PatchMatcher(_Applied):
         for start in range(0, len(features1), self.batch_size):
             f1 = features1[start : start + self.batch_size].to(self.device)
             f2 = features2[start : start + self.batch_size].to(self.device)
-            out.append(self.net.scores(self.net.compare(f1, f2).float()).cpu())
+            out.append(self.runner.scores(self.runner.compare(f1, f2).float()).cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
     def score_index_pairs(self, patches, pairs) -> torch.Tensor:

@@ -80,6 +80,8 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     assert hardnet["patches_per_s"] > 0 and hardnet["kornia_patches_per_s"] > 0
     assert hardnet["max_abs_difference_vs_kornia"] < 1e-4  # kornia's HardNet with our weights
     assert hardnet["input_eps"] == 0.05 and "input_eps" not in by_name["l2net"]
+    # extraction through the inference copy (folded BN, channels-last on the CPU), still kornia's function
+    assert all(by_name[m]["inference"] == {"fold_batchnorm": True, "channels_last": True} for m in ("hardnet", "l2net", "deepcompare_siam"))
     assert "`val FPR95` is measured on pairs of the training set" in (tmp_path / "run" / "descriptors.md").read_text()
     assert hardnet["train"] == "liberty" and hardnet["epochs"] == 1 and hardnet["seconds_per_epoch"] > 0
     # budget_scale=2: twice the 16 items of every method, in whole batches of 8
@@ -209,7 +211,12 @@ def test_table_lists_paper_numbers_beside_ours():
     info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
     table = markdown(rows, info)
     assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |" in table
-    assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 |  | 12 (1024) |" in table
+    # a speed measured before the inference copy existed is marked
+    assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 † |  | 12 (1024) |" in table
+    assert "† patches/s measured by an earlier version" in table
+    rows[1]["inference"] = {"fold_batchnorm": True, "channels_last": True}
+    table = markdown(rows, info)
+    assert "| 500 |  | 12 (1024) |" in table and "†" not in table
     assert "below SIFT's FPR95 (20.00%): 1 of 1 (l2net)" in table
     # our dimension is shown where it is not the paper's (MatchNet with a bottleneck)
     bottleneck = markdown([{"method": "matchnet", "fpr95": 0.3, "dim": 256}, {"method": "hardnet", "fpr95": 0.1, "dim": 128}], info)
