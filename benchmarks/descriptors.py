@@ -461,6 +461,11 @@ def _val_sentence(info: dict) -> str:
             "the selection set the training settings were chosen on.")
 
 
+def _speed_predates_inference_copy(row: dict) -> bool:
+    """A trained row whose patches/s was measured on the network itself (an earlier version)."""
+    return bool(row.get("patches_per_s")) and row["method"] not in BASELINES and not row.get("derived_from") and "inference" not in row
+
+
 def markdown(rows: list[dict], info: dict) -> str:
     """The seed's table (paper FPR95 per split) with our measured columns beside it."""
     lines = [
@@ -478,7 +483,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         "float rounding); kornia's network runs as kornia ships it (metric networks: patches through the network while "
         "scoring pairs).",
         *(["", "† patches/s measured by an earlier version, on the trained network itself (no inference copy)."]
-          if any(r.get("patches_per_s") and not r.get("derived_from") and "inference" not in r for r in rows) else []),
+          if any(_speed_predates_inference_copy(r) for r in rows) else []),
         *[line for note in info.get("notes", []) for line in ("", note)],
         *(["", "Rows with ± are the mean ± sample standard deviation over training seeds (val FPR95, HPatches "
            "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
@@ -494,7 +499,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         hp = " / ".join(_pct(r.get(f"hpatches_{t}")) for t in ("verification", "matching", "retrieval"))
         kornia = f"{r['kornia_patches_per_s']:.0f} ({r['speed_ratio_vs_kornia']:.2f}x)" if r.get("kornia_patches_per_s") else ""
         epoch = f"{r['seconds_per_epoch']:.0f} ({r['train_items_per_epoch']})" if r.get("seconds_per_epoch") else ""
-        speed = f"{r['patches_per_s']:.0f}{'' if 'inference' in r else ' †'}" if r.get("patches_per_s") else ""
+        speed = f"{r['patches_per_s']:.0f}{' †' if _speed_predates_inference_copy(r) else ''}" if r.get("patches_per_s") else ""
         if r.get("derived_from"):
             speed, epoch = f"= {r['derived_from']}", f"= {r['derived_from']}"
         cells = ["" if v is None else f"{v:g}" for v in paper]

@@ -204,13 +204,13 @@ def test_selection_agreement_by_hand():
 
 def test_table_lists_paper_numbers_beside_ours():
     rows = [
-        {"method": "sift", "fpr95": 0.2, "train": None, "test": "t"},
+        {"method": "sift", "fpr95": 0.2, "train": None, "test": "t", "patches_per_s": 900.0},  # no inference copy: never marked
         {"method": "l2net", "fpr95": 0.1, "val_fpr95": 0.05, "hpatches_verification": 0.8, "hpatches_matching": 0.4, "hpatches_retrieval": 0.6,
          "patches_per_s": 500.0, "seconds_per_epoch": 12.0, "train_items_per_epoch": 1024},
     ]
     info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
     table = markdown(rows, info)
-    assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |" in table
+    assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |  |  /  /  | 900 |  |  |" in table
     # a speed measured before the inference copy existed is marked
     assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 † |  | 12 (1024) |" in table
     assert "† patches/s measured by an earlier version" in table
