@@ -408,8 +408,6 @@ def run_suite(
                     row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
                 else:
                     row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
-                row["timing_batch_size"] = timing_batch_size
-                row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
                 if binary_rows and method in BINARY_OF and not model.binary:
                     codes = torch.where(described >= 0, 1.0, -1.0)
                     binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
@@ -421,8 +419,8 @@ def run_suite(
                 # patches through the network while scoring pairs (two per pair)
                 pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
                 row["patches_per_s"] = round(2 * pair_rate, 1)
-                row["timing_batch_size"] = timing_batch_size
-                row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
+            row["timing_batch_size"] = timing_batch_size
+            row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
             del model
             per_seed.append(rows[first:])
             del rows[first:]
