@@ -23,6 +23,12 @@ shared 3D points (the first column of interest.txt; one scene for a Brown subset
 photo or sequence for the generated real-data sets). With ``hard_negatives=f`` a fraction f
 of the negatives is drawn from the anchor's own scene and ``points`` batches are filled
 scene by scene, as in the test pairs of one scene (Brown's m50 files, v_churchill).
+
+Look-alike negatives: with ``lookalike_negatives=f`` a fraction f of the negatives is a patch
+of one of the anchor point's ``lookalike_k`` nearest other points in plain appearance (NCC of
+the 16x16 area-averaged reference patches, over the whole subset), and ``points`` batches
+hold clusters of such neighbours, so that the in-batch negatives the losses mine include
+repeated structures (windows, bricks, letters), the false positives of one facade.
 """
 
 from __future__ import annotations
@@ -393,14 +399,62 @@ def _point_groups(point_ids: np.ndarray) -> list[np.ndarray]:
     return sorted(groups, key=lambda g: g[0])
 
 
+def appearance_neighbours(patches: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """The ``k`` most similar other patches of every patch: ``(N, k)`` int64 indices, most
+    similar first. Similarity = NCC of the patches area-averaged to 16x16 (the look of a
+    patch at a glance, blind to noise and small shifts).
+
+    Shape:
+        - patches: ``(N, H, W)`` uint8 / float, N > k
+        - output: ``(N, k)``
+    """
+    patches = np.asarray(patches)
+    if patches.ndim != 3:
+        raise ValueError(f"patches must be (N, H, W), got shape {patches.shape}")
+    if not 0 < k < len(patches):
+        raise ValueError(f"k must be in [1, {len(patches) - 1}] for {len(patches)} patches, got {k}")
+    codes = []
+    for start in range(0, len(patches), chunk):
+        block = torch.from_numpy(np.asarray(patches[start : start + chunk], dtype=np.float32)).unsqueeze(1)
+        small = torch.nn.functional.adaptive_avg_pool2d(block, 16).flatten(1)
+        small = small - small.mean(1, keepdim=True)
+        # flat patches (sky, walls) get a zero code: similar to nothing, never a neighbour's favourite
+        codes.append(small / small.norm(dim=1, keepdim=True).clamp_min(1e-3))
+    codes = torch.cat(codes)
+    out = np.empty((len(codes), k), dtype=np.int64)
+    for start in range(0, len(codes), chunk):
+        similarity = codes[start : start + chunk] @ codes.T
+        rows = torch.arange(similarity.shape[0])
+        similarity[rows, rows + start] = -float("inf")  # not itself
+        out[start : start + chunk] = similarity.topk(k, dim=1).indices.numpy()
+    return out
+
+
+def _fraction(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a fraction in [0, 1], got {value}")
+    return float(value)
+
+
 class _Sampler(Dataset):
     """Base: a fixed number of items per epoch, redrawn by :meth:`set_epoch` from ``seed``."""
 
     keys: tuple[str, ...] = ()
 
-    def __init__(self, subset: BrownSubset, n_items: int, seed: int = 0, augment: bool = False, hard_negatives: float = 0.0) -> None:
-        if not 0.0 <= hard_negatives <= 1.0:
-            raise ValueError(f"hard_negatives is a fraction in [0, 1], got {hard_negatives}")
+    def __init__(
+        self,
+        subset: BrownSubset,
+        n_items: int,
+        seed: int = 0,
+        augment: bool = False,
+        hard_negatives: float = 0.0,
+        lookalike_negatives: float = 0.0,
+        lookalike_k: int = 8,
+    ) -> None:
+        _fraction("hard_negatives", hard_negatives)
+        _fraction("lookalike_negatives", lookalike_negatives)
+        if lookalike_negatives and int(lookalike_k) < 1:
+            raise ValueError(f"lookalike_k must be >= 1, got {lookalike_k}")
         self.patches = subset.patches
         self.point_ids = np.asarray(subset.point_ids)
         self.groups = [g for g in _point_groups(self.point_ids) if len(g) >= 2]
@@ -418,6 +472,15 @@ class _Sampler(Dataset):
         self._flat = np.concatenate(self.groups)
         self._sizes = np.array([len(g) for g in self.groups])
         self._starts = np.r_[0, np.cumsum(self._sizes)[:-1]]
+        self.lookalike_negatives = float(lookalike_negatives)
+        self.neighbours = None  # (n_groups, k) look-alike groups of every group
+        if self.lookalike_negatives > 0:
+            if len(self.groups) < 2:
+                raise ValueError("look-alike negatives need at least two 3D points with two patches")
+            self.neighbours = self._lookalikes(subset, min(int(lookalike_k), len(self.groups) - 1))
+            # patch -> its group (-1: a point seen once, never an anchor of a pair)
+            self._group_of = np.full(len(self.point_ids), -1, dtype=np.int64)
+            self._group_of[self._flat] = np.repeat(np.arange(len(self.groups)), self._sizes)
         self.n_items = int(n_items)
         self.seed = seed
         self.augment = augment
@@ -425,6 +488,23 @@ class _Sampler(Dataset):
 
     def __len__(self) -> int:
         return self.n_items
+
+    def _lookalikes(self, subset: BrownSubset, k: int) -> np.ndarray:
+        """``k`` look-alike groups of every group, by the reference (first) patches. Not
+        overlapping keypoints: a candidate whose reference patch lies in the same image
+        closer than 4 keypoint sizes (interest.txt) shows mostly the same pixels."""
+        first = np.array([g[0] for g in self.groups])
+        extra = min(k + 8, len(self.groups) - 1) if subset.interest is not None else k
+        candidates = appearance_neighbours(self.patches[first], extra)
+        if subset.interest is None:
+            return candidates
+        interest = np.asarray(subset.interest, dtype=np.float64)[first]
+        same_image = interest[candidates, 0] == interest[:, None, 0]
+        distance = np.linalg.norm(interest[candidates, 1:3] - interest[:, None, 1:3], axis=2)
+        overlap = same_image & (distance < 4.0 * np.exp2(interest[:, None, 4]))
+        # the k best that do not overlap, in order (if fewer, the best overlapping ones after them)
+        order = np.argsort(overlap, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(candidates, order, axis=1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -464,6 +544,24 @@ class _Sampler(Dataset):
             negatives[clash] = redraw
             clash = clash[self.point_ids[negatives[clash]] == self.point_ids[anchors[clash]]]
         raise ValueError("too few distinct 3D points for non-matching pairs")
+
+    def _with_lookalikes(self, rng: np.random.Generator, anchors: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+        """Replace a fraction ``lookalike_negatives`` of ``negatives`` by a random patch of one
+        of the anchor point's look-alike points (anchors seen once keep their negative)."""
+        if self.neighbours is None:
+            return negatives
+        anchors = np.asarray(anchors, dtype=np.int64)
+        groups = self._group_of[anchors]
+        chosen = np.flatnonzero((rng.random(len(anchors)) < self.lookalike_negatives) & (groups >= 0))
+        if len(chosen):
+            k = self.neighbours.shape[1]
+            neighbour = self.neighbours[groups[chosen], rng.integers(k, size=len(chosen))]
+            patch = self._flat[self._starts[neighbour] + rng.integers(self._sizes[neighbour])]
+            # a neighbour of another point id always (groups are points); keep the check anyway
+            fine = self.point_ids[patch] != self.point_ids[anchors[chosen]]
+            negatives = negatives.copy()
+            negatives[chosen[fine]] = patch[fine]
+        return negatives
 
     def _patch(self, index: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.patches[index], dtype=np.float32) / 255.0).unsqueeze(0)
@@ -506,6 +604,7 @@ class PairSampler(_Sampler):
                 count = int(good.sum())
                 negatives[filled : filled + count] = np.stack([a[good], b[good]], 1)
                 filled += count
+        negatives[:, 1] = self._with_lookalikes(rng, negatives[:, 0], negatives[:, 1])
         rows = np.zeros((self.n_items, 3), dtype=np.int64)
         rows[0::2, :2], rows[0::2, 2] = positives, 1
         rows[1::2, :2] = negatives
@@ -521,14 +620,15 @@ class TripletSampler(_Sampler):
         groups = rng.integers(len(self.groups), size=self.n_items)
         pairs = self._two_of(rng, groups)
         if self.hard_negatives > 0:
-            return np.column_stack([pairs, self._negatives(rng, pairs[:, 0])])
-        negatives = rng.integers(len(self.point_ids), size=self.n_items)
-        anchor_points = self.point_ids[pairs[:, 0]]
-        clash = self.point_ids[negatives] == anchor_points
-        while clash.any():
-            negatives[clash] = rng.integers(len(self.point_ids), size=int(clash.sum()))
+            negatives = self._negatives(rng, pairs[:, 0])
+        else:
+            negatives = rng.integers(len(self.point_ids), size=self.n_items)
+            anchor_points = self.point_ids[pairs[:, 0]]
             clash = self.point_ids[negatives] == anchor_points
-        return np.column_stack([pairs, negatives])
+            while clash.any():
+                negatives[clash] = rng.integers(len(self.point_ids), size=int(clash.sum()))
+                clash = self.point_ids[negatives] == anchor_points
+        return np.column_stack([pairs, self._with_lookalikes(rng, pairs[:, 0], negatives)])
 
 
 class PointSampler(_Sampler):
@@ -541,12 +641,37 @@ class PointSampler(_Sampler):
 
     keys = ("anchor", "positive")
 
-    def __init__(self, subset: BrownSubset, n_items: int, batch_size: int, seed: int = 0, augment: bool = False, hard_negatives: float = 0.0) -> None:
+    def __init__(
+        self,
+        subset: BrownSubset,
+        n_items: int,
+        batch_size: int,
+        seed: int = 0,
+        augment: bool = False,
+        hard_negatives: float = 0.0,
+        lookalike_negatives: float = 0.0,
+        lookalike_k: int = 8,
+    ) -> None:
         self.batch_size = int(batch_size)
         n_points = sum(1 for g in _point_groups(np.asarray(subset.point_ids)) if len(g) >= 2)
         if self.batch_size > n_points:
             raise ValueError(f"batch_size {batch_size} exceeds the {n_points} 3D points with two patches")
-        super().__init__(subset, n_items, seed, augment, hard_negatives)
+        super().__init__(subset, n_items, seed, augment, hard_negatives, lookalike_negatives, lookalike_k)
+
+    def _lookalike_points(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` distinct points in clusters: a random point, then its look-alikes not yet
+        taken, then another random point, ..."""
+        taken = np.zeros(len(self.groups), dtype=bool)
+        chosen: list[int] = []
+        while len(chosen) < size:
+            start = int(rng.integers(len(self.groups)))
+            if taken[start]:
+                continue
+            cluster = [start] + [int(n) for n in self.neighbours[start] if not taken[n]]
+            cluster = list(dict.fromkeys(cluster))[: size - len(chosen)]
+            taken[cluster] = True
+            chosen.extend(cluster)
+        return np.array(chosen, dtype=np.int64)
 
     def _scene_points(self, rng: np.random.Generator, size: int) -> np.ndarray:
         chosen: list[np.ndarray] = []
@@ -563,8 +688,18 @@ class PointSampler(_Sampler):
         blocks = []
         for start in range(0, self.n_items, self.batch_size):
             size = min(self.batch_size, self.n_items - start)
-            n_local = int(round(self.hard_negatives * size))
-            if n_local:
+            n_look = int(round(self.lookalike_negatives * size)) if self.neighbours is not None else 0
+            n_local = min(int(round(self.hard_negatives * size)), size - n_look)
+            if n_look:
+                look = self._lookalike_points(rng, n_look)
+                local = np.empty(0, dtype=np.int64)
+                if n_local:
+                    # scene by scene as below, skipping the points already in the batch
+                    scene = self._scene_points(rng, min(n_local + n_look, len(self.groups)))
+                    local = scene[~np.isin(scene, look)][:n_local]
+                rest = np.setdiff1d(np.arange(len(self.groups)), np.r_[look, local], assume_unique=True)
+                points = np.r_[look, local, rng.choice(rest, size=size - n_look - len(local), replace=False)]
+            elif n_local:
                 local = self._scene_points(rng, n_local)
                 rest = np.setdiff1d(np.arange(len(self.groups)), local, assume_unique=True)
                 points = np.r_[local, rng.choice(rest, size=size - n_local, replace=False)]
@@ -636,6 +771,9 @@ class BrownDataModule(pl.LightningDataModule):
         augment: random rot90 / flip, the same for every patch of an item.
         hard_negatives: fraction of training negatives drawn from the anchor's own scene
             (``points``: of each batch's points taken scene by scene); 0 = uniform draws.
+        lookalike_negatives: fraction of training negatives that are look-alikes of the anchor
+            (``points``: of each batch's points taken in clusters of look-alikes), see the
+            module docstring; ``lookalike_k`` neighbours per point.
         real_data: when set, keyword arguments of :func:`descriptors.writer.build_real_brown`:
             the subsets are generated from real images into ``cache_dir`` first.
         cache_dir: the memory-mapped patch caches (and generated sets) live here.
@@ -658,6 +796,8 @@ class BrownDataModule(pl.LightningDataModule):
         val_match_file: str | None = None,
         augment: bool = False,
         hard_negatives: float = 0.0,
+        lookalike_negatives: float = 0.0,
+        lookalike_k: int = 8,
         real_data: dict | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -678,6 +818,8 @@ class BrownDataModule(pl.LightningDataModule):
         self.val_match_file = val_match_file or test_match_file
         self.augment = augment
         self.hard_negatives = hard_negatives
+        self.lookalike_negatives = lookalike_negatives
+        self.lookalike_k = lookalike_k
         self.real_data = dict(real_data) if real_data else None
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -716,13 +858,14 @@ class BrownDataModule(pl.LightningDataModule):
         if "train" in wanted and "train" not in self.splits:
             train = self._subset(root, self.train_subset)
             n_train = self.n_train or len(train)
+            negatives = dict(hard_negatives=self.hard_negatives, lookalike_negatives=self.lookalike_negatives, lookalike_k=self.lookalike_k)
             if self.sampler == "pairs":
-                self.splits["train"] = PairSampler(train, n_train, self.seed, self.augment, self.hard_negatives)
+                self.splits["train"] = PairSampler(train, n_train, self.seed, self.augment, **negatives)
             elif self.sampler == "triplets":
-                self.splits["train"] = TripletSampler(train, n_train, self.seed, self.augment, self.hard_negatives)
+                self.splits["train"] = TripletSampler(train, n_train, self.seed, self.augment, **negatives)
             else:
                 per_device = self._per_device(self.batch_size)
-                self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment, self.hard_negatives)
+                self.splits["train"] = PointSampler(train, n_train, per_device, self.seed, self.augment, **negatives)
         if "val" in wanted and "val" not in self.splits:
             val = self._subset(root, self.val_subset)
             self.splits["val"] = MatchPairs(val, val.matches(self.val_match_file)[: self.n_val])

@@ -12,6 +12,7 @@ import torch
 
 from descriptors.brown import (
     BrownDataModule,
+    appearance_neighbours,
     load_subset,
     read_matches,
     read_subset,
@@ -283,6 +284,115 @@ def test_hard_negative_fraction_and_determinism(tmp_path):
     assert np.mean(scenes[triplets(0.0)[:, 0]] == scenes[triplets(0.0)[:, 2]]) == pytest.approx(1 / 6, abs=0.04)
     with pytest.raises(ValueError, match="fraction"):
         triplets(1.5)
+
+
+def family_fixture(root: Path, n_families: int = 6, overlap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Look-alike families: 4 points per family share one smooth texture (each patch a noisy
+    copy), families are independent; 2-3 patches per point, the index encoded as above.
+    Point p's patches are in image p % 3 at (10 p, 0), keypoint size 1; with ``overlap`` points
+    0 and 1 are 1 pixel apart in one image. Returns (point ids, family of every patch)."""
+    rng = np.random.default_rng(5)
+    textures = cv2.resize(rng.uniform(0, 255, (n_families, 8, 8)).transpose(1, 2, 0), (64, 64)).transpose(2, 0, 1)
+    ids, families, patches, interest = [], [], [], []
+    for point in range(4 * n_families):
+        family = point // 4
+        for _ in range(2 + point % 2):
+            ids.append(point)
+            families.append(family)
+            patches.append(np.clip(textures[family] + rng.normal(0, 6, (64, 64)), 0, 255))
+            interest.append([point % 3, 10.0 * point, 0.0, 0.0, 0.0])
+    interest = np.array(interest)
+    if overlap:
+        interest[np.isin(ids, [0, 1]), :3] = [[0, 0.0, 0.0]] * int(np.isin(ids, [0, 1]).sum())
+        interest[np.array(ids) == 1, 1] = 1.0
+    patches = np.array(patches).astype(np.uint8)
+    patches[:, 0, 0] = np.arange(len(ids)) % 256
+    patches[:, 0, 1] = np.arange(len(ids)) // 256
+    ids_arr = np.array(ids)
+    write_subset(root / "brown" / "families", patches, ids_arr, interest, {"m50_100000_100000_0.txt": sample_match_pairs(ids_arr, 100, 0)})
+    return ids_arr, np.array(families)
+
+
+def test_appearance_neighbours_find_the_look_alikes():
+    rng = np.random.default_rng(0)
+    prototypes = rng.integers(0, 256, (30, 64, 64)).astype(np.float64)
+    copies = np.concatenate([np.clip(prototypes + rng.normal(0, 25, prototypes.shape), 0, 255) for _ in range(4)]).astype(np.uint8)
+    prototype = np.arange(len(copies)) % 30
+    # a small chunk: the self-exclusion must use the right offset in every chunk
+    found = appearance_neighbours(copies, 3, chunk=17)
+    assert found.shape == (120, 3)
+    assert (found != np.arange(120)[:, None]).all()
+    assert (prototype[found] == prototype[:, None]).all()
+    # brightness and contrast do not matter (NCC): a darkened, flattened copy is still found first
+    dimmer = np.concatenate([copies[:1] // 3 + 40, copies[1:]])
+    assert prototype[appearance_neighbours(dimmer, 1)[0, 0]] == prototype[0]
+    # constant patches: no division by zero, and every row still names k others
+    flat = np.concatenate([np.full((5, 64, 64), 128, np.uint8), copies[:10]])
+    assert np.isfinite(appearance_neighbours(flat, 2)).all()
+    with pytest.raises(ValueError, match="k must be"):
+        appearance_neighbours(copies[:3], 3)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        appearance_neighbours(copies[0], 1)
+
+
+@pytest.mark.parametrize("sampler", ["pairs", "triplets", "points"])
+def test_lookalike_negatives_come_from_the_anchor_family(tmp_path, sampler):
+    ids, families = family_fixture(tmp_path)
+    module = BrownDataModule(data_root=str(tmp_path), train_subset="families", test_subset="families", sampler=sampler,
+                             n_train=64, batch_size=8, cache_dir=str(tmp_path / "cache"), lookalike_negatives=1.0, lookalike_k=3)
+    module.setup("fit")
+    train = module.splits["train"]
+    # the three look-alikes of every point are the other points of its family
+    point_family = families[[np.flatnonzero(ids == p)[0] for p in range(len(train.groups))]]
+    assert (point_family[train.neighbours] == point_family[:, None]).all()
+    for batch in module.train_dataloader():
+        if sampler == "pairs":
+            a, b = decode(batch["patch1"]), decode(batch["patch2"])
+            negative = batch["label"].numpy() == 0
+            assert (ids[a[negative]] != ids[b[negative]]).all()
+            assert (families[a[negative]] == families[b[negative]]).all()
+            # the positives stay positives
+            assert (ids[a[~negative]] == ids[b[~negative]]).all()
+        elif sampler == "triplets":
+            a, p, n = (decode(batch[k]) for k in ("anchor", "positive", "negative"))
+            assert (ids[a] == ids[p]).all() and (ids[a] != ids[n]).all()
+            assert (families[a] == families[n]).all()
+        else:
+            a, p = decode(batch["anchor"]), decode(batch["positive"])
+            assert len(set(ids[a])) == 8 and (ids[a] == ids[p]).all()
+            # clusters of look-alikes: two whole families of four
+            assert sorted(np.bincount(families[a]).tolist())[-2:] == [4, 4]
+
+
+def test_lookalikes_skip_overlapping_keypoints_and_mix_with_the_rest(tmp_path):
+    ids, families = family_fixture(tmp_path, n_families=10, overlap=True)
+
+    def module(fraction, sampler="triplets", seed=0, **kwargs):
+        data = BrownDataModule(data_root=str(tmp_path), train_subset="families", test_subset="families", sampler=sampler,
+                               n_train=2000, batch_size=40, cache_dir=str(tmp_path / "cache"), lookalike_negatives=fraction,
+                               lookalike_k=3, seed=seed, **kwargs)
+        data.setup("fit")
+        return data.splits["train"]
+
+    train = module(0.5)
+    # points 0 and 1 are 1 pixel apart in one image (mostly the same pixels): not look-alikes of
+    # each other; the next best (another family) takes the place
+    assert 1 not in train.neighbours[0] and 0 not in train.neighbours[1]
+    assert set(train.neighbours[0][:2]) == {2, 3} and set(train.neighbours[2]) == {0, 1, 3}
+    # half look-alikes + 1/10 of the uniform other half
+    half = train.indices
+    assert np.mean(families[half[:, 0]] == families[half[:, 2]]) == pytest.approx(0.5 + 0.5 / 10, abs=0.05)
+    np.testing.assert_array_equal(half, module(0.5).indices)
+    assert not np.array_equal(half, module(0.5, seed=1).indices)
+    # off: no neighbours computed, the draws of before
+    assert module(0.0).neighbours is None
+    # points: 20 of 40 in look-alike clusters, 20 from scenes, every point once per batch
+    points = module(0.5, "points", hard_negatives=0.5)
+    for start in range(0, 2000, 40):
+        block = points.indices[start : start + 40]
+        assert len(set(ids[block[:, 0]])) == 40
+    with pytest.raises(ValueError, match="lookalike_negatives is a fraction"):
+        module(1.5)
 
 
 def test_match_pairs_with_scenes_stay_in_one_scene(tmp_path):
