@@ -641,22 +641,13 @@ class PointSampler(_Sampler):
 
     keys = ("anchor", "positive")
 
-    def __init__(
-        self,
-        subset: BrownSubset,
-        n_items: int,
-        batch_size: int,
-        seed: int = 0,
-        augment: bool = False,
-        hard_negatives: float = 0.0,
-        lookalike_negatives: float = 0.0,
-        lookalike_k: int = 8,
-    ) -> None:
+    def __init__(self, subset: BrownSubset, n_items: int, batch_size: int, seed: int = 0, augment: bool = False, **negatives) -> None:
+        # negatives: hard_negatives / lookalike_negatives / lookalike_k, as in _Sampler
         self.batch_size = int(batch_size)
         n_points = sum(1 for g in _point_groups(np.asarray(subset.point_ids)) if len(g) >= 2)
         if self.batch_size > n_points:
             raise ValueError(f"batch_size {batch_size} exceeds the {n_points} 3D points with two patches")
-        super().__init__(subset, n_items, seed, augment, hard_negatives, lookalike_negatives, lookalike_k)
+        super().__init__(subset, n_items, seed, augment, **negatives)
 
     def _lookalike_points(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` distinct points in clusters: a random point, then its look-alikes not yet
