@@ -124,11 +124,15 @@ def train_method(method: str, output_dir: Path, overrides: list[str]) -> tuple[P
     return checkpoint, json.loads(timer_file.read_text())
 
 
-def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None) -> tuple[np.ndarray, np.ndarray, str, str, str, np.ndarray, np.ndarray]:
+def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, lookalike_k: int | None = None) -> tuple:
     """The configured test split's patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs, the
-    names of the training, test and validation subsets, and the validation split's patches and
-    pairs (the ones the trained networks' val FPR95 is measured on)."""
+    names of the training, test and validation subsets, the validation split's patches and
+    pairs (the ones the trained networks' val FPR95 is measured on) and, with ``lookalike_k``,
+    those pairs with look-alike negatives (:func:`descriptors.brown.lookalike_match_pairs`,
+    seed 0; else None)."""
     import hydra
+
+    from descriptors.brown import lookalike_match_pairs
 
     cfg = _compose(method, overrides)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -136,8 +140,20 @@ def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None) -> 
     datamodule.setup("validate")
     matches = datamodule.splits["test"].matches[:n_pairs]
     subset, val = datamodule.subsets[datamodule.test_subset], datamodule.subsets[datamodule.val_subset]
+    val_matches = np.asarray(datamodule.splits["val"].matches)
+    lookalike = None if lookalike_k is None else lookalike_match_pairs(val, val_matches, int(lookalike_k), seed=0)
     return (np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset, datamodule.val_subset,
-            np.asarray(val.patches), np.asarray(datamodule.splits["val"].matches))
+            np.asarray(val.patches), val_matches, lookalike)
+
+
+def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool = False) -> float:
+    """FPR95 of ``[i, j, label]`` pairs into ``patches``, each patch a pair uses described once
+    by ``describe`` (uint8 patches -> ``(n, D)`` array or tensor)."""
+    from descriptors.metrics import fpr_at_recall
+
+    used, index = np.unique(pairs[:, :2], return_inverse=True)
+    described = torch.as_tensor(np.asarray(describe(patches[used]), dtype=np.float32))
+    return round(float(fpr_at_recall(_distances(described, index.reshape(-1, 2), binary), pairs[:, 2])), 6)
 
 
 def _distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np.ndarray:
@@ -216,7 +232,7 @@ def scaled_items(data_cfg, scale: float) -> int:
 BASELINES = ("sift", "rootsift")
 
 #: row entries averaged over seeds (the others are the first seed's)
-SEED_MEANS = ("fpr95", "val_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
+SEED_MEANS = ("fpr95", "val_fpr95", "val_lookalike_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
               "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
 #: training times: means over the seeds that have them
 SEED_TIMES = ("seconds_per_epoch", "train_seconds_total")
@@ -261,8 +277,9 @@ def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[d
             merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
         merged["seeds"] = list(seeds)
         merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
-        if all(r.get("val_fpr95") is not None for r in runs):
-            merged["val_fpr95_seeds"] = [r["val_fpr95"] for r in runs]
+        for key in ("val_fpr95", "val_lookalike_fpr95"):
+            if all(r.get(key) is not None for r in runs):
+                merged[f"{key}_seeds"] = [r[key] for r in runs]
         merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
         merged["checkpoints"] = [r.get("checkpoint") for r in runs]
         combined.append(merged)
@@ -298,6 +315,7 @@ def run_suite(
     notes: list[str] | None = None,
     budget_scale: float = 1.0,
     seeds: list[int] | None = None,
+    lookalike_val_k: int | None = 8,
 ) -> list[dict]:
     from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
     from descriptors.metrics import fpr_at_recall, roc_points
@@ -312,8 +330,8 @@ def run_suite(
     test_pairs = quick_test_pairs if quick else n_test_pairs
 
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
-    loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs)
-    patches, matches, train_name, test_name, val_name, val_patches, val_matches = loaded
+    loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs, lookalike_val_k)
+    patches, matches, train_name, test_name, val_name, val_patches, val_matches, lookalike_matches = loaded
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
     timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -339,12 +357,12 @@ def run_suite(
         start = time.perf_counter()
         descriptors = torch.from_numpy(sift_describe(patches, root=root))
         seconds = time.perf_counter() - start
-        row = add_row(name, _distances(descriptors, matches, False), train=None)
-        # on the selection set too, the reference the trained networks' val FPR95 was chosen against
-        used, index = np.unique(val_matches[:, :2], return_inverse=True)
-        val_descriptors = torch.from_numpy(sift_describe(val_patches[used], root=root))
-        row["val_fpr95"] = round(float(fpr_at_recall(_distances(val_descriptors, index.reshape(-1, 2), False), val_matches[:, 2])), 6)
-        row["val_pairs"] = int(len(val_matches))
+        # on the selection sets too, the reference the trained networks' val FPR95 was chosen against
+        describe = lambda p, r=root: sift_describe(p, root=r)  # noqa: E731
+        selection = {"val_fpr95": pairs_fpr95(describe, val_patches, val_matches), "val_pairs": int(len(val_matches))}
+        if lookalike_matches is not None:
+            selection["val_lookalike_fpr95"] = pairs_fpr95(describe, val_patches, lookalike_matches)
+        row = add_row(name, _distances(descriptors, matches, False), train=None, **selection)
         row.update(_hpatches_scores(patch_sets, lists, lambda p, r=root: sift_describe(p, root=r), hpatches_split, cache, torch_device))
         row["patches_per_s"] = round(len(patches) / seconds, 1)
         row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
@@ -391,7 +409,8 @@ def run_suite(
                 described = torch.zeros(len(patches), model.descriptor_dim)
                 used = np.unique(matches[:, :2])
                 described[used] = model.describe(patches[used])
-                row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training)
+                lookalike = {} if lookalike_matches is None else {"val_lookalike_fpr95": pairs_fpr95(model.describe, val_patches, lookalike_matches, model.binary)}
+                row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training, **lookalike)
                 row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
                 sized = as_patch_tensor(timing_input, model.patch_size)
                 if method in KORNIA_PEERS:
@@ -414,7 +433,11 @@ def run_suite(
                     binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
             else:
                 model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
-                row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training)
+                lookalike = {}
+                if lookalike_matches is not None:
+                    scores = model.score_index_pairs(val_patches, lookalike_matches[:, :2]).numpy()
+                    lookalike["val_lookalike_fpr95"] = round(float(fpr_at_recall(-scores, lookalike_matches[:, 2])), 6)
+                row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training, **lookalike)
                 sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
                 # patches through the network while scoring pairs (two per pair)
                 pair_rate = _throughput([lambda x, m=model: m.score(x, x.flip(0))], sized, timing_batch_size, timing_repeats)[0]
@@ -434,6 +457,7 @@ def run_suite(
     (output / "descriptors.md").write_text(markdown(rows, result))
     _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
     _plot_val_vs_test(rows, output / "descriptors_val_vs_test.png", val_name, test_name)
+    _plot_val_vs_test(rows, output / "descriptors_lookalike_val_vs_test.png", val_name, test_name, "val_lookalike_fpr95")
     if publish_dir:
         done = {r["method"] for r in rows}
         publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done, table_order)
@@ -443,6 +467,7 @@ def run_suite(
             roc_name = f"descriptors_roc_{'_'.join(methods)}.png" if len(merged) > len(rows) else "descriptors_roc.png"
             shutil.copy(output / "descriptors_roc.png", publish / roc_name)
         _plot_val_vs_test(merged, publish / "descriptors_val_vs_test.png", val_name, test_name)
+        _plot_val_vs_test(merged, publish / "descriptors_lookalike_val_vs_test.png", val_name, test_name, "val_lookalike_fpr95")
     print((output / "descriptors.md").read_text())
     return rows
 
@@ -487,8 +512,8 @@ def markdown(rows: list[dict], info: dict) -> str:
            "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
           if any(r.get("fpr95_std") is not None for r in rows) else []),
         "",
-        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
-        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|",
+        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | val look-alike FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
+        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|---|",
     ]
     for r in rows:
         title, dim, paper = PAPER.get(r["method"], (r["method"], "", (None,) * 7))
@@ -504,59 +529,67 @@ def markdown(rows: list[dict], info: dict) -> str:
         ours = f"**{_pct(r['fpr95'])}**"
         if r.get("fpr95_std") is not None:
             ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
-        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
+        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {_pct(r.get('val_lookalike_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
     learned = [r for r in rows if r["method"] not in BASELINES]
     sift = next((r for r in rows if r["method"] == "sift"), None)
     if sift and learned:
         beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
         lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
                   + (f" ({', '.join(beat)})." if beat else ".")]
-    agreement = selection_agreement(rows)
-    if agreement:
-        val = info.get("val") or "val"
-        line = (f"Selection set against the test: Spearman's rank correlation of `{val}` val FPR95 and `{info['test']}` FPR95 "
-                f"over the {agreement['rows']} learned rows with a val number: {agreement['spearman']:.2f}")
+    val = info.get("val") or "val"
+    for key, name, plot in (("val_fpr95", f"`{val}` val FPR95", "descriptors_val_vs_test.png"),
+                            ("val_lookalike_fpr95", f"`{val}` look-alike val FPR95", "descriptors_lookalike_val_vs_test.png")):
+        agreement = selection_agreement(rows, key)
+        if not agreement:
+            continue
+        line = (f"Selection set against the test: Spearman's rank correlation of {name} and `{info['test']}` FPR95 "
+                f"over the {agreement['rows']} learned rows with that number: {agreement['spearman']:.2f}")
         if "below_sift_val" in agreement:
-            line += (f"; below SIFT on `{val}` ({_pct(agreement['sift_val'])}%): {agreement['below_sift_val']} of them, "
+            line += (f"; below SIFT on it ({_pct(agreement['sift_val'])}%): {agreement['below_sift_val']} of them, "
                      f"of which {agreement['below_sift_both']} also on `{info['test']}`")
-        lines += ["", line + " (plot: descriptors_val_vs_test.png)."]
+        lines += ["", line + f" (plot: {plot})."]
+    if any(r.get("val_lookalike_fpr95") is not None for r in rows):
+        lines += ["", f"`val look-alike FPR95`: the `{val}` val pairs with every negative's second patch replaced by a patch "
+                  "of one of the first patch's point's look-alike points (descriptors.brown.lookalike_match_pairs: the 8 "
+                  "nearest other points by NCC of the 16x16 reference patches, overlapping keypoints skipped), the same positives."]
     return "\n".join(lines) + "\n"
 
 
-def selection_agreement(rows: list[dict]) -> dict | None:
-    """How well the selection set ranks the learned rows as the test does: Spearman's rank
-    correlation of their val and test FPR95 (rows with a val number, at least three), and how
-    many beat SIFT on the selection set and how many of those also on the test."""
+def selection_agreement(rows: list[dict], key: str = "val_fpr95") -> dict | None:
+    """How well a selection set (the rows' ``key``: ``val_fpr95`` or ``val_lookalike_fpr95``)
+    ranks the learned rows as the test does: Spearman's rank correlation of their selection
+    and test FPR95 (rows with a ``key`` number, at least three), and how many beat SIFT on the
+    selection set and how many of those also on the test."""
     from scipy.stats import spearmanr
 
-    learned = [r for r in rows if r["method"] not in BASELINES and r.get("val_fpr95") is not None]
+    learned = [r for r in rows if r["method"] not in BASELINES and r.get(key) is not None]
     if len(learned) < 3:
         return None
-    agreement = {"rows": len(learned), "spearman": float(spearmanr([r["val_fpr95"] for r in learned], [r["fpr95"] for r in learned]).statistic)}
-    sift = next((r for r in rows if r["method"] == "sift" and r.get("val_fpr95") is not None), None)
+    agreement = {"rows": len(learned), "spearman": float(spearmanr([r[key] for r in learned], [r["fpr95"] for r in learned]).statistic)}
+    sift = next((r for r in rows if r["method"] == "sift" and r.get(key) is not None), None)
     if sift:
-        below = [r for r in learned if r["val_fpr95"] < sift["val_fpr95"]]
-        agreement.update(sift_val=sift["val_fpr95"], below_sift_val=len(below), below_sift_both=sum(r["fpr95"] < sift["fpr95"] for r in below))
+        below = [r for r in learned if r[key] < sift[key]]
+        agreement.update(sift_val=sift[key], below_sift_val=len(below), below_sift_both=sum(r["fpr95"] < sift["fpr95"] for r in below))
     return agreement
 
 
-def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: str) -> None:
-    """Selection-set against test FPR95 per row (bars: the seeds' range), with SIFT's two
-    numbers as the lines that split the plane: lower left beats SIFT on both."""
+def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: str, key: str = "val_fpr95") -> None:
+    """Selection-set (the rows' ``key``) against test FPR95 per row (bars: the seeds' range), with
+    SIFT's two numbers as the lines that split the plane: lower left beats SIFT on both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    shown = [r for r in rows if r.get("val_fpr95") is not None]
+    shown = [r for r in rows if r.get(key) is not None]
     if not shown:
         return
     figure, axis = plt.subplots(figsize=(7, 5.5))
     for r in shown:
-        x, y = 100 * r["val_fpr95"], 100 * r["fpr95"]
+        x, y = 100 * r[key], 100 * r["fpr95"]
         baseline = r["method"] in BASELINES
-        xs, ys = r.get("val_fpr95_seeds") or [r["val_fpr95"]], r.get("fpr95_seeds") or [r["fpr95"]]
+        xs, ys = r.get(f"{key}_seeds") or [r[key]], r.get("fpr95_seeds") or [r["fpr95"]]
         if len(xs) > 1 or len(ys) > 1:
             axis.errorbar(x, y, xerr=[[x - 100 * min(xs)], [100 * max(xs) - x]], yerr=[[y - 100 * min(ys)], [100 * max(ys) - y]],
                           color="grey", linewidth=0.6, capsize=2, zorder=1)
@@ -565,11 +598,11 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
         if r["method"] == "sift":
             axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
             axis.axhline(y, color="black", linestyle=":", linewidth=0.8)
-    axis.set_xlabel(f"{val_name} val FPR95 (%) (selection set)")
+    axis.set_xlabel(f"{val_name}{' look-alike' if key == 'val_lookalike_fpr95' else ''} val FPR95 (%) (selection set)")
     axis.set_ylabel(f"{test_name} FPR95 (%) (held-out test)")
     axis.set_title("Selection set against test (dotted: SIFT; bars: range over seeds)")
     # log axes spread the good rows apart; a perfect 0 (toy runs) needs linear ones
-    if all(min(r["val_fpr95"], r["fpr95"], *(r.get("val_fpr95_seeds") or []), *(r.get("fpr95_seeds") or [])) > 0 for r in shown):
+    if all(min(r[key], r["fpr95"], *(r.get(f"{key}_seeds") or []), *(r.get("fpr95_seeds") or [])) > 0 for r in shown):
         plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
         axis.set_xscale("log")
         axis.set_yscale("log")

@@ -74,6 +74,9 @@ __all__ = [
     "write_subset",
     "write_matches",
     "sample_match_pairs",
+    "appearance_neighbours",
+    "lookalike_groups",
+    "lookalike_match_pairs",
     "download_brown",
     "PairSampler",
     "TripletSampler",
@@ -430,6 +433,59 @@ def appearance_neighbours(patches: np.ndarray, k: int, chunk: int = 4096) -> np.
     return out
 
 
+def lookalike_groups(patches: np.ndarray, groups: list[np.ndarray], interest: np.ndarray | None, k: int) -> np.ndarray:
+    """The ``k`` look-alike groups of every group of patches (one group = one 3D point), most
+    similar first, by :func:`appearance_neighbours` of the groups' reference (first) patches.
+    Not overlapping keypoints: a candidate whose reference patch lies in the same image closer
+    than 4 keypoint sizes (``interest``, interest.txt rows) shows mostly the same pixels.
+
+    Shape:
+        - output: ``(len(groups), k)`` int64 group indices, ``k < len(groups)``
+    """
+    first = np.array([g[0] for g in groups])
+    extra = min(k + 8, len(groups) - 1) if interest is not None else k
+    candidates = appearance_neighbours(patches[first], extra)
+    if interest is None:
+        return candidates
+    interest = np.asarray(interest, dtype=np.float64)[first]
+    same_image = interest[candidates, 0] == interest[:, None, 0]
+    distance = np.linalg.norm(interest[candidates, 1:3] - interest[:, None, 1:3], axis=2)
+    overlap = same_image & (distance < 4.0 * np.exp2(interest[:, None, 4]))
+    # the k best that do not overlap, in order (if fewer, the best overlapping ones after them)
+    order = np.argsort(overlap, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def lookalike_match_pairs(subset: BrownSubset, matches: np.ndarray, k: int = 8, seed: int = 0) -> np.ndarray:
+    """``matches`` (``[patch1, patch2, label]`` rows) with the same positives and every
+    negative's second patch replaced by a random patch of one of the first patch's point's
+    ``k`` look-alike points (:func:`lookalike_groups` over every point of ``subset``): an
+    evaluation set whose negatives are as hard as the repeated structures of one facade.
+
+    Shape:
+        - matches: ``(M, 3)`` int, label 1 = same point
+        - output: ``(M, 3)``, the rows in the same order
+    """
+    matches = np.array(matches, dtype=np.int64)
+    if matches.ndim != 2 or matches.shape[1] != 3:
+        raise ValueError(f"matches must be (M, 3) [patch1, patch2, label] rows, got shape {matches.shape}")
+    point_ids = np.asarray(subset.point_ids)
+    groups = _point_groups(point_ids)
+    if len(groups) < 2:
+        raise ValueError(f"Brown subset {subset.name}: look-alike pairs need at least two 3D points")
+    neighbours = lookalike_groups(subset.patches, groups, subset.interest, min(int(k), len(groups) - 1))
+    group_of = np.empty(len(point_ids), dtype=np.int64)
+    for g, members in enumerate(groups):
+        group_of[members] = g
+    sizes = np.array([len(g) for g in groups])
+    rng = np.random.default_rng(seed)
+    negative = np.flatnonzero(matches[:, 2] == 0)
+    chosen = neighbours[group_of[matches[negative, 0]], rng.integers(neighbours.shape[1], size=len(negative))]
+    offset = (rng.random(len(negative)) * sizes[chosen]).astype(np.int64)
+    matches[negative, 1] = [groups[g][o] for g, o in zip(chosen, offset)]
+    return matches
+
+
 def _fraction(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} is a fraction in [0, 1], got {value}")
@@ -490,21 +546,8 @@ class _Sampler(Dataset):
         return self.n_items
 
     def _lookalikes(self, subset: BrownSubset, k: int) -> np.ndarray:
-        """``k`` look-alike groups of every group, by the reference (first) patches. Not
-        overlapping keypoints: a candidate whose reference patch lies in the same image
-        closer than 4 keypoint sizes (interest.txt) shows mostly the same pixels."""
-        first = np.array([g[0] for g in self.groups])
-        extra = min(k + 8, len(self.groups) - 1) if subset.interest is not None else k
-        candidates = appearance_neighbours(self.patches[first], extra)
-        if subset.interest is None:
-            return candidates
-        interest = np.asarray(subset.interest, dtype=np.float64)[first]
-        same_image = interest[candidates, 0] == interest[:, None, 0]
-        distance = np.linalg.norm(interest[candidates, 1:3] - interest[:, None, 1:3], axis=2)
-        overlap = same_image & (distance < 4.0 * np.exp2(interest[:, None, 4]))
-        # the k best that do not overlap, in order (if fewer, the best overlapping ones after them)
-        order = np.argsort(overlap, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(candidates, order, axis=1)
+        """``k`` look-alike groups of every group (see :func:`lookalike_groups`)."""
+        return lookalike_groups(self.patches, self.groups, subset.interest, k)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

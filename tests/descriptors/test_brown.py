@@ -14,6 +14,7 @@ from descriptors.brown import (
     BrownDataModule,
     appearance_neighbours,
     load_subset,
+    lookalike_match_pairs,
     read_matches,
     read_subset,
     sample_match_pairs,
@@ -393,6 +394,33 @@ def test_lookalikes_skip_overlapping_keypoints_and_mix_with_the_rest(tmp_path):
         assert len(set(ids[block[:, 0]])) == 40
     with pytest.raises(ValueError, match="lookalike_negatives is a fraction"):
         module(1.5)
+
+
+def test_lookalike_match_pairs_keep_the_positives_and_take_negatives_from_the_family(tmp_path):
+    ids, families = family_fixture(tmp_path, n_families=10, overlap=True)
+    subset = load_subset(tmp_path, "families")
+    matches = subset.matches()
+    pairs = lookalike_match_pairs(subset, matches, k=3, seed=0)
+    assert pairs.shape == matches.shape and pairs.dtype == np.int64
+    positive = matches[:, 2] == 1
+    assert 0 < positive.sum() < len(matches)
+    # the positives and every pair's first patch and label stay, in the same order
+    np.testing.assert_array_equal(pairs[positive], matches[positive])
+    np.testing.assert_array_equal(pairs[:, [0, 2]], matches[:, [0, 2]])
+    a, b = pairs[~positive, 0], pairs[~positive, 1]
+    # negatives: another point of the anchor's family (its three look-alikes), never itself; points
+    # 0 and 1, 1 pixel apart, show the same pixels: never each other's, a third family's point instead
+    assert (ids[a] != ids[b]).all()
+    overlapping = np.isin(ids[a], [0, 1])
+    assert overlapping.any() and (families[a] == families[b])[~overlapping].all()
+    assert not np.isin(ids[b][overlapping], [0, 1]).any()
+    assert (families[a] != families[b])[overlapping].any()
+    # several patches of a look-alike point are drawn, not just its reference patch
+    assert len(set(b)) > len(set(ids[b]))
+    np.testing.assert_array_equal(pairs, lookalike_match_pairs(subset, matches, k=3, seed=0))
+    assert not np.array_equal(pairs, lookalike_match_pairs(subset, matches, k=3, seed=1))
+    with pytest.raises(ValueError, match=r"\(M, 3\)"):
+        lookalike_match_pairs(subset, matches[:, :2])
 
 
 def test_match_pairs_with_scenes_stay_in_one_scene(tmp_path):

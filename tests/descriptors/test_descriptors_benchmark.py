@@ -98,6 +98,12 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     assert 0.0 <= by_name["sift"]["val_fpr95"] <= 1.0 and by_name["l2net_binary"]["val_fpr95"] is None
     assert (run / "descriptors_val_vs_test.png").stat().st_size > 0 and (publish / "descriptors_val_vs_test.png").stat().st_size > 0
     assert "Spearman's rank correlation of `liberty` val FPR95 and `notredame` FPR95 over the 3 learned rows" in table
+    # the second selection set: the same val pairs with look-alike negatives, for every row with a val number
+    for name in ("sift", "hardnet", "l2net", "deepcompare_siam"):
+        assert 0.0 <= by_name[name]["val_lookalike_fpr95"] <= 1.0, name
+    assert "val_lookalike_fpr95" not in by_name["l2net_binary"]
+    assert "`liberty` look-alike val FPR95 and `notredame` FPR95 over the 3 learned rows" in table and "val look-alike FPR95" in table
+    assert (run / "descriptors_lookalike_val_vs_test.png").stat().st_size > 0
     published = json.loads((publish / "descriptors.json").read_text())
     # the kept row and the new ones in a full run's order (binary after its float method)
     assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
@@ -169,7 +175,7 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
         combine_seeds([per_seed[0], per_seed[1][::-1]], [1, 2])
     info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
     table = markdown([net], info)
-    assert "| **12.00** ± 2.83 (2 seeds) | 5.00 |" in table and "mean ± sample standard deviation over training seeds" in table
+    assert "| **12.00** ± 2.83 (2 seeds) | 5.00 |  |" in table and "mean ± sample standard deviation over training seeds" in table
     assert "standard deviation" not in markdown(per_seed[0], info)
 
 
@@ -197,8 +203,11 @@ def test_selection_agreement_by_hand():
     reversed_order = selection_agreement([row("a", 0.1, 0.3), row("b", 0.2, 0.2), row("c", 0.3, 0.1)])
     assert abs(reversed_order["spearman"] + 1.0) < 1e-12 and "below_sift_val" not in reversed_order
     assert selection_agreement(rows[:3]) is None  # two learned rows: no correlation worth a line
+    # the look-alike selection set the same way, by its own key
+    moved = [{**r, "val_lookalike_fpr95": r["val_fpr95"], "val_fpr95": None} for r in rows]
+    assert selection_agreement(moved, "val_lookalike_fpr95") == agreement and selection_agreement(moved) is None
     info = {"quick": False, "train": "tr", "test": "t", "val": "graf", "test_pairs": 10, "hpatches_sequences": [], "device": "cpu"}
-    assert ("over the 4 learned rows with a val number: 0.60; below SIFT on `graf` (30.00%): 3 of them, of which 1 also on `t`"
+    assert ("`graf` val FPR95 and `t` FPR95 over the 4 learned rows with that number: 0.60; below SIFT on it (30.00%): 3 of them, of which 1 also on `t`"
             in markdown(rows, info))
 
 
@@ -210,9 +219,9 @@ def test_table_lists_paper_numbers_beside_ours():
     ]
     info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": ["v_a"], "device": "cpu"}
     table = markdown(rows, info)
-    assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |  |  /  /  | 900 |  |  |" in table
+    assert "| SIFT | 128 | 29.84 |  | 22.53 |  | 27.29 |  | 26.55 | **20.00** |  |  |  /  /  | 900 |  |  |" in table
     # a speed measured before the inference copy existed is marked
-    assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 | 80.00 / 40.00 / 60.00 | 500 † |  | 12 (1024) |" in table
+    assert "| L2-Net | 128 | 3.64 | 5.29 | 1.15 | 1.62 | 4.43 | 3.3 | 3.23 | **10.00** | 5.00 |  | 80.00 / 40.00 / 60.00 | 500 † |  | 12 (1024) |" in table
     assert "† patches/s measured by an earlier version" in table
     rows[1]["inference"] = {"fold_batchnorm": True, "channels_last": True}
     table = markdown(rows, info)
@@ -257,3 +266,24 @@ def test_kornia_reference_of_a_net_with_a_contrast_floor():
         assert (peer(faint) - net(faint)).abs().max() > 1e-2  # the floor changes the descriptors
         torch.testing.assert_close(peer(faint), with_kornia_input_eps(net)(faint), rtol=1e-5, atol=1e-5)
     assert net.input_eps == 0.05  # a copy was changed, not the net
+
+
+def test_pairs_fpr95_by_hand():
+    from benchmarks.descriptors import pairs_fpr95
+
+    # 1-pixel patches: distance = |difference|; positives at 1 and 3, negatives at 2 and 4 (and 5,
+    # patch 0 reused): 95 % recall needs the threshold at 3, where 1 of the 3 negatives is closer
+    patches = np.array([0, 1, 0, 3, 10, 12, 0, 4, 5], dtype=np.uint8).reshape(-1, 1, 1)
+    pairs = np.array([[0, 1, 1], [2, 3, 1], [4, 5, 0], [6, 7, 0], [0, 8, 0]])
+    seen = []
+
+    def describe(batch):
+        seen.append(len(batch))
+        return batch.reshape(len(batch), -1).astype(np.float32)
+
+    assert pairs_fpr95(describe, patches, pairs) == round(1 / 3, 6)
+    assert seen == [9]  # every patch a pair uses, once
+    # binary codes: Hamming distance (dimension - dot) / 2
+    codes = np.array([[1, 1], [1, -1], [-1, -1], [1, 1]], dtype=np.float32)
+    binary_pairs = np.array([[0, 1, 1], [0, 2, 0], [0, 3, 0]])  # Hamming 1, 2, 0
+    assert pairs_fpr95(lambda b: codes[b[:, 0, 0]], np.arange(4, dtype=np.uint8).reshape(-1, 1, 1), binary_pairs, binary=True) == 0.5
