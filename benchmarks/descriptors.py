@@ -36,7 +36,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from benchmarks.suite import device_name, merge_published, prepare_suite
+from benchmarks.suite import device_name, merge_published, prepare_suite, software_versions
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ def run_suite(
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
+    versions = software_versions()
     cache = Path(cache_dir) if cache_dir else output / "cache"
     data = list(data_overrides or [])
     common = [*(base_overrides or []), *data]
@@ -347,6 +348,7 @@ def run_suite(
             "fpr95": round(float(fpr95), 6),
             "hpatches_verification": None, "hpatches_matching": None, "hpatches_retrieval": None,
             "patches_per_s": None, "device": device_label, "test_pairs": int(len(labels)), **extra,
+            "software": versions,
         }
         rows.append(row)
         log.info("%s: %s", method, row)
@@ -450,7 +452,7 @@ def run_suite(
         rows.extend(combine_seeds(per_seed, method_seeds))
 
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    result = {"quick": quick, "device": device_label, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "val": val_name, "test_pairs": int(len(labels)),
+    result = {"quick": quick, "device": device_label, "software": versions, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "val": val_name, "test_pairs": int(len(labels)),
               "notes": list(notes or []),
               "hpatches_sequences": sorted(patch_sets), "rows": rows}
     (output / "descriptors.json").write_text(json.dumps(rows, indent=2))
@@ -498,6 +500,8 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"({info['test_pairs']} pairs, half matching); FPR95 in % (HardNet's definition, lower is better). "
         f"HPatches-layout mAP (%) on {', '.join(info['hpatches_sequences'])}. Device: {info['device']}.",
         "Paper: the seed's Brown FPR95 (%), columns train→test; SIFT and DeepDesc give one number per test set.",
+        *([f"Software of this run: {', '.join(f'{k} {v}' for k, v in info['software'].items())} (every row's own in "
+           "descriptors.json `software`; rows of earlier runs without it predate the record)."] if info.get("software") else []),
         f"Machine: {info.get('cores')} CPU cores shared with other processes (load average {info.get('load_start')} at the "
         f"start, {info.get('load_end')} at the end). Training budget: one epoch of the items in the last column per method "
         "(conf/benchmark/descriptors.yaml `budget`), minutes instead of the papers' hours to days on a GPU.",

@@ -11,6 +11,22 @@ from typing import Any
 import torch
 
 
+def software_versions(packages: tuple[str, ...] = ("torch", "lightning", "numpy", "opencv-python-headless", "kornia")) -> dict[str, str]:
+    """The installed versions of the packages a result depends on (absent ones left out), to
+    tell which installation produced a row: a re-run under other versions need not reproduce it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    if "torch" in found:
+        found["torch"] = torch.__version__  # with its build tag (+cpu, +cu130), which the metadata drops
+    return found
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> the GPU when one is visible, else the CPU; anything else as torch spells it."""
     if device == "auto":

@@ -97,6 +97,10 @@ BROWN_MD5 = {
 #: Re-packed zips (different md5s, not known here: checked by zip integrity instead).
 BROWN_MIRROR = "https://cmp.felk.cvut.cz/~mishkdmy/datasets/BrownPhotoTour/"
 BROWN_PATCH_COUNTS = {"notredame": 468159, "yosemite": 633587, "liberty": 450092}
+#: file names of the cached look-alike groups in a subset's cache folder (v1: lookalike_groups'
+#: NCC of 16x16 reference patches, overlapping keypoints skipped)
+LOOKALIKE_CACHE_PREFIX = "lookalikes-v1-"
+
 #: mean / std of the patches on [0, 1] (HardNet's normalisation constants)
 BROWN_MEAN_STD = {"liberty": (0.4437, 0.2019), "notredame": (0.4854, 0.1864), "yosemite": (0.4844, 0.1818)}
 TEST_MATCH_FILE = "m50_100000_100000_0.txt"
@@ -119,13 +123,15 @@ def _hint(subset: str) -> str:
 @dataclass
 class BrownSubset:
     """One subset: ``patches`` uint8 ``(N, 64, 64)`` (possibly memory-mapped), ``point_ids``
-    int64 ``(N,)``, ``interest`` float ``(N, 5)`` or None, and the folder it came from."""
+    int64 ``(N,)``, ``interest`` float ``(N, 5)`` or None, the folder it came from and, when
+    loaded through a cache, the cache folder (where derived arrays such as look-alikes live)."""
 
     name: str
     patches: np.ndarray
     point_ids: np.ndarray
     interest: np.ndarray | None
     folder: Path
+    cache: Path | None = None
 
     def __len__(self) -> int:
         return len(self.point_ids)
@@ -246,6 +252,8 @@ def load_subset(root: str | os.PathLike, subset: str, cache_dir: str | os.PathLi
     if not fresh:
         patches = read_patches(folder, len(point_ids))
         cache.mkdir(parents=True, exist_ok=True)
+        for derived in cache.glob(f"{LOOKALIKE_CACHE_PREFIX}*.npy"):  # of the old tiles
+            derived.unlink()
         tmp = cache / "patches.tmp.npy"
         np.save(tmp, patches)
         os.replace(tmp, cache / "patches.npy")
@@ -254,7 +262,7 @@ def load_subset(root: str | os.PathLike, subset: str, cache_dir: str | os.PathLi
     patches = np.load(cache / "patches.npy", mmap_mode="r")
     if len(patches) != len(point_ids):
         raise CorruptDatasetError(f"cached patches ({len(patches)}) do not match info.txt ({len(point_ids)})", cache)
-    return BrownSubset(subset, patches, point_ids, interest, folder)
+    return BrownSubset(subset, patches, point_ids, interest, folder, cache)
 
 
 def write_subset(
@@ -546,8 +554,20 @@ class _Sampler(Dataset):
         return self.n_items
 
     def _lookalikes(self, subset: BrownSubset, k: int) -> np.ndarray:
-        """``k`` look-alike groups of every group (see :func:`lookalike_groups`)."""
-        return lookalike_groups(self.patches, self.groups, subset.interest, k)
+        """``k`` look-alike groups of every group (see :func:`lookalike_groups`), kept in the
+        subset's cache folder when it has one: the search takes about 25 s on 57k points, and
+        every training run, seed and DDP rank would otherwise repeat it."""
+        path = subset.cache / f"{LOOKALIKE_CACHE_PREFIX}k{k}.npy" if subset.cache is not None else None
+        if path is not None and path.is_file():
+            cached = np.load(path)
+            if cached.shape == (len(self.groups), k):
+                return cached
+        neighbours = lookalike_groups(self.patches, self.groups, subset.interest, k)
+        if path is not None:
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # one writer per process; the rename is atomic
+            np.save(tmp, neighbours)
+            os.replace(tmp, path)
+        return neighbours
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -396,6 +396,37 @@ def test_lookalikes_skip_overlapping_keypoints_and_mix_with_the_rest(tmp_path):
         module(1.5)
 
 
+def test_lookalikes_are_cached_beside_the_patches(tmp_path, monkeypatch):
+    import descriptors.brown as brown
+
+    family_fixture(tmp_path)
+
+    def train_split():
+        data = BrownDataModule(data_root=str(tmp_path), train_subset="families", test_subset="families", sampler="triplets",
+                               n_train=64, batch_size=8, cache_dir=str(tmp_path / "cache"), lookalike_negatives=1.0, lookalike_k=3)
+        data.setup("fit")
+        return data.splits["train"]
+
+    first = train_split()
+    cached = list((tmp_path / "cache").rglob(f"{brown.LOOKALIKE_CACHE_PREFIX}k3.npy"))
+    assert len(cached) == 1 and not list((tmp_path / "cache").rglob("*.tmp.npy"))
+    np.testing.assert_array_equal(np.load(cached[0]), first.neighbours)
+
+    def searched(*args, **kwargs):
+        raise AssertionError("the look-alikes were searched again")
+
+    monkeypatch.setattr(brown, "lookalike_groups", searched)
+    again = train_split()  # from the cache: the same neighbours and the same draws
+    np.testing.assert_array_equal(again.neighbours, first.neighbours)
+    np.testing.assert_array_equal(again.indices, first.indices)
+    monkeypatch.undo()
+    # new tiles (another mtime and size): the patch cache is rebuilt and the stale look-alikes go
+    bmp = sorted((tmp_path / "brown" / "families").glob("patches*.bmp"))[0]
+    bmp.write_bytes(bmp.read_bytes() + b"\0")
+    load_subset(tmp_path, "families", tmp_path / "cache")
+    assert not cached[0].exists()
+
+
 def test_lookalike_match_pairs_keep_the_positives_and_take_negatives_from_the_family(tmp_path):
     ids, families = family_fixture(tmp_path, n_families=10, overlap=True)
     subset = load_subset(tmp_path, "families")

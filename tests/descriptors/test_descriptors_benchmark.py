@@ -104,6 +104,8 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     assert "val_lookalike_fpr95" not in by_name["l2net_binary"]
     assert "`liberty` look-alike val FPR95 and `notredame` FPR95 over the 3 learned rows" in table and "val look-alike FPR95" in table
     assert (run / "descriptors_lookalike_val_vs_test.png").stat().st_size > 0
+    # which installation produced the rows
+    assert all(r["software"]["torch"] == torch.__version__ for r in rows) and "Software of this run: python" in table
     published = json.loads((publish / "descriptors.json").read_text())
     # the kept row and the new ones in a full run's order (binary after its float method)
     assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
@@ -287,3 +289,14 @@ def test_pairs_fpr95_by_hand():
     codes = np.array([[1, 1], [1, -1], [-1, -1], [1, 1]], dtype=np.float32)
     binary_pairs = np.array([[0, 1, 1], [0, 2, 0], [0, 3, 0]])  # Hamming 1, 2, 0
     assert pairs_fpr95(lambda b: codes[b[:, 0, 0]], np.arange(4, dtype=np.uint8).reshape(-1, 1, 1), binary_pairs, binary=True) == 0.5
+
+
+def test_software_versions_name_the_installed_packages():
+    import lightning
+    import numpy
+
+    from benchmarks.suite import software_versions
+
+    found = software_versions(("torch", "lightning", "numpy", "no-such-package-xyz"))
+    assert found["torch"] == torch.__version__ and found["lightning"] == lightning.__version__ and found["numpy"] == numpy.__version__
+    assert "no-such-package-xyz" not in found and found["python"].count(".") == 2
