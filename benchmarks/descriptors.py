@@ -129,10 +129,11 @@ def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, loo
     names of the training, test and validation subsets, the validation split's patches and
     pairs (the ones the trained networks' val FPR95 is measured on) and, with ``lookalike_k``,
     those pairs with look-alike negatives (:func:`descriptors.brown.lookalike_match_pairs`,
-    seed 0; else None)."""
+    seed 0; else None), and the first 12 hex digits of the train / val / test subsets' digests
+    (:func:`descriptors.brown.subset_digest`)."""
     import hydra
 
-    from descriptors.brown import lookalike_match_pairs
+    from descriptors.brown import lookalike_match_pairs, subset_digest
 
     cfg = _compose(method, overrides)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -142,8 +143,10 @@ def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, loo
     subset, val = datamodule.subsets[datamodule.test_subset], datamodule.subsets[datamodule.val_subset]
     val_matches = np.asarray(datamodule.splits["val"].matches)
     lookalike = None if lookalike_k is None else lookalike_match_pairs(val, val_matches, int(lookalike_k), seed=0)
+    names = {"train": datamodule.train_subset, "val": datamodule.val_subset, "test": datamodule.test_subset}
+    digests = {split: subset_digest(datamodule.subset(name))[:12] for split, name in names.items()}
     return (np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset, datamodule.val_subset,
-            np.asarray(val.patches), val_matches, lookalike)
+            np.asarray(val.patches), val_matches, lookalike, digests)
 
 
 def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool = False) -> float:
@@ -332,7 +335,7 @@ def run_suite(
 
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
     loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs, lookalike_val_k)
-    patches, matches, train_name, test_name, val_name, val_patches, val_matches, lookalike_matches = loaded
+    patches, matches, train_name, test_name, val_name, val_patches, val_matches, lookalike_matches, data_digests = loaded
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
     timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -348,7 +351,7 @@ def run_suite(
             "fpr95": round(float(fpr95), 6),
             "hpatches_verification": None, "hpatches_matching": None, "hpatches_retrieval": None,
             "patches_per_s": None, "device": device_label, "test_pairs": int(len(labels)), **extra,
-            "software": versions,
+            "software": versions, "data_md5": data_digests,
         }
         rows.append(row)
         log.info("%s: %s", method, row)
@@ -452,7 +455,7 @@ def run_suite(
         rows.extend(combine_seeds(per_seed, method_seeds))
 
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    result = {"quick": quick, "device": device_label, "software": versions, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "val": val_name, "test_pairs": int(len(labels)),
+    result = {"quick": quick, "device": device_label, "software": versions, "data_md5": data_digests, "load_start": load_start, "load_end": load, "cores": os.cpu_count(), "train": train_name, "test": test_name, "val": val_name, "test_pairs": int(len(labels)),
               "notes": list(notes or []),
               "hpatches_sequences": sorted(patch_sets), "rows": rows}
     (output / "descriptors.json").write_text(json.dumps(rows, indent=2))
@@ -500,8 +503,9 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"({info['test_pairs']} pairs, half matching); FPR95 in % (HardNet's definition, lower is better). "
         f"HPatches-layout mAP (%) on {', '.join(info['hpatches_sequences'])}. Device: {info['device']}.",
         "Paper: the seed's Brown FPR95 (%), columns train→test; SIFT and DeepDesc give one number per test set.",
-        *([f"Software of this run: {', '.join(f'{k} {v}' for k, v in info['software'].items())} (every row's own in "
-           "descriptors.json `software`; rows of earlier runs without it predate the record)."] if info.get("software") else []),
+        *([f"Software of this run: {', '.join(f'{k} {v}' for k, v in info['software'].items())}; data (MD5, first 12 hex "
+           f"digits): {', '.join(f'{k} {v}' for k, v in (info.get('data_md5') or {}).items())} (every row's own in descriptors.json "
+           "`software` / `data_md5`; rows of earlier runs without them predate the record)."] if info.get("software") else []),
         f"Machine: {info.get('cores')} CPU cores shared with other processes (load average {info.get('load_start')} at the "
         f"start, {info.get('load_end')} at the end). Training budget: one epoch of the items in the last column per method "
         "(conf/benchmark/descriptors.yaml `budget`), minutes instead of the papers' hours to days on a GPU.",

@@ -74,6 +74,7 @@ __all__ = [
     "write_subset",
     "write_matches",
     "sample_match_pairs",
+    "subset_digest",
     "appearance_neighbours",
     "lookalike_groups",
     "lookalike_match_pairs",
@@ -139,6 +140,19 @@ class BrownSubset:
     def matches(self, match_file: str = TEST_MATCH_FILE) -> np.ndarray:
         """``(M, 3)`` int64 ``[patch1, patch2, is_match]`` from one of the subset's m50 files."""
         return read_matches(self.folder / match_file, n_patches=len(self))
+
+
+def subset_digest(subset: BrownSubset, chunk: int = 8192) -> str:
+    """MD5 (hex) of a subset's patches, point ids and keypoints: the same digest means the same
+    data, so that two runs that disagree can tell a changed data set (e.g. a generated one under
+    another OpenCV) from changed training."""
+    digest = hashlib.md5()
+    for start in range(0, len(subset.patches), chunk):
+        digest.update(np.ascontiguousarray(subset.patches[start : start + chunk], dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(subset.point_ids, dtype=np.int64).tobytes())
+    if subset.interest is not None:
+        digest.update(np.ascontiguousarray(subset.interest, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def find_subset_dir(root: str | os.PathLike, subset: str) -> Path:
@@ -892,6 +906,11 @@ class BrownDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         self._root()
+
+    def subset(self, name: str) -> BrownSubset:
+        """A subset by name (``train_subset``, ``val_subset``, ...), generated first where
+        ``real_data`` says so; loaded once."""
+        return self._subset(self._root(), name)
 
     def _subset(self, root: str | None, name: str) -> BrownSubset:
         if name not in self.subsets:

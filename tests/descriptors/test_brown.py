@@ -19,6 +19,7 @@ from descriptors.brown import (
     read_subset,
     sample_match_pairs,
     scene_ids,
+    subset_digest,
     write_subset,
 )
 from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
@@ -92,6 +93,19 @@ def test_write_read_roundtrip_and_cache(brown_root, tmp_path):
     stamp = npy.stat().st_mtime_ns
     load_subset(brown_root, "liberty", cache)
     assert npy.stat().st_mtime_ns == stamp  # the second load reuses the cache
+
+
+def test_subset_digest_names_the_data(brown_root, tmp_path):
+    folder = brown_root / "brown" / "liberty"
+    cached = load_subset(brown_root, "liberty", tmp_path / "cache")
+    digest = subset_digest(cached)
+    assert len(digest) == 32 and digest == subset_digest(read_subset(folder)) == subset_digest(cached, chunk=7)
+    patches = np.array(cached.patches)
+    patches[123, 5, 5] ^= 1  # one bit of one pixel
+    assert subset_digest(type(cached)(cached.name, patches, cached.point_ids, cached.interest, cached.folder)) != digest
+    ids = np.array(cached.point_ids)
+    ids[0] += 1
+    assert subset_digest(type(cached)(cached.name, cached.patches, ids, cached.interest, cached.folder)) != digest
 
 
 def test_missing_subset_names_path(tmp_path):

@@ -106,6 +106,9 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     assert (run / "descriptors_lookalike_val_vs_test.png").stat().st_size > 0
     # which installation produced the rows
     assert all(r["software"]["torch"] == torch.__version__ for r in rows) and "Software of this run: python" in table
+    # and which data: the train / val / test subsets' digests, the same for every row of the run
+    assert rows[0]["data_md5"].keys() == {"train", "val", "test"} and all(len(v) == 12 for v in rows[0]["data_md5"].values())
+    assert all(r["data_md5"] == rows[0]["data_md5"] for r in rows) and f"test {rows[0]['data_md5']['test']}" in table
     published = json.loads((publish / "descriptors.json").read_text())
     # the kept row and the new ones in a full run's order (binary after its float method)
     assert [r["method"] for r in published] == ["sift", "tfeat", "l2net", "l2net_binary", "hardnet", "deepcompare_siam"]
