@@ -20,6 +20,12 @@ install: ## create $(VENV) and install deepmatch (editable) with the dev, sweep 
 	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]"
 	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 
+install-locked: ## as install, but at the exact versions of requirements-lock.txt (the software behind the published descriptors rows)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]" -c requirements-lock.txt
+	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed (locked): torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+
 test: ## fast test suite (CPU, < 10 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
@@ -72,4 +78,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache
+.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache
