@@ -368,7 +368,7 @@ def run_suite(
         if lookalike_matches is not None:
             selection["val_lookalike_fpr95"] = pairs_fpr95(describe, val_patches, lookalike_matches)
         row = add_row(name, _distances(descriptors, matches, False), train=None, **selection)
-        row.update(_hpatches_scores(patch_sets, lists, lambda p, r=root: sift_describe(p, root=r), hpatches_split, cache, torch_device))
+        row.update(_hpatches_scores(patch_sets, lists, describe, hpatches_split, cache, torch_device))
         row["patches_per_s"] = round(len(patches) / seconds, 1)
         row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
 
