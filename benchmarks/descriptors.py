@@ -544,6 +544,9 @@ def markdown(rows: list[dict], info: dict) -> str:
         beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
         lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
                   + (f" ({', '.join(beat)})." if beat else ".")]
+    installs = installation_groups(rows)
+    if installs:
+        lines += ["", installs]
     val = info.get("val") or "val"
     for key, name, plot in (("val_fpr95", f"`{val}` val FPR95", "descriptors_val_vs_test.png"),
                             ("val_lookalike_fpr95", f"`{val}` look-alike val FPR95", "descriptors_lookalike_val_vs_test.png")):
@@ -561,6 +564,27 @@ def markdown(rows: list[dict], info: dict) -> str:
                   "of one of the first patch's point's look-alike points (descriptors.brown.lookalike_match_pairs: the 8 "
                   "nearest other points by NCC of the 16x16 reference patches, overlapping keypoints skipped), the same positives."]
     return "\n".join(lines) + "\n"
+
+
+def installation_groups(rows: list[dict]) -> str:
+    """Which installation measured which rows: rows are grouped by their recorded ``software``
+    and ``data_md5`` (a partial publish keeps earlier rows, so one table can mix installations);
+    rows without a record predate it. Empty when every row shares one record."""
+    groups: dict[str, list[str]] = {}
+    unrecorded = []
+    for r in rows:
+        if not r.get("software"):
+            unrecorded.append(r["method"])
+            continue
+        soft = ", ".join(f"{k} {v}" for k, v in r["software"].items())
+        data = ", ".join(f"{k} {v}" for k, v in (r.get("data_md5") or {}).items()) or "not recorded"
+        groups.setdefault(f"{soft}; data {data}", []).append(r["method"])
+    if len(groups) <= 1 and not unrecorded:
+        return ""
+    parts = [f"{len(methods)} under {label} ({', '.join(methods)})" for label, methods in groups.items()]
+    if unrecorded:
+        parts.append(f"{len(unrecorded)} without a record (an earlier, unrecorded installation: {', '.join(unrecorded)})")
+    return f"Installations behind the rows: {len(rows)} rows, " + "; ".join(parts) + "."
 
 
 def selection_agreement(rows: list[dict], key: str = "val_fpr95") -> dict | None:

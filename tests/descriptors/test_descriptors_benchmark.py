@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from benchmarks.descriptors import (
     PAPER,
     combine_seeds,
+    installation_groups,
     markdown,
     run_suite,
     scaled_items,
@@ -303,3 +304,20 @@ def test_software_versions_name_the_installed_packages():
     found = software_versions(("torch", "lightning", "numpy", "no-such-package-xyz"))
     assert found["torch"] == torch.__version__ and found["lightning"] == lightning.__version__ and found["numpy"] == numpy.__version__
     assert "no-such-package-xyz" not in found and found["python"].count(".") == 2
+
+
+def test_installation_groups_name_the_rows_of_each_install():
+    new = {"software": {"torch": "2.14.1"}, "data_md5": {"train": "aa"}}
+    old = {"software": {"torch": "2.9.0"}, "data_md5": {"train": "aa"}}
+    rows = [{"method": "sift", "fpr95": 0.2, **new}, {"method": "l2net", "fpr95": 0.1, **new}]
+    assert installation_groups(rows) == ""  # one installation: nothing to say
+    info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": [], "device": "cpu"}
+    assert "Installations behind" not in markdown(rows, info)
+    rows += [{"method": "tfeat", "fpr95": 0.1, **old}, {"method": "hardnet", "fpr95": 0.1}]
+    line = installation_groups(rows)
+    assert line == ("Installations behind the rows: 4 rows, 2 under torch 2.14.1; data train aa (sift, l2net); "
+                    "1 under torch 2.9.0; data train aa (tfeat); 1 without a record (an earlier, unrecorded installation: hardnet).")
+    assert "\n" + line + "\n" in markdown(rows, info)
+    # the same software on other data is another installation of the table
+    other_data = [{"method": "a", "fpr95": 0.1, **new}, {"method": "b", "fpr95": 0.1, **new, "data_md5": {"train": "bb"}}]
+    assert installation_groups(other_data).startswith("Installations behind the rows: 2 rows, 1 under torch 2.14.1; data train aa (a); 1 under")
