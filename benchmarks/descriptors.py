@@ -494,6 +494,11 @@ def _speed_predates_inference_copy(row: dict) -> bool:
     return bool(row.get("patches_per_s")) and row["method"] not in BASELINES and not row.get("derived_from") and "inference" not in row
 
 
+def _named(values: dict | None) -> str:
+    """``{"torch": "2.14.1", ...}`` as ``torch 2.14.1, ...`` (software versions, data digests)."""
+    return ", ".join(f"{k} {v}" for k, v in (values or {}).items())
+
+
 def markdown(rows: list[dict], info: dict) -> str:
     """The seed's table (paper FPR95 per split) with our measured columns beside it."""
     lines = [
@@ -503,8 +508,8 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"({info['test_pairs']} pairs, half matching); FPR95 in % (HardNet's definition, lower is better). "
         f"HPatches-layout mAP (%) on {', '.join(info['hpatches_sequences'])}. Device: {info['device']}.",
         "Paper: the seed's Brown FPR95 (%), columns train→test; SIFT and DeepDesc give one number per test set.",
-        *([f"Software of this run: {', '.join(f'{k} {v}' for k, v in info['software'].items())}; data (MD5, first 12 hex "
-           f"digits): {', '.join(f'{k} {v}' for k, v in (info.get('data_md5') or {}).items())} (every row's own in descriptors.json "
+        *([f"Software of this run: {_named(info['software'])}; data (MD5, first 12 hex "
+           f"digits): {_named(info.get('data_md5'))} (every row's own in descriptors.json "
            "`software` / `data_md5`; rows of earlier runs without them predate the record)."] if info.get("software") else []),
         f"Machine: {info.get('cores')} CPU cores shared with other processes (load average {info.get('load_start')} at the "
         f"start, {info.get('load_end')} at the end). Training budget: one epoch of the items in the last column per method "
@@ -576,9 +581,7 @@ def installation_groups(rows: list[dict]) -> str:
         if not r.get("software"):
             unrecorded.append(r["method"])
             continue
-        soft = ", ".join(f"{k} {v}" for k, v in r["software"].items())
-        data = ", ".join(f"{k} {v}" for k, v in (r.get("data_md5") or {}).items()) or "not recorded"
-        groups.setdefault(f"{soft}; data {data}", []).append(r["method"])
+        groups.setdefault(f"{_named(r['software'])}; data {_named(r.get('data_md5')) or 'not recorded'}", []).append(r["method"])
     if len(groups) <= 1 and not unrecorded:
         return ""
     parts = [f"{len(methods)} under {label} ({', '.join(methods)})" for label, methods in groups.items()]
