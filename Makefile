@@ -17,14 +17,11 @@ help: ## show this help
 install: ## create $(VENV) and install deepmatch (editable) with the dev, sweep and slurm extras
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]"
-	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]" $(PIP_CONSTRAINTS)
+	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed$(if $(PIP_CONSTRAINTS), (locked),): torch', torch.__version__, '| cuda', torch.cuda.is_available())"
 
 install-locked: ## as install, but at the exact versions of requirements-lock.txt (the software behind the published descriptors rows)
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,sweep,slurm]" -c requirements-lock.txt
-	$(PY) -c "import torch, torchvision, lightning, hydra, cv2; print('deepmatch installed (locked): torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+	$(MAKE) install PIP_CONSTRAINTS="-c requirements-lock.txt"
 
 test: ## fast test suite (CPU, < 10 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
