@@ -24,6 +24,10 @@ def software_versions(packages: tuple[str, ...] = ("torch", "lightning", "numpy"
             continue
     if "torch" in found:
         found["torch"] = torch.__version__  # with its build tag (+cpu, +cu130), which the metadata drops
+        # the instruction set torch's CPU kernels (and oneDNN's) were picked for: training on the
+        # CPU rounds differently on an AVX2 and an AVX-512 machine, so its numbers reproduce
+        # exactly only on the same one
+        found["torch_cpu"] = torch.backends.cpu.get_cpu_capability()
     return found
 
 

@@ -21,6 +21,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import CorruptDatasetError, DatasetNotFoundError
+from .errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ __all__ = [
     "build_real_hpatches",
     "GRAF_VALID_Y_MAX",
     "REAL_BROWN_VERSION",
+    "REAL_HPATCHES_VERSION",
+    "portable_build_env",
     "match_detections",
 ]
 
@@ -614,8 +619,12 @@ def photo_sources(data_root: str | os.PathLike | None, n_coil: int | None = 40, 
 
 
 #: bumped whenever build_real_brown writes something else for the same settings (part of its
-#: cache key, so an older cached set is never reused)
-REAL_BROWN_VERSION = 3
+#: cache key, so an older cached set is never reused); 4: built in a portable process
+#: (:func:`portable_build_env`), the same patches on every CPU
+REAL_BROWN_VERSION = 4
+#: the same for build_real_hpatches (sets without a version in their key are the older,
+#: CPU-dependent builds)
+REAL_HPATCHES_VERSION = 1
 #: build_real_brown options added after sets were cached, with the default that means "as before"
 _KEY_NEUTRAL_DEFAULTS = {"val_sequences": [], "max_tilt": 1.0}
 
@@ -623,6 +632,93 @@ _KEY_NEUTRAL_DEFAULTS = {"val_sequences": [], "max_tilt": 1.0}
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
     key = hashlib.md5(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cache_dir) / kind / key
+
+
+def _opencv_dispatched_features() -> list[str]:
+    """OpenCV's dispatched instruction sets this CPU has, as its features line spells them
+    (``*AVX2``, ``*SSE4.1``; ``*AVX512-SKX?`` is one the CPU lacks)."""
+    return [token[1:] for token in cv2.getCPUFeaturesLine().split() if token.startswith("*") and not token.endswith("?")]
+
+
+def portable_build_env() -> dict[str, str]:
+    """Environment variables under which a data build gives the same bytes on every CPU.
+
+    numpy (float32 sin / cos / exp / log, tanh), OpenBLAS, OpenCV (SIFT, warps, blurs,
+    resizes: its SIMD dispatch and Intel IPP) and libjpeg-turbo choose code paths by the
+    CPU's instruction set at run time, and the paths round differently. Measured here: the
+    default real Brown set built with OpenCV's dispatch off, or with numpy's, has other
+    patches and SIFT keypoints than the plain build on the same machine, and plain builds on
+    an AVX2 and an AVX-512 machine differed in all three subsets. These variables (read when
+    the libraries load, so they apply to a new process) turn every such dispatch off, down to
+    the baseline that every CPU the wheels run on has; the process also calls
+    ``cv2.setUseOptimized(False)``, which turns OpenCV's dispatch and IPP off too."""
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy 1.x
+        from numpy.core import _multiarray_umath as umath  # type: ignore[no-redef]
+    env = {
+        "NPY_DISABLE_CPU_FEATURES": " ".join(getattr(umath, "__cpu_dispatch__", [])),
+        # (cv2.setUseOptimized(False) in the process turns the dispatch and IPP off as well)
+        "OPENCV_CPU_DISABLE": ",".join(_opencv_dispatched_features()),
+        "JSIMD_FORCENONE": "1",  # libjpeg-turbo inside OpenCV
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        # several OpenCV threads gave other keypoints from run to run on small sets (the
+        # un-optimised paths); one thread builds the default set in the same time
+        "OPENCV_FOR_THREADS_NUM": "1",
+    }
+    # OpenBLAS picks its kernels by CPU; pin the oldest one numpy's baseline allows
+    core = {"x86_64": "Nehalem", "AMD64": "Nehalem", "aarch64": "ARMV8", "arm64": "ARMV8"}.get(os.uname().machine if hasattr(os, "uname") else "")
+    if core:
+        env["OPENBLAS_CORETYPE"] = core
+    return env
+
+
+_PORTABLE_CHILD = "DEEPMATCH_PORTABLE_BUILD"
+
+
+def _run_portable(kind: str, folder: Path, kwargs: dict) -> None:
+    """Run ``_BUILDERS[kind](folder, **kwargs)`` in a new Python process under
+    :func:`portable_build_env` (in this process if it already is one); a dataset error of the
+    build is raised here as the same class, with the same message."""
+    if os.environ.get(_PORTABLE_CHILD) == "1":
+        _BUILDERS[kind](folder, **kwargs)
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".request-") as scratch:
+        request, failure = Path(scratch) / "request.json", Path(scratch) / "error.json"
+        request.write_text(json.dumps({"kind": kind, "folder": str(folder), "kwargs": kwargs, "error_file": str(failure)}))
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, **portable_build_env(), _PORTABLE_CHILD: "1",
+               "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        code = "import sys; from descriptors.writer import _portable_child; _portable_child(sys.argv[1])"
+        done = subprocess.run([sys.executable, "-c", code, str(request)], env=env)
+        if failure.is_file():
+            error = json.loads(failure.read_text())
+            cls = {"DatasetNotFoundError": DatasetNotFoundError, "CorruptDatasetError": CorruptDatasetError}.get(error["type"], DatasetError)
+            raise cls(error["what"], error["path"], error["hint"])
+        if done.returncode != 0:
+            raise RuntimeError(f"the portable {kind} data build into {folder} failed (exit code {done.returncode}; its output is above)")
+
+
+def _build_record() -> dict:
+    """What a build ran under, for its report: the portable variables as the process saw them
+    and whether OpenCV's optimised paths were on."""
+    return {"env": {name: os.environ.get(name) for name in portable_build_env()}, "opencv_optimized": bool(cv2.useOptimized()),
+            "opencv_ipp": bool(cv2.ipp.useIPP())}
+
+
+def _portable_child(request_file: str) -> None:
+    """The entry point of :func:`_run_portable`'s process."""
+    cv2.setUseOptimized(False)  # OpenCV's dispatch and IPP, beside the environment
+    cv2.setNumThreads(1)
+    request = json.loads(Path(request_file).read_text())
+    try:
+        _BUILDERS[request["kind"]](Path(request["folder"]), **request["kwargs"])
+    except DatasetError as exc:
+        what = str(exc).split(f": {exc.path}", 1)[0]
+        Path(request["error_file"]).write_text(json.dumps({"type": type(exc).__name__, "what": what, "path": str(exc.path), "hint": exc.hint}))
+        raise SystemExit(3) from None
 
 
 def _sequences_dir(data_root) -> Path:
@@ -707,12 +803,29 @@ def build_real_brown(
     folder = _set_folder(cache_dir, "real_brown", settings)
     if (folder / "done.json").is_file():
         return folder
+    _sequences_dir(data_root)  # a missing data root fails here, before the build process starts
+    scope = dict(locals())
+    arguments = {name: scope[name] for name in _BROWN_ARGUMENTS}
+    _run_portable("brown", folder, {**arguments, "data_root": str(data_root), "settings": settings,
+                                    "train_sequences": list(train_sequences), "val_sequences": list(val_sequences)})
+    report = json.loads((folder / "done.json").read_text())
+    log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "val", "test") if k in report})
+    return folder
+
+
+def _write_real_brown(
+    folder: Path, *, data_root, settings: dict, train_sequences, test_sequence, train_name, n_coil, n_logos, skimage_photos,
+    views_per_photo, keypoints_per_image, test_keypoints, magnification, min_ncc, n_train_pairs, n_test_pairs, seed,
+    perspective, max_rotation, max_scale, realistic_photometric, redetect, scene_negatives, min_compression,
+    degrade_reference, keypoint_density, frame_jitter, val_sequences, max_tilt,
+) -> None:
+    """The body of :func:`build_real_brown` (run in its portable process): writes ``folder``."""
     from tqdm import tqdm
 
     sequences_dir = _sequences_dir(data_root)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    report: dict = {"settings": settings, "pairs": {}}
+    report: dict = {"settings": settings, "build": _build_record(), "pairs": {}}
     train_corr, train_seqs = [], []
     for name in train_sequences:
         seq = read_image_sequence(sequences_dir / name)
@@ -743,8 +856,6 @@ def build_real_brown(
     (tmp / "done.json").write_text(json.dumps(report, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "val", "test") if k in report})
-    return folder
 
 
 def build_real_hpatches(
@@ -765,14 +876,24 @@ def build_real_hpatches(
     settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir")}
     settings["sequences"] = list(sequences)
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
+    settings["version"] = REAL_HPATCHES_VERSION
     folder = _set_folder(cache_dir, "real_hpatches", settings)
     release = folder / "hpatches-release"
     if (folder / "report.json").is_file():
         return release
+    _sequences_dir(data_root)
+    _run_portable("hpatches", folder, {"data_root": str(data_root), "settings": settings, "sequences": list(sequences), "n_synthetic": n_synthetic,
+                                       "max_keypoints": max_keypoints, "synthetic_keypoints": synthetic_keypoints,
+                                       "magnification": magnification, "min_ncc": min_ncc, "seed": seed})
+    return release
+
+
+def _write_real_hpatches(folder: Path, *, data_root, settings: dict, sequences, n_synthetic, max_keypoints, synthetic_keypoints, magnification, min_ncc, seed) -> None:
+    """The body of :func:`build_real_hpatches` (run in its portable process): writes ``folder``."""
     sequences_dir = _sequences_dir(data_root)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    report: dict = {"settings": settings, "sequences": {}}
+    report: dict = {"settings": settings, "build": _build_record(), "sequences": {}}
     todo: list[tuple[ImageSequence, int, float | None]] = []
     for name in sequences:
         seq = read_image_sequence(sequences_dir / name, name=name if name.startswith(("v_", "i_")) else f"v_{name}")
@@ -787,7 +908,10 @@ def build_real_hpatches(
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    return release
+
+
+_BUILDERS = {"brown": _write_real_brown, "hpatches": _write_real_hpatches}
+_BROWN_ARGUMENTS = set(_write_real_brown.__code__.co_varnames[1 : _write_real_brown.__code__.co_argcount + _write_real_brown.__code__.co_kwonlyargcount])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -304,6 +304,7 @@ def test_software_versions_name_the_installed_packages():
     found = software_versions(("torch", "lightning", "numpy", "no-such-package-xyz"))
     assert found["torch"] == torch.__version__ and found["lightning"] == lightning.__version__ and found["numpy"] == numpy.__version__
     assert "no-such-package-xyz" not in found and found["python"].count(".") == 2
+    assert found["torch_cpu"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_installation_groups_name_the_rows_of_each_install():

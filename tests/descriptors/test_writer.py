@@ -3,6 +3,8 @@ with a known H), both sequence layouts, the Brown and HPatches outputs, the e/h/
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -386,3 +388,54 @@ def test_tilted_views_keep_exact_correspondences():
         shuffled = np.abs(p1[both] - np.roll(pn, 5, axis=0)).mean(axis=(1, 2))
         assert np.median(same) < 0.5 * np.median(shuffled)
     assert anisotropic > 10
+
+
+def _tiny_real_data(tmp_path):
+    root = tmp_path / "data" / "sequences"
+    for k, (name, layout) in enumerate((("seq_train", "oxford"), ("v_test", "hpatches"))):
+        _write_layout(root / name, W.synthetic_sequence(name, texture(20 + k), n_images=6, seed=k, strength=0.05), layout)
+    return tmp_path / "data"
+
+
+def test_real_sets_are_built_in_a_portable_process(tmp_path):
+    """numpy, OpenCV, OpenBLAS and libjpeg-turbo pick code paths by the CPU at run time, which
+    made the generated patches differ between machines: both real sets are written by a new
+    process under portable_build_env (every such dispatch off) with OpenCV's optimised paths
+    off, whatever the calling process runs under."""
+    data = _tiny_real_data(tmp_path)
+    expected = W.portable_build_env()
+    assert expected["JSIMD_FORCENONE"] == "1" and expected["OPENBLAS_NUM_THREADS"] == "1"
+    from numpy._core import _multiarray_umath as umath
+
+    assert expected["NPY_DISABLE_CPU_FEATURES"].split() == list(umath.__cpu_dispatch__)
+    # OpenCV's dispatched sets this CPU has, as in its features line ("*AVX2"; "*AVX512-SKX?" = lacking)
+    line = cv2.getCPUFeaturesLine().split()
+    assert expected["OPENCV_CPU_DISABLE"] == ",".join(t[1:] for t in line if t[0] == "*" and t[-1] != "?")
+    assert expected["OPENCV_FOR_THREADS_NUM"] == "1"
+    folder = W.build_real_brown(data, tmp_path / "cache", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
+                                n_train_pairs=200, n_test_pairs=200, train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
+    build = json.loads((folder / "done.json").read_text())["build"]
+    assert build == {"env": expected, "opencv_optimized": False, "opencv_ipp": False}
+    # and the same bytes again (several OpenCV threads did not always give them)
+    again = W.build_real_brown(data, tmp_path / "cache_again", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
+                               n_train_pairs=200, n_test_pairs=200, train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
+    for name in ("real_train", "v_test"):
+        assert brown.subset_digest(brown.read_subset(folder / name)) == brown.subset_digest(brown.read_subset(again / name))
+    assert cv2.useOptimized()  # this process is untouched
+    release = W.build_real_hpatches(data, tmp_path / "cache", sequences=("v_test",), n_synthetic=0, max_keypoints=60, min_ncc=None)
+    assert json.loads((release.parent / "report.json").read_text())["build"] == {"env": expected, "opencv_optimized": False, "opencv_ipp": False}
+    assert (release / "v_test").is_dir()
+
+
+def test_portable_build_errors_reach_the_caller(tmp_path):
+    """A dataset error inside the build process is raised in the caller as the same class, with
+    the same message naming the path; nothing half-built is left as a cached set."""
+    data = _tiny_real_data(tmp_path)
+    kwargs = dict(n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60, n_train_pairs=200, n_test_pairs=200, min_ncc=None)
+    with pytest.raises(DatasetNotFoundError, match="v_missing") as missing:
+        W.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_missing", **kwargs)
+    assert "sequences" in str(missing.value.path) and missing.value.hint
+    (data / "sequences" / "v_test" / "1.ppm").write_bytes(b"not an image")
+    with pytest.raises(CorruptDatasetError, match="1.ppm"):
+        W.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_test", **kwargs)
+    assert not list((tmp_path / "cache" / "real_brown").glob("*/done.json"))
