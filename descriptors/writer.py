@@ -17,6 +17,7 @@ and the HPatches layout with easy / hard / tough frame jitter (:func:`write_hpat
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -716,8 +717,7 @@ def _portable_child(request_file: str) -> None:
     try:
         _BUILDERS[request["kind"]](Path(request["folder"]), **request["kwargs"])
     except DatasetError as exc:
-        what = str(exc).split(f": {exc.path}", 1)[0]
-        Path(request["error_file"]).write_text(json.dumps({"type": type(exc).__name__, "what": what, "path": str(exc.path), "hint": exc.hint}))
+        Path(request["error_file"]).write_text(json.dumps({"type": type(exc).__name__, "what": getattr(exc, "what", str(exc)), "path": str(exc.path), "hint": exc.hint}))
         raise SystemExit(3) from None
 
 
@@ -911,7 +911,7 @@ def _write_real_hpatches(folder: Path, *, data_root, settings: dict, sequences, 
 
 
 _BUILDERS = {"brown": _write_real_brown, "hpatches": _write_real_hpatches}
-_BROWN_ARGUMENTS = set(_write_real_brown.__code__.co_varnames[1 : _write_real_brown.__code__.co_argcount + _write_real_brown.__code__.co_kwonlyargcount])
+_BROWN_ARGUMENTS = set(inspect.signature(_write_real_brown).parameters) - {"folder"}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

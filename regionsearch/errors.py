@@ -13,6 +13,7 @@ class DatasetError(RuntimeError):
     """
 
     def __init__(self, what: str, path: str | Path, hint: str = "") -> None:
+        self.what = what
         self.path = Path(path)
         self.hint = hint
         message = f"{what}: {self.path}"
