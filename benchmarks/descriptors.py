@@ -124,13 +124,16 @@ def train_method(method: str, output_dir: Path, overrides: list[str]) -> tuple[P
     return checkpoint, json.loads(timer_file.read_text())
 
 
-def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, lookalike_k: int | None = None) -> tuple:
+def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, lookalike_k: int | None = None,
+                     train_pairs: int | None = None) -> tuple:
     """The configured test split's patches (uint8 (N, 64, 64)) and ``[i, j, label]`` pairs, the
     names of the training, test and validation subsets, the validation split's patches and
     pairs (the ones the trained networks' val FPR95 is measured on) and, with ``lookalike_k``,
     those pairs with look-alike negatives (:func:`descriptors.brown.lookalike_match_pairs`,
-    seed 0; else None), and the first 12 hex digits of the train / val / test subsets' digests
-    (:func:`descriptors.brown.subset_digest`)."""
+    seed 0; else None), the first 12 hex digits of the train / val / test subsets' digests
+    (:func:`descriptors.brown.subset_digest`) and, with ``train_pairs``, the training subset's
+    patches and that many ``[i, j, label]`` pairs drawn from it (:func:`training_pairs`; else
+    None, None)."""
     import hydra
 
     from descriptors.brown import lookalike_match_pairs, subset_digest
@@ -145,8 +148,22 @@ def load_eval_splits(method: str, overrides: list[str], n_pairs: int | None, loo
     lookalike = None if lookalike_k is None else lookalike_match_pairs(val, val_matches, int(lookalike_k), seed=0)
     names = {"train": datamodule.train_subset, "val": datamodule.val_subset, "test": datamodule.test_subset}
     digests = {split: subset_digest(datamodule.subset(name))[:12] for split, name in names.items()}
+    train = datamodule.subset(datamodule.train_subset) if train_pairs else None
     return (np.asarray(subset.patches), matches, datamodule.train_subset, datamodule.test_subset, datamodule.val_subset,
-            np.asarray(val.patches), val_matches, lookalike, digests)
+            np.asarray(val.patches), val_matches, lookalike, digests,
+            None if train is None else np.asarray(train.patches), None if train is None else training_pairs(train, train_pairs))
+
+
+def training_pairs(subset, n_pairs: int, seed: int = 0) -> np.ndarray:
+    """``[i, j, label]`` rows of ``n_pairs`` pairs of a training subset, half matching, negatives
+    within one scene (:func:`descriptors.brown.sample_match_pairs` with its scenes): how well a
+    network fits the distribution it was trained on, next to the held-out sets (a gap between
+    the two is transfer, not too little training)."""
+    from descriptors.brown import sample_match_pairs, scene_ids
+
+    index = sample_match_pairs(subset.point_ids, int(n_pairs), seed=seed, scenes=scene_ids(subset.point_ids, subset.interest))
+    labels = (subset.point_ids[index[:, 0]] == subset.point_ids[index[:, 1]]).astype(np.int64)
+    return np.column_stack([index, labels])
 
 
 def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool = False) -> float:
@@ -235,7 +252,7 @@ def scaled_items(data_cfg, scale: float) -> int:
 BASELINES = ("sift", "rootsift")
 
 #: row entries averaged over seeds (the others are the first seed's)
-SEED_MEANS = ("fpr95", "val_fpr95", "val_lookalike_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
+SEED_MEANS = ("fpr95", "val_fpr95", "val_lookalike_fpr95", "train_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
               "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
 #: training times: means over the seeds that have them
 SEED_TIMES = ("seconds_per_epoch", "train_seconds_total")
@@ -280,7 +297,7 @@ def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[d
             merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
         merged["seeds"] = list(seeds)
         merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
-        for key in ("val_fpr95", "val_lookalike_fpr95"):
+        for key in ("val_fpr95", "val_lookalike_fpr95", "train_fpr95"):
             if all(r.get(key) is not None for r in runs):
                 merged[f"{key}_seeds"] = [r[key] for r in runs]
         merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
@@ -319,6 +336,7 @@ def run_suite(
     budget_scale: float = 1.0,
     seeds: list[int] | None = None,
     lookalike_val_k: int | None = 8,
+    train_pairs: int | None = 4000,
 ) -> list[dict]:
     from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
     from descriptors.metrics import fpr_at_recall, roc_points
@@ -334,8 +352,8 @@ def run_suite(
     test_pairs = quick_test_pairs if quick else n_test_pairs
 
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
-    loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs, lookalike_val_k)
-    patches, matches, train_name, test_name, val_name, val_patches, val_matches, lookalike_matches, data_digests = loaded
+    loaded = load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common, test_pairs, lookalike_val_k, train_pairs)
+    patches, matches, train_name, test_name, val_name, val_patches, val_matches, lookalike_matches, data_digests, train_patches, train_matches = loaded
     labels = matches[:, 2]
     patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
     timing_input = torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -367,6 +385,9 @@ def run_suite(
         selection = {"val_fpr95": pairs_fpr95(describe, val_patches, val_matches), "val_pairs": int(len(val_matches))}
         if lookalike_matches is not None:
             selection["val_lookalike_fpr95"] = pairs_fpr95(describe, val_patches, lookalike_matches)
+        if train_matches is not None:
+            selection["train_fpr95"] = pairs_fpr95(describe, train_patches, train_matches)
+            selection["train_pairs"] = int(len(train_matches))
         row = add_row(name, _distances(descriptors, matches, False), train=None, **selection)
         row.update(_hpatches_scores(patch_sets, lists, describe, hpatches_split, cache, torch_device))
         row["patches_per_s"] = round(len(patches) / seconds, 1)
@@ -415,6 +436,8 @@ def run_suite(
                 used = np.unique(matches[:, :2])
                 described[used] = model.describe(patches[used])
                 lookalike = {} if lookalike_matches is None else {"val_lookalike_fpr95": pairs_fpr95(model.describe, val_patches, lookalike_matches, model.binary)}
+                if train_matches is not None:
+                    lookalike["train_fpr95"] = pairs_fpr95(model.describe, train_patches, train_matches, model.binary)
                 row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training, **lookalike)
                 row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
                 sized = as_patch_tensor(timing_input, model.patch_size)
@@ -434,14 +457,18 @@ def run_suite(
                     row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
                 if binary_rows and method in BINARY_OF and not model.binary:
                     codes = torch.where(described >= 0, 1.0, -1.0)
-                    binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None})
+                    fit = {} if train_matches is None else {"train_fpr95": pairs_fpr95(lambda p, m=model: torch.where(m.describe(p) >= 0, 1.0, -1.0), train_patches, train_matches, True)}
+                    binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None}, **fit)
                     binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
             else:
                 model = PatchMatcher.from_checkpoint(checkpoint, torch_device, batch_size=timing_batch_size)
                 lookalike = {}
-                if lookalike_matches is not None:
-                    scores = model.score_index_pairs(val_patches, lookalike_matches[:, :2]).numpy()
-                    lookalike["val_lookalike_fpr95"] = round(float(fpr_at_recall(-scores, lookalike_matches[:, 2])), 6)
+                for key, (pool, pairs) in {"val_lookalike_fpr95": (val_patches, lookalike_matches), "train_fpr95": (train_patches, train_matches)}.items():
+                    if pairs is not None:
+                        # only the patches the pairs use (the training pool holds hundreds of thousands)
+                        used, index = np.unique(pairs[:, :2], return_inverse=True)
+                        scores = model.score_index_pairs(pool[used], index.reshape(-1, 2)).numpy()
+                        lookalike[key] = round(float(fpr_at_recall(-scores, pairs[:, 2])), 6)
                 row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training, **lookalike)
                 sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
                 # patches through the network while scoring pairs (two per pair)
@@ -463,6 +490,7 @@ def run_suite(
     _plot_roc(curves, output / "descriptors_roc.png", f"{train_name} → {test_name} (held out)")
     _plot_val_vs_test(rows, output / "descriptors_val_vs_test.png", val_name, test_name)
     _plot_val_vs_test(rows, output / "descriptors_lookalike_val_vs_test.png", val_name, test_name, "val_lookalike_fpr95")
+    _plot_fit_vs_test(rows, output / "descriptors_fit_vs_test.png", train_name, test_name)
     if publish_dir:
         done = {r["method"] for r in rows}
         publish, merged = merge_published(publish_dir, "descriptors", rows, lambda r: r["method"] in done, table_order)
@@ -473,6 +501,7 @@ def run_suite(
             shutil.copy(output / "descriptors_roc.png", publish / roc_name)
         _plot_val_vs_test(merged, publish / "descriptors_val_vs_test.png", val_name, test_name)
         _plot_val_vs_test(merged, publish / "descriptors_lookalike_val_vs_test.png", val_name, test_name, "val_lookalike_fpr95")
+        _plot_fit_vs_test(merged, publish / "descriptors_fit_vs_test.png", train_name, test_name)
     print((output / "descriptors.md").read_text())
     return rows
 
@@ -525,8 +554,8 @@ def markdown(rows: list[dict], info: dict) -> str:
            "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
           if any(r.get("fpr95_std") is not None for r in rows) else []),
         "",
-        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | val look-alike FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
-        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|---|",
+        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | val look-alike FPR95 | train-pairs FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
+        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         title, dim, paper = PAPER.get(r["method"], (r["method"], "", (None,) * 7))
@@ -542,13 +571,20 @@ def markdown(rows: list[dict], info: dict) -> str:
         ours = f"**{_pct(r['fpr95'])}**"
         if r.get("fpr95_std") is not None:
             ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
-        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {_pct(r.get('val_lookalike_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
+        lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {_pct(r.get('val_lookalike_fpr95'))} | {_pct(r.get('train_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
     learned = [r for r in rows if r["method"] not in BASELINES]
     sift = next((r for r in rows if r["method"] == "sift"), None)
     if sift and learned:
         beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
         lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
                   + (f" ({', '.join(beat)})." if beat else ".")]
+        fit = selection_agreement(rows, "train_fpr95")
+        if fit and "below_sift_val" in fit:
+            lines += ["", f"On pairs of the training set `{info['train']}` (`train-pairs FPR95`: {sift.get('train_pairs')} pairs, half matching, "
+                      f"negatives within one photo; `benchmarks.descriptors.training_pairs`), {fit['below_sift_val']} of the {fit['rows']} "
+                      f"learned rows with that number are below SIFT's {_pct(fit['sift_val'])}%, {fit['below_sift_both']} of them also on "
+                      f"`{info['test']}` (plot: descriptors_fit_vs_test.png): a row that fits its training distribution but loses on the "
+                      "test has a transfer gap, not too little training."]
     installs = installation_groups(rows)
     if installs:
         lines += ["", installs]
@@ -608,9 +644,11 @@ def selection_agreement(rows: list[dict], key: str = "val_fpr95") -> dict | None
     return agreement
 
 
-def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: str, key: str = "val_fpr95") -> None:
-    """Selection-set (the rows' ``key``) against test FPR95 per row (bars: the seeds' range), with
-    SIFT's two numbers as the lines that split the plane: lower left beats SIFT on both."""
+def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: str, key: str = "val_fpr95",
+                      x_label: str | None = None, title: str = "Selection set against test") -> None:
+    """Selection-set (the rows' ``key``; ``x_label`` names it) against test FPR95 per row (bars:
+    the seeds' range), with SIFT's two numbers as the lines that split the plane: lower left
+    beats SIFT on both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -633,9 +671,9 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
         if r["method"] == "sift":
             axis.axvline(x, color="black", linestyle=":", linewidth=0.8)
             axis.axhline(y, color="black", linestyle=":", linewidth=0.8)
-    axis.set_xlabel(f"{val_name}{' look-alike' if key == 'val_lookalike_fpr95' else ''} val FPR95 (%) (selection set)")
+    axis.set_xlabel(x_label or f"{val_name}{' look-alike' if key == 'val_lookalike_fpr95' else ''} val FPR95 (%) (selection set)")
     axis.set_ylabel(f"{test_name} FPR95 (%) (held-out test)")
-    axis.set_title("Selection set against test (dotted: SIFT; bars: range over seeds)")
+    axis.set_title(f"{title} (dotted: SIFT; bars: range over seeds)")
     # log axes spread the good rows apart; a perfect 0 (toy runs) needs linear ones
     if all(min(r[key], r["fpr95"], *(r.get(f"{key}_seeds") or []), *(r.get("fpr95_seeds") or [])) > 0 for r in shown):
         plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
@@ -647,6 +685,13 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _plot_fit_vs_test(rows: list[dict], path: Path, train_name: str, test_name: str) -> None:
+    """Training-pairs FPR95 against test FPR95 per row: how well a row fits what it was trained on
+    against how well that carries over (lower right of SIFT's lines: a transfer gap)."""
+    _plot_val_vs_test(rows, path, train_name, test_name, "train_fpr95", x_label=f"{train_name} pairs FPR95 (%) (training distribution)",
+                      title="Fit to the training set against test")
 
 
 def _plot_roc(curves: dict, path: Path, title: str) -> None:
