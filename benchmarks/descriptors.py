@@ -169,11 +169,22 @@ def training_pairs(subset, n_pairs: int, seed: int = 0) -> np.ndarray:
 def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool = False) -> float:
     """FPR95 of ``[i, j, label]`` pairs into ``patches``, each patch a pair uses described once
     by ``describe`` (uint8 patches -> ``(n, D)`` array or tensor)."""
+    pool, index = used_patches(patches, pairs)
+    described = torch.as_tensor(np.asarray(describe(pool), dtype=np.float32))
+    return _fpr95(_distances(described, index, binary), pairs[:, 2])
+
+
+def used_patches(patches: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The patches ``[i, j, label]`` pairs use, each once, and the pairs as ``(M, 2)`` indices into
+    them (a training pool holds hundreds of thousands of patches; the pairs use a few thousand)."""
+    used, index = np.unique(pairs[:, :2], return_inverse=True)
+    return patches[used], index.reshape(-1, 2)
+
+
+def _fpr95(distances: np.ndarray, labels: np.ndarray) -> float:
     from descriptors.metrics import fpr_at_recall
 
-    used, index = np.unique(pairs[:, :2], return_inverse=True)
-    described = torch.as_tensor(np.asarray(describe(patches[used]), dtype=np.float32))
-    return round(float(fpr_at_recall(_distances(described, index.reshape(-1, 2), binary), pairs[:, 2])), 6)
+    return round(float(fpr_at_recall(distances, labels)), 6)
 
 
 def _distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np.ndarray:
@@ -436,8 +447,10 @@ def run_suite(
                 used = np.unique(matches[:, :2])
                 described[used] = model.describe(patches[used])
                 lookalike = {} if lookalike_matches is None else {"val_lookalike_fpr95": pairs_fpr95(model.describe, val_patches, lookalike_matches, model.binary)}
-                if train_matches is not None:
-                    lookalike["train_fpr95"] = pairs_fpr95(model.describe, train_patches, train_matches, model.binary)
+                if train_matches is not None:  # described once, for the float row and its binary one
+                    train_pool, train_index = used_patches(train_patches, train_matches)
+                    train_described = model.describe(train_pool)
+                    lookalike["train_fpr95"] = _fpr95(_distances(train_described, train_index, model.binary), train_matches[:, 2])
                 row = add_row(method, _distances(described, matches, model.binary), dim=model.descriptor_dim, **training, **lookalike)
                 row.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: m.describe(p).numpy(), hpatches_split, cache, torch_device))
                 sized = as_patch_tensor(timing_input, model.patch_size)
@@ -457,7 +470,7 @@ def run_suite(
                     row["patches_per_s"] = round(_throughput([model.describe], sized, timing_batch_size, timing_repeats)[0], 1)
                 if binary_rows and method in BINARY_OF and not model.binary:
                     codes = torch.where(described >= 0, 1.0, -1.0)
-                    fit = {} if train_matches is None else {"train_fpr95": pairs_fpr95(lambda p, m=model: torch.where(m.describe(p) >= 0, 1.0, -1.0), train_patches, train_matches, True)}
+                    fit = {} if train_matches is None else {"train_fpr95": _fpr95(_distances(torch.where(train_described >= 0, 1.0, -1.0), train_index, True), train_matches[:, 2])}
                     binary = add_row(BINARY_OF[method], _distances(codes, matches, True), derived_from=method, dim=model.descriptor_dim, **{**training, "val_fpr95": None}, **fit)
                     binary.update(_hpatches_scores(patch_sets, lists, lambda p, m=model: np.where(m.describe(p).numpy() >= 0, 1.0, -1.0), hpatches_split, cache, torch_device))
             else:
@@ -465,10 +478,7 @@ def run_suite(
                 lookalike = {}
                 for key, (pool, pairs) in {"val_lookalike_fpr95": (val_patches, lookalike_matches), "train_fpr95": (train_patches, train_matches)}.items():
                     if pairs is not None:
-                        # only the patches the pairs use (the training pool holds hundreds of thousands)
-                        used, index = np.unique(pairs[:, :2], return_inverse=True)
-                        scores = model.score_index_pairs(pool[used], index.reshape(-1, 2)).numpy()
-                        lookalike[key] = round(float(fpr_at_recall(-scores, pairs[:, 2])), 6)
+                        lookalike[key] = _fpr95(-model.score_index_pairs(*used_patches(pool, pairs)).numpy(), pairs[:, 2])
                 row = add_row(method, -model.score_index_pairs(patches, matches[:, :2]).numpy(), dim=getattr(model.net, "feature_dim", None), **training, **lookalike)
                 sized = as_patch_tensor(timing_input[: timing_patches // 2], model.patch_size)
                 # patches through the network while scoring pairs (two per pair)
