@@ -36,7 +36,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from benchmarks.suite import device_name, merge_published, prepare_suite, software_versions
+from benchmarks.suite import merge_published, prepare_suite, software_versions
+from core.timing import device_name
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import device_name, prepare_suite
+from benchmarks.suite import prepare_suite
+from core.timing import device_name
 from descriptors import hpatches as H
 from descriptors.sift import sift_describe
 from descriptors.writer import build_real_hpatches

@@ -20,7 +20,8 @@ import torch
 from hydra import compose
 from tqdm import tqdm
 
-from benchmarks.suite import device_name, merge_published, prepare_suite
+from benchmarks.suite import merge_published, prepare_suite
+from core.timing import device_name
 from regionsearch.api import RegionSearcher
 from regionsearch.baselines import BASELINES
 from regionsearch.boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve

@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import shutil
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.timing import timed_median
 from retrieval.search import Searcher, import_faiss
 
 log = logging.getLogger(__name__)
@@ -57,18 +57,6 @@ def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:
     return float(np.mean(hits))
 
 
-def _timed(fn, repeats: int, device: torch.device) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
 
 def measure(
     searcher: Searcher, queries: np.ndarray, topk: int, n_single: int, repeats: int
@@ -76,8 +64,8 @@ def measure(
     """(ms per query batched, ms per query one at a time, batched results)."""
     device = searcher.database.device if searcher.backend == "torch" else torch.device("cpu")
     searcher.search(queries[:2], topk)  # warm-up
-    batched, (indices, _) = _timed(lambda: searcher.search(queries, topk), repeats, device)
-    single, _ = _timed(lambda: [searcher.search(queries[i : i + 1], topk) for i in range(n_single)], repeats, device)
+    batched, (indices, _) = timed_median(lambda: searcher.search(queries, topk), repeats, device)
+    single, _ = timed_median(lambda: [searcher.search(queries[i : i + 1], topk) for i in range(n_single)], repeats, device)
     return batched * 1000 / len(queries), single * 1000 / n_single, indices.cpu()
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from core.timing import resolve_device
+
 
 def software_versions(packages: tuple[str, ...] = ("torch", "lightning", "numpy", "opencv-python-headless", "kornia")) -> dict[str, str]:
     """The installed versions of the packages a result depends on (absent ones left out), to
@@ -31,18 +33,6 @@ def software_versions(packages: tuple[str, ...] = ("torch", "lightning", "numpy"
     return found
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the GPU when one is visible, else the CPU; anything else as torch spells it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def device_name(device: torch.device) -> str:
-    """``NVIDIA H100 ...`` or ``CPU (x86_64, 2 threads)``: the label every results table carries."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def prepare_suite(output_dir: str, device: str, num_threads: int | None) -> tuple[Path, torch.device]:

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from regionsearch.errors import DatasetError
+from core.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

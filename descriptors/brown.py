@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def download_brown(root: str | os.PathLike, subset: str, timeout: float = 120.0)
     when neither works (no network)."""
     if subset not in BROWN_SUBSETS:
         raise ValueError(f"unknown Brown subset {subset!r}; expected one of {BROWN_SUBSETS}")
-    from regionsearch.mnist import md5sum
+    from core.files import md5sum
 
     target = Path(root).expanduser() / "brown"
     target.mkdir(parents=True, exist_ok=True)

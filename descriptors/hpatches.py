@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 
 __all__ = [
     "HPATCHES_URL",

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from core.distributed import gather_in_sample_order
+
 from . import losses as L
 from .metrics import fpr_at_recall, roc_points
 from .networks import CSL2Net, MatchNet, hamming_from_signs, network_spec
@@ -140,11 +142,7 @@ class PatchMatchingModule(pl.LightningModule):
         local = torch.cat(self._outputs[split])
         self._outputs[split].clear()
         # FPR95 needs every pair of the epoch: gather across DDP ranks first.
-        gathered = self.all_gather(local)
-        if gathered.dim() == 3:
-            # (world, n/world, 2): DistributedSampler deals pair i to rank i % world and pads the
-            # last round with repeats; interleave back to dataset order and drop the repeats.
-            gathered = gathered.transpose(0, 1).flatten(0, 1)[: self._dataset_size(split)]
+        gathered = gather_in_sample_order(self, local, lambda: self._dataset_size(split))
         distances, labels = gathered[:, 0].cpu().numpy(), gathered[:, 1].cpu().numpy()
         if np.isnan(distances).any():
             # a diverged network: rank its NaN pairs last instead of failing the run

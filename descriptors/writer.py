@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from core.errors import DatasetNotFoundError
+
 from .canvases import cached_pairs, get_spec
-from .errors import DatasetNotFoundError
 from .logos import cached_logo_pairs
 from .mnist import load_mnist
 

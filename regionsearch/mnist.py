@@ -13,7 +13,6 @@ the reader tells them apart by their first two bytes (``0x1f 0x8b`` = gzip), not
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import tempfile
 import urllib.error
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regionsearch.errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
+from core.files import md5sum
 
 __all__ = [
     "MNIST_MIRRORS",
@@ -166,14 +166,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     path.write_bytes(payload)
     return path
 
-
-def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex md5 of a file's bytes."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _search_dirs(root: Path) -> list[Path]:

@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from core.distributed import gather_in_sample_order
+
 from .boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
 from .losses import baseline_loss, contrastive_loss, discounted_returns, reinforce_loss
 from .model import SearchPathMatcher
@@ -188,11 +190,7 @@ class RegionSearchModule(pl.LightningModule):
         local = torch.cat(self._outputs[split])
         self._outputs[split].clear()
         # FPR95/mAP-style epoch metrics need every sample: gather across DDP ranks first.
-        gathered = self.all_gather(local)
-        if gathered.dim() == 3:
-            # (world, n/world, T+1): DistributedSampler deals sample i to rank i % world and pads
-            # the last round with repeats; interleave back to sample order and drop the repeats.
-            gathered = gathered.transpose(0, 1).flatten(0, 1)[: self._dataset_size(split)]
+        gathered = gather_in_sample_order(self, local, lambda: self._dataset_size(split))
         path_ious = gathered.cpu().numpy()  # (N, T+1)
         results = summarize_ious(path_ious, self.hparams.iou_threshold)
         results["windows_per_query"] = float(self.net.steps)

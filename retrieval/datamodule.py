@@ -31,8 +31,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from core.errors import DatasetNotFoundError
+
 from . import datasets as ds
-from .errors import DatasetNotFoundError
 from .evaluate import evaluate_protocol
 from .images import ImageListDataset, SameSizeBatchSampler, load_image
 from .mining import draw_query_pairs, mine_tuples, random_tuples

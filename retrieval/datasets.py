@@ -48,9 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regionsearch.logos import FLICKRLOGOS27_HINT, read_flickrlogos27
-
-from .errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
+from core.readers.flickrlogos import FLICKRLOGOS27_HINT, read_flickrlogos27
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
+
 from .datasets import DATASET_HINTS, DATASET_URLS
-from .errors import CorruptDatasetError, DatasetNotFoundError
 
 __all__ = ["DOWNLOADS", "download_dataset", "fetch", "unpack"]
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from .errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 
 __all__ = [
     "IMAGENET_MEAN",

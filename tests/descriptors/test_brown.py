@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from descriptors.brown import (
     BrownDataModule,
     appearance_neighbours,
@@ -22,7 +23,6 @@ from descriptors.brown import (
     subset_digest,
     write_subset,
 )
-from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
 
 N_PATCHES = 300  # two tiles, the second partly filled
 

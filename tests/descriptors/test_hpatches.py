@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from descriptors import hpatches as H
 from descriptors import hpatches_official as official
-from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
 from tests.conftest import SHARED_DATA
 
 REF_SAMPLE = SHARED_DATA / "hpatches_ref_sample" / "ref.png"

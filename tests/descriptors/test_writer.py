@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from descriptors import brown, hpatches
 from descriptors import writer as W
-from descriptors.errors import CorruptDatasetError, DatasetNotFoundError
 
 
 def texture(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:

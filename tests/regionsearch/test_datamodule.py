@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.errors import DatasetNotFoundError
 from regionsearch.datamodule import LogoRegionDataModule, MNISTRegionDataModule
-from regionsearch.errors import DatasetNotFoundError
 from tests.regionsearch.test_logos import write_jpeg
 
 

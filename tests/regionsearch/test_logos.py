@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regionsearch.errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from regionsearch.logos import (
     FLICKRLOGOS27_URL,
     FLICKRLOGOS32_URL,

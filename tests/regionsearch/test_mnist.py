@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regionsearch.errors import CorruptDatasetError, DatasetNotFoundError
+from core.errors import CorruptDatasetError, DatasetNotFoundError
+from core.files import md5sum
 from regionsearch.mnist import (
     EMBEDDED_DIR,
     MNIST_FILES,
     find_mnist_file,
     load_mnist,
-    md5sum,
     read_idx,
     write_idx,
 )

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from regionsearch.errors import DatasetError
+from core.errors import DatasetError
 from retrieval.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import DatasetNotFoundError
 from retrieval.datamodule import (
     RetrievalClassificationDataModule,
     RetrievalEvalDataModule,
     RetrievalTupleDataModule,
 )
-from retrieval.errors import DatasetNotFoundError
 from tests.conftest import SHARED_DATA
 from tests.retrieval.test_datasets import write_jpeg, write_oxford
 

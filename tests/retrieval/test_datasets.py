@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from retrieval.datasets import (
     read_distractors,
     read_flickrlogos27_retrieval,
@@ -19,7 +20,6 @@ from retrieval.datasets import (
     read_revisited,
     read_ukbench,
 )
-from retrieval.errors import CorruptDatasetError, DatasetNotFoundError
 from retrieval.images import load_image
 
 

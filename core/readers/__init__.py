@@ -1,0 +1,1 @@
+"""Dataset readers used by more than one family."""
