@@ -6,6 +6,9 @@
     queries = retriever.embed(query_images)
     indices, scores = retriever.search(queries, database, topk=10, query_expansion=5)
 
+:func:`extract_features` computes every off-the-shelf descriptor (:data:`GLOBAL_METHODS`)
+and the regional features of a set from one timed backbone pass per image.
+
 Checkpoints written by :class:`~retrieval.module.RetrievalFineTuneModule` and
 :class:`~retrieval.module.RegionalAttentionModule` carry a ``net_config`` (see
 :func:`describe_net`), from which :func:`build_net` rebuilds the network before the weights
@@ -15,20 +18,39 @@ are loaded; nothing of the training config is needed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from .attention import RegionalAttentionNet
-from .backbones import Backbone, build_backbone, normalize_images, resize_max_side
-from .networks import NeuralCodes, RetrievalNet, extract_multiscale
-from .pooling import MAC, RMAC, GeM, IntegralRMAC, SPoC
+from core.timing import timed_median
+
+from .data.images import ImageListDataset
+from .nets.attention import RegionalAttentionNet, regional_mean
+from .nets.backbones import Backbone, build_backbone, normalize_images, resize_max_side
+from .nets.retrieval_net import NeuralCodes, RetrievalNet, extract_multiscale
+from .pooling import (
+    MAC,
+    RMAC,
+    GeM,
+    IntegralRMAC,
+    SPoC,
+    gem,
+    l2n,
+    mac,
+    regional_max,
+    rmac,
+    rmac_regions,
+    spoc,
+)
+from .proposals import sliding_window_boxes
 from .qe import average_query_expansion, expand
 from .search import rank
 
-__all__ = ["PRETRAINED", "Retriever", "build_net", "describe_net"]
+__all__ = ["GLOBAL_METHODS", "PRETRAINED", "Features", "Retriever", "build_net", "describe_net", "extract_features"]
 
 #: Off-the-shelf networks by name: pooling and its arguments (attention needs training: not here).
 PRETRAINED: dict[str, tuple[str, dict]] = {
@@ -119,8 +141,8 @@ class Retriever:
     """A retrieval network applied to plain images, and database search.
 
     Args:
-        net: a :class:`~retrieval.networks.RetrievalNet` or
-            :class:`~retrieval.attention.RegionalAttentionNet` (normalised images -> unit vectors).
+        net: a :class:`~retrieval.nets.retrieval_net.RetrievalNet` or
+            :class:`~retrieval.nets.attention.RegionalAttentionNet` (normalised images -> unit vectors).
         image_size: longer side images are resized to (down or up; None = as given).
         scales: extraction scales (cirtorch multi-scale: ``(1, 1/sqrt(2), 1/2)``).
         device: where to run.
@@ -265,3 +287,78 @@ class Retriever:
             queries = average_query_expansion(queries, database, k) if alpha == 0 else expand(queries, database, k, alpha)
         topk = None if topk is None else min(topk, len(database))
         return rank(queries, database, topk=topk, backend=backend)
+
+
+# -- every off-the-shelf descriptor of a set from one backbone pass per image --------------------
+#: The global descriptors :func:`extract_features` computes (neural codes: the ImageNet classifier's output).
+GLOBAL_METHODS = ("neuralcodes", "spoc", "spoc_center", "mac", "gem", "rmac")
+
+
+@dataclass
+class Features:
+    """Everything computed from one set of images' feature maps (batch 1 each)."""
+
+    vectors: dict[str, torch.Tensor] = field(default_factory=dict)  # method -> (N, D), L2-normalised
+    regions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)  # kind -> [(max (R, C), mean (R, C))]
+    global_mean: torch.Tensor | None = None  # (N, C): the attention's context
+    backbone_ms: list[float] = field(default_factory=list)
+    pooling_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.backbone_ms)
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: Backbone, dataset: ImageListDataset, gem_p: float, levels: int, proposals: dict, desc: str,
+    attention_levels: int | None = None,
+) -> Features:
+    """One backbone pass per image (batch 1, timed; the first is also run once as a warm-up);
+    every global descriptor of :data:`GLOBAL_METHODS` and the regional (max, mean) features of
+    the R-MAC grid and of :func:`~retrieval.proposals.sliding_window_boxes` from the cached
+    map, each timed separately. ``proposals``: the sliding windows' arguments.
+
+    ``levels``: the R-MAC row's grid; ``attention_levels``: the grid of the regional features the
+    attention weighs (Kim & Yoon test on L = 5; default ``levels``)."""
+    attention_levels = attention_levels or levels
+    features = Features(pooling_ms={m: [] for m in (*GLOBAL_METHODS, "grid", "proposals")})
+    vectors: dict[str, list[torch.Tensor]] = {m: [] for m in GLOBAL_METHODS}
+    grid, boxes, means = [], [], []
+    poolings = {
+        "neuralcodes": lambda x: backbone.classifier(x.mean(dim=(-2, -1))),
+        "spoc": lambda x: spoc(x, center=False),
+        "spoc_center": lambda x: spoc(x, center=True),
+        "mac": mac,
+        "gem": lambda x: gem(x, gem_p),
+        "rmac": lambda x: rmac(x, levels=levels),
+    }
+
+    def region_features(x, regions):
+        return regional_max(x, regions)[0], regional_mean(x, regions)[0]
+
+    def timed_ms(fn):
+        seconds, out = timed_median(fn)
+        return out, seconds * 1000
+
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False, mininterval=2):
+        image = dataset[i]["image"].unsqueeze(0)  # decoding is not timed
+        if i == 0:
+            backbone(image)  # warm-up (allocations, kernel selection)
+        feature_map, ms = timed_ms(lambda image=image: backbone(image))
+        features.backbone_ms.append(ms)
+        for name, pool in poolings.items():
+            vector, ms = timed_ms(lambda pool=pool, x=feature_map: l2n(pool(x)))
+            vectors[name].append(vector[0])
+            features.pooling_ms[name].append(ms)
+        h, w = feature_map.shape[-2:]
+        regions, ms = timed_ms(lambda x=feature_map, h=h, w=w: region_features(x, rmac_regions(h, w, attention_levels)))
+        grid.append(regions)
+        features.pooling_ms["grid"].append(ms)
+        regions, ms = timed_ms(lambda x=feature_map, h=h, w=w: region_features(x, sliding_window_boxes(h, w, **proposals)))
+        boxes.append(regions)
+        features.pooling_ms["proposals"].append(ms)
+        means.append(feature_map.mean(dim=(-2, -1))[0])
+    features.vectors = {name: torch.stack(v) for name, v in vectors.items()}
+    features.regions = {"grid": grid, "proposals": boxes}
+    features.global_mean = torch.stack(means)
+    return features

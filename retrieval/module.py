@@ -1,4 +1,6 @@
-"""LightningModules of the retrieval family: tuple fine-tuning and regional-attention training.
+"""LightningModules of the retrieval family: tuple fine-tuning and regional-attention training,
+and :func:`train_attention`, the regional attention's training on cached region features
+(what the retrieval benchmark runs: one backbone pass per image, then many cheap epochs).
 
 Both evaluate the same way (the contract of the retrieval datamodules): ``val_dataloader()`` /
 ``test_dataloader()`` give two loaders ``[queries, database]`` of ``{"image", "index"}``
@@ -10,18 +12,21 @@ them across DDP ranks, puts them in ``index`` order and calls
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from functools import partial
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .api import describe_net
-from .attention import RegionalAttentionNet
 from .losses import LOSSES
-from .networks import RetrievalNet, extract_multiscale
+from .nets.attention import RegionalAttention, RegionalAttentionNet, attention_pool, pad_regions
+from .nets.retrieval_net import RetrievalNet, extract_multiscale
 from .pooling import GeM
 
 log = logging.getLogger(__name__)
@@ -181,7 +186,7 @@ class _RetrievalModule(pl.LightningModule):
 
 
 class RetrievalFineTuneModule(_RetrievalModule):
-    """Deep Image Retrieval / cirtorch fine-tuning of a :class:`~retrieval.networks.RetrievalNet` on tuples.
+    """Deep Image Retrieval / cirtorch fine-tuning of a :class:`~retrieval.nets.retrieval_net.RetrievalNet` on tuples.
 
     Train batches: ``{"images": (B, 2 + N, 3, S, S), "labels": (B, 2 + N)}`` (labels -1 query,
     1 positive, 0 negatives). At the start of every training epoch the module calls
@@ -263,7 +268,7 @@ class RegionalAttentionModule(_RetrievalModule):
     (two loaders + ``evaluate``); a classification val loader logs ``val/accuracy``, ``val/loss``.
 
     Args:
-        net: a :class:`~retrieval.attention.RegionalAttentionNet`.
+        net: a :class:`~retrieval.nets.attention.RegionalAttentionNet`.
         num_classes: None (pretrained fc), the size of a new label set, or ``"datamodule"``: a new
             linear classifier sized in ``setup()`` from ``trainer.datamodule.num_classes`` (before
             any checkpoint is restored), for label sets whose size depends on a data split.
@@ -349,6 +354,100 @@ class RegionalAttentionModule(_RetrievalModule):
 
     def figures(self, batch: dict) -> dict:
         """The attention over the R-MAC grid of the first validation images (FigureLogger)."""
-        from .attention import plot_region_attention
+        from .plots import plot_region_attention
 
         return {"region_attention": plot_region_attention(self.net, batch["image"][:4].to(self.device))}
+
+
+# -- the regional attention on cached region features --------------------------------------------
+def fit_classifier(
+    regions: list[tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor, n_classes: int, epochs: int = 100,
+    lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0,
+) -> nn.Linear:
+    """A linear classifier on the plain mean of the regional MACs (full-batch Adam), then frozen."""
+    torch.manual_seed(seed)
+    maxima, _, mask = pad_regions(regions)
+    features = attention_pool(maxima, mask, mask)  # the plain mean of the real regions
+    classifier = nn.Linear(features.shape[1], n_classes)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        loss = F.cross_entropy(classifier(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return classifier.requires_grad_(False)
+
+
+def train_attention(
+    regions: list[tuple[torch.Tensor, torch.Tensor]],
+    global_mean: torch.Tensor,
+    labels: torch.Tensor,
+    context: bool,
+    hidden: int = 64,
+    epochs: int = 60,
+    lr: float = 1e-3,
+    weight_decay: float = 5e-5,
+    batch_size: int = 64,
+    seed: int = 0,
+    classifier: nn.Linear | None = None,
+    select: Callable[[RegionalAttention], float] | None = None,
+) -> tuple[RegionalAttention, dict]:
+    """Kim & Yoon's classification training on cached region features (the backbone is frozen by
+    construction): logits = fc(weighted mean of the raw regional MACs), the loss of
+    :class:`RegionalAttentionModule` (same :func:`~retrieval.nets.attention.attention_pool`)
+    without the backbone pass: full-batch features, Adam, shuffled mini-batches.
+
+    ``classifier``: a fitted, frozen fc (Kim & Yoon keep the pretrained fc frozen), so only the
+    attention learns; None: a new linear classifier learns jointly with the attention (it can
+    fit small training sets alone, leaving the attention little to learn).
+    ``select``: a score of the attention on held-out groups (higher is better; the benchmark
+    passes the validation mAP), measured after every epoch: the epoch with the best score is
+    kept (early stopping: a few hundred training images are fitted within ~15 epochs, later
+    epochs learn the training brands and lose the novel ones).
+    Returns the attention and its training statistics (train accuracy with uniform weights and
+    after training; with ``select`` the kept epoch and the score of every epoch).
+    """
+    torch.manual_seed(seed)
+    maxima, means, mask = pad_regions(regions)
+    channels = maxima.shape[-1]
+    attention = RegionalAttention(channels, context=context, hidden=hidden)
+    joint = classifier is None
+    classifier = nn.Linear(channels, int(labels.max()) + 1) if joint else classifier
+    parameters = [*attention.parameters(), *(classifier.parameters() if joint else [])]
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        uniform_accuracy = float((classifier(attention_pool(maxima, mask, mask)).argmax(1) == labels).float().mean())
+
+    def logits_of(idx):
+        weights = attention(means[idx], global_mean[idx] if context else None) * mask[idx]
+        return classifier(attention_pool(maxima[idx], weights, mask[idx]))
+
+    scores: list[float] = []
+    best_state, best_epoch = None, epochs
+    for epoch in tqdm(range(1, epochs + 1), desc=f"attention{' + context' if context else ''}", leave=False, mininterval=2):
+        attention.train()
+        for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
+            loss = F.cross_entropy(logits_of(idx), labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if select is not None:
+            scores.append(float(select(attention.eval())))
+            if best_state is None or scores[-1] > max(scores[:-1]):  # ties keep the earlier epoch
+                best_state, best_epoch = copy.deepcopy(attention.state_dict()), epoch
+    if best_state is not None:
+        attention.load_state_dict(best_state)
+    attention.eval()
+    with torch.no_grad():
+        logits = logits_of(torch.arange(len(labels)))
+        stats = {
+            "classifier": "joint" if joint else "frozen",
+            "train_accuracy_uniform": uniform_accuracy if not joint else None,
+            "train_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "train_loss": float(F.cross_entropy(logits, labels)),
+            "epochs": epochs,
+        }
+    if select is not None:
+        stats.update(selected_epoch=best_epoch, val_map=round(max(scores), 4), val_map_per_epoch=[round(v, 4) for v in scores])
+    return attention, stats

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import IMAGENET_MEAN, IMAGENET_STD, load_image
+from .data.images import IMAGENET_MEAN, IMAGENET_STD, load_image
+from .nets.attention import RegionalAttentionNet
+from .pooling import rmac_regions
 
-__all__ = ["denormalize", "plot_rankings"]
+__all__ = ["denormalize", "plot_rankings", "plot_region_attention", "region_weight_map"]
 
 _COLOURS = {"ok": "tab:green", "junk": "tab:gray", "neg": "tab:red"}
 
@@ -61,5 +63,48 @@ def plot_rankings(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def region_weight_map(regions: torch.Tensor, weights: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per feature cell, the mean attention weight of the grid regions covering it.
+
+    Shape:
+        regions (R, 4) cells, weights (R,) -> (height, width)
+    """
+    total = weights.new_zeros(height, width)
+    count = weights.new_zeros(height, width)
+    for (x0, y0, x1, y1), weight in zip(regions.tolist(), weights.tolist()):
+        total[y0:y1, x0:x1] += weight
+        count[y0:y1, x0:x1] += 1
+    return total / count.clamp(min=1)
+
+
+def plot_region_attention(net: RegionalAttentionNet, images: torch.Tensor, max_images: int = 4):
+    """Images with the attention over the R-MAC grid as a heat map (mean weight per cell).
+
+    ``images`` are normalised with the backbone's mean/std; returns a matplotlib Figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = images[:max_images]
+    with torch.no_grad():
+        feature_map = net.backbone(images)
+        _, weights = net.regions(feature_map)
+    grid = rmac_regions(feature_map.shape[-2], feature_map.shape[-1], net.levels, net.overlap)
+    mean = images.new_tensor(net.backbone.mean).view(3, 1, 1)
+    std = images.new_tensor(net.backbone.std).view(3, 1, 1)
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3), squeeze=False)
+    for ax, image, image_weights in zip(axes[0], images, weights):
+        rgb = (image * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        heat = region_weight_map(grid, image_weights.cpu(), feature_map.shape[-2], feature_map.shape[-1])
+        ax.imshow(rgb)
+        ax.imshow(heat.numpy(), cmap="jet", alpha=0.4, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="nearest")
+        ax.set_title(f"weights {image_weights.min():.2f}..{image_weights.max():.2f}", fontsize=8)
+        ax.axis("off")
     fig.tight_layout()
     return fig

@@ -2,7 +2,7 @@
 
 Pure functions on ``(B, C, H, W)`` maps with thin ``nn.Module`` wrappers. The functions return
 unnormalised ``(B, C)`` vectors except where the method itself normalises (R-MAC); the network
-(:class:`retrieval.networks.RetrievalNet`) applies the final L2.
+(:class:`retrieval.nets.retrieval_net.RetrievalNet`) applies the final L2.
 
 - :func:`mac` / :func:`spoc` / :func:`gem`: max, sum (optionally with the Gaussian centring
   prior of Babenko & Lempitsky, as PyRetri), generalised mean (Radenovic et al.).
@@ -16,7 +16,6 @@ unnormalised ``(B, C)`` vectors except where the method itself normalises (R-MAC
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -269,61 +268,6 @@ def all_regions(height: int, width: int, sizes: tuple[int, ...] | None = None) -
     return torch.tensor(boxes, dtype=torch.long).view(-1, 4)
 
 
-def benchmark_integral_max_pooling(
-    x: torch.Tensor | None = None, alpha: float = 10.0, regions: torch.Tensor | None = None, repeats: int = 3
-) -> dict:
-    """Time and error of the integral approximation against explicit region max-pooling.
-
-    For the benchmark suite (no timing in unit tests). ``x`` defaults to a random ReLU map
-    ``(1, 512, 24, 32)``; ``regions`` to every square window (:func:`all_regions`).
-
-    Returns:
-        ``{"regions", "alpha", "explicit_ms" (:func:`regional_max`, a slice + max per region),
-        "integral_ms" (tables included), "table_ms", "speedup", "mean/median/max_rel_error", "min/mean_region_cosine", "rmac_cosine"}``;
-        errors are ``|approx - max| / max`` over the region/channel entries with a positive max
-        (``reduction="sum"``); cosines compare the L2-normalised region vectors and the
-        R-MAC descriptors (Tolias grid, L = 3) of the approximation and the exact maxima.
-    """
-    if x is None:
-        x = torch.randn(1, 512, 24, 32, generator=torch.Generator().manual_seed(0)).clamp(min=0)
-    if regions is None:
-        regions = all_regions(x.shape[-2], x.shape[-1])
-
-    def best_time(fn):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - start)
-        return min(times) * 1000, result
-
-    explicit_ms, exact = best_time(lambda: regional_max(x, regions))
-    table_ms, (tables, scale) = best_time(lambda: integral_tables(x, alpha))
-    integral_ms, approx = best_time(lambda: integral_region_pool(*integral_tables(x, alpha), regions, alpha))
-    positive = exact > EPS
-    rel = ((approx - exact).abs() / exact.clamp(min=EPS))[positive]
-    # what R-MAC sees: per-region L2 vectors, and the aggregated descriptor on the Tolias grid
-    region_cosine = (l2n(approx) * l2n(exact)).sum(-1)
-    grid = rmac_regions(x.shape[-2], x.shape[-1])
-    exact_rmac = aggregate_regions(regional_max(x, grid))
-    integral_rmac = aggregate_regions(integral_region_pool(*integral_tables(x, alpha), grid, alpha))
-    return {
-        "regions": len(regions),
-        "alpha": alpha,
-        "explicit_ms": explicit_ms,
-        "integral_ms": integral_ms,
-        "table_ms": table_ms,
-        "speedup": explicit_ms / max(integral_ms, 1e-9),
-        "mean_rel_error": float(rel.mean()),
-        "median_rel_error": float(rel.median()),
-        "max_rel_error": float(rel.max()),
-        "min_region_cosine": float(region_cosine.min()),
-        "mean_region_cosine": float(region_cosine.mean()),
-        "rmac_cosine": float((exact_rmac * integral_rmac).sum(-1).mean()),
-    }
-
-
-# -- modules ----------------------------------------------------------------------------------
 class MAC(nn.Module):
     """:func:`mac` as a layer. Shape: (B, C, H, W) -> (B, C)."""
 

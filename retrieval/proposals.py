@@ -2,18 +2,23 @@
 network of torchvision's Faster R-CNN (ResNet-50 FPN, COCO), boxes in input pixels.
 
 The COCO weights are a download (``pretrained=True``; offline, ONE
-:class:`~retrieval.backbones.WeightsNotFoundError` names the file and where to put it);
+:class:`~retrieval.nets.backbones.WeightsNotFoundError` names the file and where to put it);
 ``pretrained=False`` gives random weights (tests, shapes). The boxes feed
-:class:`~retrieval.attention.RegionalAttentionNet` (``boxes=``) or ``roi_mac`` / ``roi_mean``.
+:class:`~retrieval.nets.attention.RegionalAttentionNet` (``boxes=``) or ``roi_mac`` / ``roi_mean``.
+:func:`sliding_window_boxes` is the learning-free stand-in: dense multi-scale windows in
+feature-map cells.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-from .backbones import load_torchvision_weights
+from .nets.backbones import load_torchvision_weights
 
 
 class RegionProposals(nn.Module):
@@ -60,3 +65,34 @@ class RegionProposals(nn.Module):
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             out.append(boxes[keep])
         return out
+
+
+def sliding_window_boxes(
+    height: int,
+    width: int,
+    scales: Sequence[float] = (1.0, 0.75, 0.5, 0.35),
+    aspects: Sequence[float] = (1.0, 2.0, 0.5),
+    overlap: float = 0.5,
+    max_boxes: int = 64,
+) -> torch.Tensor:
+    """Region-proposal-style boxes on a ``height x width`` feature map: dense multi-scale sliding
+    windows (side ``scale * min(h, w)``, width/height ratio ``aspect``, neighbours overlapping by
+    ``overlap``), the whole map first, duplicates removed, at most ``max_boxes`` (larger scales
+    first). A learning-free stand-in for RPN proposals.
+
+    Returns long ``(R, 4)`` cell boxes ``x0, y0, x1, y1`` (exclusive ends).
+    """
+    boxes: list[tuple[int, int, int, int]] = [(0, 0, width, height)]
+    short = min(height, width)
+    for scale in scales:
+        for aspect in aspects:
+            side = scale * short
+            box_w = int(min(width, max(1, round(side * np.sqrt(aspect)))))
+            box_h = int(min(height, max(1, round(side / np.sqrt(aspect)))))
+            step_x = max(1, round(box_w * (1 - overlap)))
+            step_y = max(1, round(box_h * (1 - overlap)))
+            xs = sorted({*range(0, width - box_w + 1, step_x), width - box_w})
+            ys = sorted({*range(0, height - box_h + 1, step_y), height - box_h})
+            boxes += [(x, y, x + box_w, y + box_h) for y in ys for x in xs]
+    unique = list(dict.fromkeys(boxes))[:max_boxes]
+    return torch.tensor(unique, dtype=torch.long).view(-1, 4)

@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from retrieval.api import PRETRAINED, Retriever, build_net, describe_net
-from retrieval.attention import RegionalAttentionNet
-from retrieval.backbones import build_backbone
 from retrieval.module import RegionalAttentionModule, RetrievalFineTuneModule
-from retrieval.networks import RetrievalNet
+from retrieval.nets.attention import RegionalAttentionNet
+from retrieval.nets.backbones import build_backbone
+from retrieval.nets.retrieval_net import RetrievalNet
 from retrieval.search import rank
 
 

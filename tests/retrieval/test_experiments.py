@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.datamodule import (
-    RetrievalEvalDataModule,
-    RetrievalGroupClassificationDataModule,
-    subset_set,
-)
-from retrieval.datasets import RetrievalSet
+from retrieval.data.classification_datamodule import RetrievalGroupClassificationDataModule
+from retrieval.data.datamodule import RetrievalEvalDataModule, subset_set
+from retrieval.data.datasets import RetrievalSet
 from tests.conftest import REPO, SHARED_DATA, run_module
 
 EXPERIMENTS = REPO / "conf" / "experiment" / "retrieval"

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from retrieval.attention import RegionalAttentionNet
-from retrieval.backbones import Backbone
 from retrieval.losses import contrastive_loss, triplet_loss
-from retrieval.module import RegionalAttentionModule, RetrievalFineTuneModule
-from retrieval.networks import RetrievalNet, extract_multiscale
+from retrieval.module import RegionalAttentionModule, RetrievalFineTuneModule, train_attention
+from retrieval.nets.attention import RegionalAttentionNet
+from retrieval.nets.backbones import Backbone
+from retrieval.nets.retrieval_net import RetrievalNet, extract_multiscale
 from retrieval.pooling import GeM
+from tests.retrieval.nets.test_attention import toy_regions
 
 Q = [1.0, 0.0]
 P = [0.6, 0.8]
@@ -248,3 +249,23 @@ def test_fit_under_ddp_on_two_cpu_processes():
     assert "val/map" in ddp.callback_metrics
     single = trainer().validate(module, datamodule=datamodule, verbose=False)[0]
     assert float(ddp.callback_metrics["val/map"]) == pytest.approx(single["val/map"])
+
+
+def test_selection_keeps_the_best_scoring_epoch():
+    regions, global_mean = toy_regions(12, 0)
+    labels = torch.arange(12) % 3
+    scores = iter([0.2, 0.5, 0.5, 0.1])
+    states = []
+
+    def select(attention):
+        states.append({k: v.clone() for k, v in attention.state_dict().items()})
+        return next(scores)
+
+    attention, stats = train_attention(regions, global_mean, labels, context=True, hidden=4, epochs=4, batch_size=4, select=select)
+    assert stats["selected_epoch"] == 2 and stats["val_map"] == 0.5  # ties keep the earlier epoch
+    assert stats["val_map_per_epoch"] == [0.2, 0.5, 0.5, 0.1]
+    for key, value in attention.state_dict().items():
+        assert torch.equal(value, states[1][key])
+        assert not torch.equal(value, states[3][key])
+    _, unselected = train_attention(regions, global_mean, labels, context=False, hidden=4, epochs=2)
+    assert "selected_epoch" not in unselected and unselected["epochs"] == 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from retrieval.attention import RegionalAttentionNet
-from retrieval.backbones import WeightsNotFoundError
-from retrieval.proposals import RegionProposals
+from retrieval.nets.attention import RegionalAttentionNet
+from retrieval.nets.backbones import WeightsNotFoundError
+from retrieval.proposals import RegionProposals, sliding_window_boxes
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,15 @@ def test_offline_pretrained_is_one_clear_error(monkeypatch, tmp_path):
         RegionProposals(pretrained=True)
     message = str(error.value)
     assert "FasterRCNN_ResNet50_FPN_Weights.COCO_V1" in message and str(tmp_path) in message
+
+
+def test_sliding_window_boxes_cover_the_map_at_several_scales():
+    boxes = sliding_window_boxes(6, 8, scales=(1.0, 0.5), aspects=(1.0, 2.0), overlap=0.5, max_boxes=100)
+    assert boxes[0].tolist() == [0, 0, 8, 6]  # the whole map first
+    assert len({tuple(b) for b in boxes.tolist()}) == len(boxes)  # no duplicates
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 8).all() and (boxes[:, 3] <= 6).all()
+    assert ((boxes[:, 2] - boxes[:, 0]) > 0).all() and ((boxes[:, 3] - boxes[:, 1]) > 0).all()
+    sides = {(int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes.tolist()}
+    assert {(6, 6), (3, 3), (8, 4), (4, 2)} <= sides  # square and 2:1 windows at both scales
+    assert len(sliding_window_boxes(6, 8, max_boxes=5)) == 5
+    assert sliding_window_boxes(1, 1).tolist() == [[0, 0, 1, 1]]

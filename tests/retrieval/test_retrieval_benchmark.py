@@ -12,19 +12,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from benchmarks.retrieval import (
-    METHODS,
-    POSTPROCESS,
-    _padded,
-    attention_vectors,
-    markdown_table,
-    padded_region_vectors,
-    run_suite,
-    sliding_window_boxes,
-    targets,
-    train_attention,
-    weighted_region_sum,
-)
+from benchmarks.suites.retrieval import METHODS, POSTPROCESS, markdown_table, run_suite, targets
 
 ROW_KEYS = {"dataset", "method", "postprocess", "map", "dim", "ms_per_image", "device"}
 
@@ -125,61 +113,6 @@ def test_suite_writes_rows_tables_plots_and_merges_published_rows(tmp_path):
     published = json.loads((publish / "retrieval.json").read_text())
     assert {r["dataset"] for r in published} == {"holidays", "flickrlogos27", "coil100"}
     assert (publish / "retrieval.md").is_file() and list(publish.glob("retrieval_topk_coil100_*.png"))
-
-
-def _toy_regions(n: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    regions = []
-    for i in range(n):
-        r = 3 + i % 3  # images with different region counts
-        maxima = torch.rand(r, 6, generator=generator)
-        regions.append((maxima, maxima * 0.5))
-    return regions, torch.rand(n, 6, generator=generator)
-
-
-def test_selection_keeps_the_best_scoring_epoch():
-    regions, global_mean = _toy_regions(12, 0)
-    labels = torch.arange(12) % 3
-    scores = iter([0.2, 0.5, 0.5, 0.1])
-    states = []
-
-    def select(attention):
-        states.append({k: v.clone() for k, v in attention.state_dict().items()})
-        return next(scores)
-
-    attention, stats = train_attention(regions, global_mean, labels, context=True, hidden=4, epochs=4, batch_size=4, select=select)
-    assert stats["selected_epoch"] == 2 and stats["val_map"] == 0.5  # ties keep the earlier epoch
-    assert stats["val_map_per_epoch"] == [0.2, 0.5, 0.5, 0.1]
-    for key, value in attention.state_dict().items():
-        assert torch.equal(value, states[1][key])
-        assert not torch.equal(value, states[3][key])
-    _, unselected = train_attention(regions, global_mean, labels, context=False, hidden=4, epochs=2)
-    assert "selected_epoch" not in unselected and unselected["epochs"] == 2
-
-
-def test_padded_vectors_equal_the_per_image_ones():
-    regions, global_mean = _toy_regions(7, 1)
-    attention, _ = train_attention(regions, global_mean, torch.arange(7) % 2, context=True, hidden=4, epochs=1, batch_size=4)
-    rng = np.random.default_rng(0)
-    region_pca = (rng.normal(size=6), np.linalg.qr(rng.normal(size=(6, 6)))[0], 4)
-    for module in (None, attention):
-        for pca in (None, region_pca):
-            one_by_one, _ = attention_vectors(module, regions, global_mean, pca)
-            maxima, means, mask = _padded(regions)
-            batched = weighted_region_sum(module, padded_region_vectors(maxima, pca), means, mask, global_mean)
-            torch.testing.assert_close(batched, one_by_one)
-
-
-def test_sliding_window_boxes_cover_the_map_at_several_scales():
-    boxes = sliding_window_boxes(6, 8, scales=(1.0, 0.5), aspects=(1.0, 2.0), overlap=0.5, max_boxes=100)
-    assert boxes[0].tolist() == [0, 0, 8, 6]  # the whole map first
-    assert len({tuple(b) for b in boxes.tolist()}) == len(boxes)  # no duplicates
-    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 8).all() and (boxes[:, 3] <= 6).all()
-    assert ((boxes[:, 2] - boxes[:, 0]) > 0).all() and ((boxes[:, 3] - boxes[:, 1]) > 0).all()
-    sides = {(int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes.tolist()}
-    assert {(6, 6), (3, 3), (8, 4), (4, 2)} <= sides  # square and 2:1 windows at both scales
-    assert len(sliding_window_boxes(6, 8, max_boxes=5)) == 5
-    assert sliding_window_boxes(1, 1).tolist() == [[0, 0, 1, 1]]
 
 
 def test_targets_and_table_from_rows():

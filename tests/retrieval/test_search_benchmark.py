@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from benchmarks.search import markdown_table, random_unit_vectors, recall_at_k, run_suite
+from benchmarks.suites.search import markdown_table, random_unit_vectors, recall_at_k, run_suite
 
 
 def test_suite_writes_rows_tables_and_plot(tmp_path):

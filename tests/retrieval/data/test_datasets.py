@@ -11,16 +11,15 @@ import pytest
 from PIL import Image
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from retrieval.datasets import (
-    read_distractors,
+from retrieval.data.datasets import read_distractors
+from retrieval.data.images import load_image
+from retrieval.data.landmarks import read_oxford_paris, read_revisited
+from retrieval.data.objects import (
     read_flickrlogos27_retrieval,
     read_folder,
     read_holidays,
-    read_oxford_paris,
-    read_revisited,
     read_ukbench,
 )
-from retrieval.images import load_image
 
 
 def write_jpeg(path: Path, size=(40, 30), colour=(120, 60, 30), seed=0) -> Path:
@@ -222,7 +221,7 @@ def test_download_unpacks_and_flattens_paris_layout(tmp_path):
     """file:// URLs stand in for the official ones (no network here)."""
     import tarfile
 
-    from retrieval.download import download_dataset
+    from retrieval.data.download import download_dataset
 
     source = write_oxford(tmp_path / "source", prefix="", nested=True)
     with tarfile.open(tmp_path / "paris_1-v1.tgz", "w:gz") as tar:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.mining import draw_query_pairs, mine_tuples, random_tuples, select_negatives
+from retrieval.data.mining import draw_query_pairs, mine_tuples, random_tuples, select_negatives
 
 
 def test_select_negatives_hand_case():

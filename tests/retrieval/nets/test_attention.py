@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from retrieval.attention import (
+from retrieval.module import RegionalAttentionModule, train_attention
+from retrieval.nets.attention import (
     RegionalAttention,
     RegionalAttentionNet,
     attention_aggregate,
+    attention_vectors,
+    pad_regions,
+    padded_region_vectors,
     regional_mean,
     roi_mean,
+    weighted_region_sum,
 )
-from retrieval.backbones import Backbone
-from retrieval.module import RegionalAttentionModule
+from retrieval.nets.backbones import Backbone
 from retrieval.pooling import l2n, rmac_regions
 
 
@@ -119,7 +124,7 @@ def test_pretrained_classifier_is_required_without_num_classes():
 
 
 def test_attention_figure_and_weight_map():
-    from retrieval.attention import region_weight_map
+    from retrieval.plots import region_weight_map
 
     regions = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3]])
     heat = region_weight_map(regions, torch.tensor([1.0, 3.0]), 3, 3)
@@ -131,3 +136,26 @@ def test_attention_figure_and_weight_map():
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def toy_regions(n: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    regions = []
+    for i in range(n):
+        r = 3 + i % 3  # images with different region counts
+        maxima = torch.rand(r, 6, generator=generator)
+        regions.append((maxima, maxima * 0.5))
+    return regions, torch.rand(n, 6, generator=generator)
+
+
+def test_padded_vectors_equal_the_per_image_ones():
+    regions, global_mean = toy_regions(7, 1)
+    attention, _ = train_attention(regions, global_mean, torch.arange(7) % 2, context=True, hidden=4, epochs=1, batch_size=4)
+    rng = np.random.default_rng(0)
+    region_pca = (rng.normal(size=6), np.linalg.qr(rng.normal(size=(6, 6)))[0], 4)
+    for module in (None, attention):
+        for pca in (None, region_pca):
+            one_by_one, _ = attention_vectors(module, regions, global_mean, pca)
+            maxima, means, mask = pad_regions(regions)
+            batched = weighted_region_sum(module, padded_region_vectors(maxima, pca), means, mask, global_mean)
+            torch.testing.assert_close(batched, one_by_one)

@@ -14,13 +14,17 @@ arbitrary boxes in input pixels (e.g. region proposals) pooled with ``torchvisio
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..pooling import boxes_to_rois, l2n, regional_max, rmac_regions, roi_mac
+from ..whiten import whiten_apply
 from .backbones import Backbone, build_backbone
-from .pooling import boxes_to_rois, l2n, regional_max, rmac_regions, roi_mac
 
 
 def regional_mean(x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -51,6 +55,35 @@ def attention_aggregate(vectors: torch.Tensor, weights: torch.Tensor) -> torch.T
     """
     return l2n((vectors * weights.unsqueeze(-1)).mean(dim=1))
 
+
+
+def attention_pool(maxima: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean of the *raw* regional MACs, the classifier's input in attention training
+    (``Train_ImageNet.py``); with ``mask`` (padded regions, see :func:`pad_regions`) the sum is
+    divided by the number of real regions (``weights`` must already be 0 on padding).
+
+    Shape:
+        maxima (B, R, C), weights (B, R) [, mask (B, R)] -> (B, C)
+    """
+    if mask is None:
+        return (maxima * weights.unsqueeze(-1)).mean(dim=1)
+    return (maxima * weights.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+
+
+def pad_regions(regions: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image (regional max, regional mean) pairs with different region counts as one batch.
+
+    Shape:
+        [((R_i, C), (R_i, C))] -> maxima (N, Rmax, C), means (N, Rmax, C), mask (N, Rmax) of real regions
+    """
+    size = max(len(m) for m, _ in regions)
+    channels = regions[0][0].shape[-1]
+    maxima = torch.zeros(len(regions), size, channels)
+    means = torch.zeros(len(regions), size, channels)
+    mask = torch.zeros(len(regions), size)
+    for i, (m, a) in enumerate(regions):
+        maxima[i, : len(m)], means[i, : len(a)], mask[i, : len(m)] = m, a, 1
+    return maxima, means, mask
 
 class RegionalAttention(nn.Module):
     """``phi(k) = softplus(W_c act(W_r k + b_r) + b_c)``, act = tanh (the paper; the authors'
@@ -91,7 +124,7 @@ class RegionalAttentionNet(nn.Module):
     """Backbone + regions + regional attention: the attention-weighted R-MAC descriptor.
 
     Args:
-        backbone: a :class:`~retrieval.backbones.Backbone` or a name (built with ``pretrained``).
+        backbone: a :class:`~retrieval.nets.backbones.Backbone` or a name (built with ``pretrained``).
         levels, overlap: the R-MAC grid (Kim & Yoon test with L = 5 on ResNet-101 at 1024 px).
         context: context-aware attention (global feature concatenated to each region).
         region_whiten: optional ``nn.Linear`` on the L2-normalised regional MACs (their PCA).
@@ -142,7 +175,7 @@ class RegionalAttentionNet(nn.Module):
             (B, 3, H, W) -> (B, C)
         """
         maxima, weights = self.regions(self.backbone(images), boxes)
-        return (maxima * weights.unsqueeze(-1)).mean(dim=1)
+        return attention_pool(maxima, weights)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
         maxima, weights = self.regions(self.backbone(images), boxes)
@@ -155,44 +188,62 @@ class RegionalAttentionNet(nn.Module):
         return 1.0
 
 
-def region_weight_map(regions: torch.Tensor, weights: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Per feature cell, the mean attention weight of the grid regions covering it.
+
+RegionPCA = tuple[np.ndarray, np.ndarray, int]  # (mean, projection, dims) of :func:`~retrieval.whiten.pca_whiten_learn`
+
+
+@torch.no_grad()
+def attention_vectors(
+    attention: RegionalAttention | None,
+    regions: list[tuple[torch.Tensor, torch.Tensor]],
+    global_mean: torch.Tensor,
+    region_pca: RegionPCA | None = None,
+) -> tuple[torch.Tensor, list[float]]:
+    """Per image: ``L2(mean_r w_r v_r)`` with ``v_r`` the L2 (optionally region-PCA-whitened)
+    regional MACs; ``attention=None`` gives R-MAC (``w = 1``, sum = mean after the L2).
+    Returns ``(N, D)`` and the ms per image of this aggregation (attention MLP included).
 
     Shape:
-        regions (R, 4) cells, weights (R,) -> (height, width)
+        [((R_i, C), (R_i, C))], global_mean (N, C) -> (N, D)
     """
-    total = weights.new_zeros(height, width)
-    count = weights.new_zeros(height, width)
-    for (x0, y0, x1, y1), weight in zip(regions.tolist(), weights.tolist()):
-        total[y0:y1, x0:x1] += weight
-        count[y0:y1, x0:x1] += 1
-    return total / count.clamp(min=1)
+    out, times = [], []
+    for i, (maxima, means) in enumerate(regions):
+        start = time.perf_counter()
+        vectors = l2n(maxima)
+        if region_pca is not None:
+            vectors = whiten_apply(vectors, region_pca[0], region_pca[1], region_pca[2])
+        if attention is None:
+            weights = torch.ones(len(vectors))
+        else:
+            weights = attention(means[None], global_mean[i : i + 1] if attention.context else None)[0]
+        out.append(attention_aggregate(vectors[None], weights[None])[0])
+        times.append((time.perf_counter() - start) * 1000)
+    return torch.stack(out), times
 
 
-def plot_region_attention(net: RegionalAttentionNet, images: torch.Tensor, max_images: int = 4):
-    """Images with the attention over the R-MAC grid as a heat map (mean weight per cell).
+def weighted_region_sum(
+    attention: RegionalAttention | None, vectors: torch.Tensor, means: torch.Tensor, mask: torch.Tensor, global_mean: torch.Tensor
+) -> torch.Tensor:
+    """``L2(sum_r w_r v_r)`` over padded regions (:func:`pad_regions`; padding has weight 0,
+    ``w = mask`` without attention): :func:`attention_vectors` for a whole set at once, the fast
+    path of a per-epoch model selection (not timed).
 
-    ``images`` are normalised with the backbone's mean/std; returns a matplotlib Figure.
+    Shape:
+        vectors (N, R, D), means (N, R, C), mask (N, R), global_mean (N, C) -> (N, D)
     """
-    import matplotlib
+    weights = mask if attention is None else attention(means, global_mean if attention.context else None) * mask
+    return l2n((vectors * weights.unsqueeze(-1)).sum(1))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    images = images[:max_images]
-    with torch.no_grad():
-        feature_map = net.backbone(images)
-        _, weights = net.regions(feature_map)
-    grid = rmac_regions(feature_map.shape[-2], feature_map.shape[-1], net.levels, net.overlap)
-    mean = images.new_tensor(net.backbone.mean).view(3, 1, 1)
-    std = images.new_tensor(net.backbone.std).view(3, 1, 1)
-    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3), squeeze=False)
-    for ax, image, image_weights in zip(axes[0], images, weights):
-        rgb = (image * std + mean).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        heat = region_weight_map(grid, image_weights.cpu(), feature_map.shape[-2], feature_map.shape[-1])
-        ax.imshow(rgb)
-        ax.imshow(heat.numpy(), cmap="jet", alpha=0.4, extent=(0, rgb.shape[1], rgb.shape[0], 0), interpolation="nearest")
-        ax.set_title(f"weights {image_weights.min():.2f}..{image_weights.max():.2f}", fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
+def padded_region_vectors(maxima: torch.Tensor, region_pca: RegionPCA | None = None) -> torch.Tensor:
+    """The L2 (optionally region-PCA-whitened) regional MACs of padded maxima; computed once
+    per set, since only the weights change between epochs.
+
+    Shape:
+        (N, R, C) -> (N, R, D)
+    """
+    vectors = l2n(maxima)
+    if region_pca is not None:
+        flat = whiten_apply(vectors.reshape(-1, vectors.shape[-1]), region_pca[0], region_pca[1], region_pca[2])
+        vectors = flat.reshape(*vectors.shape[:2], -1)
+    return vectors

@@ -6,9 +6,11 @@ datamodule, i.e. groups never used for training or whitening):
 1. Extract every image's EfficientNet-Lite0 feature map ONCE (batch 1, timed) and compute from
    it, each timed separately: neural codes, SPoC (with and without the centring prior), MAC,
    GeM, R-MAC, and the regional features (max and mean per region) of the R-MAC grid and of
-   region-proposal-style boxes (dense multi-scale sliding windows on the feature map).
+   region-proposal-style boxes (dense multi-scale sliding windows on the feature map):
+   :func:`retrieval.api.extract_features`.
 2. Train the regional attention (Kim & Yoon; with and without context) on the cached region
-   features of the TRAIN groups by classification (frozen backbone, new linear classifier).
+   features of the TRAIN groups by classification (frozen backbone, new linear classifier):
+   :func:`retrieval.module.train_attention`.
 3. Learn PCA-whitening on the train groups' vectors of the same method (never the test
    groups), per region for the ablation (Kim & Yoon: PCA on the regional vectors).
 4. Evaluate every method plain, + average QE, + PCA-whitening, + both; and the ablation of
@@ -22,7 +24,6 @@ datasets are kept) and copies the tables and plots.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -30,27 +31,32 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
 from benchmarks.suite import merge_published
-from retrieval.attention import RegionalAttention, attention_aggregate, regional_mean
-from retrieval.backbones import Backbone, build_backbone
-from retrieval.datamodule import RetrievalEvalDataModule, RetrievalGroupClassificationDataModule
-from retrieval.images import ImageListDataset
-from retrieval.pooling import gem, l2n, mac, regional_max, rmac, rmac_regions, spoc
+from core.timing import timed_median
+from retrieval.api import GLOBAL_METHODS, extract_features
+from retrieval.data.classification_datamodule import RetrievalGroupClassificationDataModule
+from retrieval.data.datamodule import RetrievalEvalDataModule
+from retrieval.data.images import ImageListDataset
+from retrieval.module import fit_classifier, train_attention
+from retrieval.nets.attention import (
+    RegionalAttention,
+    attention_vectors,
+    pad_regions,
+    padded_region_vectors,
+    weighted_region_sum,
+)
+from retrieval.nets.backbones import Backbone, build_backbone
+from retrieval.pooling import l2n
 from retrieval.qe import average_query_expansion
 from retrieval.whiten import pca_whiten_learn, whiten_apply
 
 log = logging.getLogger(__name__)
 
-GLOBAL_METHODS = ("neuralcodes", "spoc", "spoc_center", "mac", "gem", "rmac")
 ATTENTION_METHODS = ("attention", "attention_context")
 # R-MAC on the attention's (finer) grid: what the attention rows re-weight
 METHODS = GLOBAL_METHODS + ("rmac_attention_grid", *ATTENTION_METHODS)
@@ -73,267 +79,6 @@ TICKS = {
     "gem_finetuned": "GeM\nfine-tuned",
 }
 DATASET_TITLES = {"flickrlogos27": "FlickrLogos-27 (logo queries)", "coil100": "COIL-100 (views)"}
-
-
-# -- regions ----------------------------------------------------------------------------------
-def sliding_window_boxes(
-    height: int,
-    width: int,
-    scales: Sequence[float] = (1.0, 0.75, 0.5, 0.35),
-    aspects: Sequence[float] = (1.0, 2.0, 0.5),
-    overlap: float = 0.5,
-    max_boxes: int = 64,
-) -> torch.Tensor:
-    """Region-proposal-style boxes on a ``height x width`` feature map: dense multi-scale sliding
-    windows (side ``scale * min(h, w)``, width/height ratio ``aspect``, neighbours overlapping by
-    ``overlap``), the whole map first, duplicates removed, at most ``max_boxes`` (larger scales
-    first). A learning-free stand-in for RPN proposals.
-
-    Returns long ``(R, 4)`` cell boxes ``x0, y0, x1, y1`` (exclusive ends).
-    """
-    boxes: list[tuple[int, int, int, int]] = [(0, 0, width, height)]
-    short = min(height, width)
-    for scale in scales:
-        for aspect in aspects:
-            side = scale * short
-            box_w = int(min(width, max(1, round(side * np.sqrt(aspect)))))
-            box_h = int(min(height, max(1, round(side / np.sqrt(aspect)))))
-            step_x = max(1, round(box_w * (1 - overlap)))
-            step_y = max(1, round(box_h * (1 - overlap)))
-            xs = sorted({*range(0, width - box_w + 1, step_x), width - box_w})
-            ys = sorted({*range(0, height - box_h + 1, step_y), height - box_h})
-            boxes += [(x, y, x + box_w, y + box_h) for y in ys for x in xs]
-    unique = list(dict.fromkeys(boxes))[:max_boxes]
-    return torch.tensor(unique, dtype=torch.long).view(-1, 4)
-
-
-# -- extraction -------------------------------------------------------------------------------
-@dataclass
-class Features:
-    """Everything computed from one set of images' feature maps (batch 1 each)."""
-
-    vectors: dict[str, torch.Tensor] = field(default_factory=dict)  # method -> (N, D), L2-normalised
-    regions: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)  # kind -> [(max (R, C), mean (R, C))]
-    global_mean: torch.Tensor | None = None  # (N, C): the attention's context
-    backbone_ms: list[float] = field(default_factory=list)
-    pooling_ms: dict[str, list[float]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.backbone_ms)
-
-
-def _timed(fn, *args):
-    """``(fn(*args), milliseconds)``."""
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, (time.perf_counter() - start) * 1000
-
-
-@torch.inference_mode()
-def extract_features(
-    backbone: Backbone, dataset: ImageListDataset, gem_p: float, levels: int, proposals: dict, desc: str,
-    attention_levels: int | None = None,
-) -> Features:
-    """One backbone pass per image; every pooling and region feature from the cached map.
-
-    ``levels``: the R-MAC row's grid; ``attention_levels``: the grid of the regional features the
-    attention weighs (Kim & Yoon test on L = 5; default ``levels``)."""
-    attention_levels = attention_levels or levels
-    features = Features(pooling_ms={m: [] for m in (*GLOBAL_METHODS, "grid", "proposals")})
-    vectors: dict[str, list[torch.Tensor]] = {m: [] for m in GLOBAL_METHODS}
-    grid, boxes, means = [], [], []
-    poolings = {
-        "neuralcodes": lambda x: backbone.classifier(x.mean(dim=(-2, -1))),
-        "spoc": lambda x: spoc(x, center=False),
-        "spoc_center": lambda x: spoc(x, center=True),
-        "mac": mac,
-        "gem": lambda x: gem(x, gem_p),
-        "rmac": lambda x: rmac(x, levels=levels),
-    }
-
-    def region_features(x, regions):
-        return regional_max(x, regions)[0], regional_mean(x, regions)[0]
-
-    for i in tqdm(range(len(dataset)), desc=desc, leave=False, mininterval=2):
-        image = dataset[i]["image"].unsqueeze(0)  # decoding is not timed
-        if i == 0:
-            backbone(image)  # warm-up (allocations, kernel selection)
-        feature_map, ms = _timed(backbone, image)
-        features.backbone_ms.append(ms)
-        for name, pool in poolings.items():
-            vector, ms = _timed(lambda x, pool=pool: l2n(pool(x)), feature_map)
-            vectors[name].append(vector[0])
-            features.pooling_ms[name].append(ms)
-        h, w = feature_map.shape[-2:]
-        regions, ms = _timed(lambda x, h=h, w=w: region_features(x, rmac_regions(h, w, attention_levels)), feature_map)
-        grid.append(regions)
-        features.pooling_ms["grid"].append(ms)
-        regions, ms = _timed(lambda x, h=h, w=w: region_features(x, sliding_window_boxes(h, w, **proposals)), feature_map)
-        boxes.append(regions)
-        features.pooling_ms["proposals"].append(ms)
-        means.append(feature_map.mean(dim=(-2, -1))[0])
-    features.vectors = {name: torch.stack(v) for name, v in vectors.items()}
-    features.regions = {"grid": grid, "proposals": boxes}
-    features.global_mean = torch.stack(means)
-    return features
-
-
-# -- regional attention -----------------------------------------------------------------------
-def _padded(regions: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, Rmax, C) maxima and means, (N, Rmax) mask of real regions."""
-    size = max(len(m) for m, _ in regions)
-    channels = regions[0][0].shape[-1]
-    maxima = torch.zeros(len(regions), size, channels)
-    means = torch.zeros(len(regions), size, channels)
-    mask = torch.zeros(len(regions), size)
-    for i, (m, a) in enumerate(regions):
-        maxima[i, : len(m)], means[i, : len(a)], mask[i, : len(m)] = m, a, 1
-    return maxima, means, mask
-
-
-def _uniform_pooled(maxima: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (maxima * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-
-
-def fit_classifier(
-    regions: list[tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor, n_classes: int, epochs: int = 100,
-    lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0,
-) -> nn.Linear:
-    """A linear classifier on the plain mean of the regional MACs (full-batch Adam), then frozen."""
-    torch.manual_seed(seed)
-    maxima, _, mask = _padded(regions)
-    features = _uniform_pooled(maxima, mask)
-    classifier = nn.Linear(features.shape[1], n_classes)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        loss = F.cross_entropy(classifier(features), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return classifier.requires_grad_(False)
-
-
-def train_attention(
-    regions: list[tuple[torch.Tensor, torch.Tensor]],
-    global_mean: torch.Tensor,
-    labels: torch.Tensor,
-    context: bool,
-    hidden: int = 64,
-    epochs: int = 60,
-    lr: float = 1e-3,
-    weight_decay: float = 5e-5,
-    batch_size: int = 64,
-    seed: int = 0,
-    classifier: nn.Linear | None = None,
-    select: Callable[[RegionalAttention], float] | None = None,
-) -> tuple[RegionalAttention, dict]:
-    """Kim & Yoon's classification training on cached region features (the backbone is frozen by
-    construction): logits = fc(weighted mean of the raw regional MACs).
-
-    ``classifier``: a fitted, frozen fc (Kim & Yoon keep the pretrained fc frozen), so only the
-    attention learns; None: a new linear classifier learns jointly with the attention (it can
-    fit small training sets alone, leaving the attention little to learn).
-    ``select``: a score of the attention on held-out groups (higher is better; the benchmark
-    passes the validation mAP), measured after every epoch: the epoch with the best score is
-    kept (early stopping: a few hundred training images are fitted within ~15 epochs, later
-    epochs learn the training brands and lose the novel ones).
-    Returns the attention and its training statistics (train accuracy with uniform weights and
-    after training; with ``select`` the kept epoch and the score of every epoch).
-    """
-    torch.manual_seed(seed)
-    maxima, means, mask = _padded(regions)
-    channels = maxima.shape[-1]
-    attention = RegionalAttention(channels, context=context, hidden=hidden)
-    joint = classifier is None
-    classifier = nn.Linear(channels, int(labels.max()) + 1) if joint else classifier
-    parameters = [*attention.parameters(), *(classifier.parameters() if joint else [])]
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        uniform_accuracy = float((classifier(_uniform_pooled(maxima, mask)).argmax(1) == labels).float().mean())
-
-    def logits_of(idx):
-        weights = attention(means[idx], global_mean[idx] if context else None) * mask[idx]
-        pooled = (maxima[idx] * weights.unsqueeze(-1)).sum(1) / mask[idx].sum(1, keepdim=True)
-        return classifier(pooled)
-
-    scores: list[float] = []
-    best_state, best_epoch = None, epochs
-    for epoch in tqdm(range(1, epochs + 1), desc=f"attention{' + context' if context else ''}", leave=False, mininterval=2):
-        attention.train()
-        for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
-            loss = F.cross_entropy(logits_of(idx), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if select is not None:
-            scores.append(float(select(attention.eval())))
-            if best_state is None or scores[-1] > max(scores[:-1]):  # ties keep the earlier epoch
-                best_state, best_epoch = copy.deepcopy(attention.state_dict()), epoch
-    if best_state is not None:
-        attention.load_state_dict(best_state)
-    attention.eval()
-    with torch.no_grad():
-        logits = logits_of(torch.arange(len(labels)))
-        stats = {
-            "classifier": "joint" if joint else "frozen",
-            "train_accuracy_uniform": uniform_accuracy if not joint else None,
-            "train_accuracy": float((logits.argmax(1) == labels).float().mean()),
-            "train_loss": float(F.cross_entropy(logits, labels)),
-            "epochs": epochs,
-        }
-    if select is not None:
-        stats.update(selected_epoch=best_epoch, val_map=round(max(scores), 4), val_map_per_epoch=[round(v, 4) for v in scores])
-    return attention, stats
-
-
-@torch.no_grad()
-def attention_vectors(
-    attention: RegionalAttention | None,
-    regions: list[tuple[torch.Tensor, torch.Tensor]],
-    global_mean: torch.Tensor,
-    region_pca: tuple[np.ndarray, np.ndarray, int] | None = None,
-) -> tuple[torch.Tensor, list[float]]:
-    """Per image: ``L2(mean_r w_r v_r)`` with ``v_r`` the L2 (optionally region-PCA-whitened)
-    regional MACs; ``attention=None`` gives R-MAC (``w = 1``, sum = mean after the L2).
-    Returns ``(N, D)`` and the ms per image of this aggregation (attention MLP included)."""
-    out, times = [], []
-    for i, (maxima, means) in enumerate(regions):
-        start = time.perf_counter()
-        vectors = l2n(maxima)
-        if region_pca is not None:
-            vectors = whiten_apply(vectors, region_pca[0], region_pca[1], region_pca[2])
-        if attention is None:
-            weights = torch.ones(len(vectors))
-        else:
-            weights = attention(means[None], global_mean[i : i + 1] if attention.context else None)[0]
-        out.append(attention_aggregate(vectors[None], weights[None])[0])
-        times.append((time.perf_counter() - start) * 1000)
-    return torch.stack(out), times
-
-
-def weighted_region_sum(
-    attention: RegionalAttention | None, vectors: torch.Tensor, means: torch.Tensor, mask: torch.Tensor, global_mean: torch.Tensor
-) -> torch.Tensor:
-    """``L2(sum_r w_r v_r)`` over padded regions (``_padded``; padding has weight 0, ``w = mask``
-    without attention): :func:`attention_vectors` for a whole set at once, the fast path of the
-    per-epoch model selection (not timed).
-
-    Shape:
-        vectors (N, R, D), means (N, R, C), mask (N, R), global_mean (N, C) -> (N, D)
-    """
-    weights = mask if attention is None else attention(means, global_mean if attention.context else None) * mask
-    return l2n((vectors * weights.unsqueeze(-1)).sum(1))
-
-
-def padded_region_vectors(maxima: torch.Tensor, region_pca: tuple[np.ndarray, np.ndarray, int] | None = None) -> torch.Tensor:
-    """The L2 (optionally region-PCA-whitened) regional MACs of padded maxima ``(N, R, C)``;
-    computed once per set, since only the weights change between epochs."""
-    vectors = l2n(maxima)
-    if region_pca is not None:
-        flat = whiten_apply(vectors.reshape(-1, vectors.shape[-1]), region_pca[0], region_pca[1], region_pca[2])
-        vectors = flat.reshape(*vectors.shape[:2], -1)
-    return vectors
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -455,7 +200,7 @@ def run_dataset(
         for kind in selectors:
             val_sets = []
             for features in (val_queries, val_database):
-                maxima, means, mask = _padded(features.regions[kind])
+                maxima, means, mask = pad_regions(features.regions[kind])
                 val_sets.append((padded_region_vectors(maxima, region_pcas[kind]), means, mask, features.global_mean))
 
             @torch.no_grad()
@@ -576,9 +321,9 @@ def finetuned_rows(
             image = images[i]["image"].unsqueeze(0)
             if i == 0:
                 net(image)  # warm-up
-            vector, ms = _timed(net, image)
+            seconds, vector = timed_median(lambda image=image: net(image))
             vectors.append(vector[0])
-            times.append(ms)
+            times.append(seconds * 1000)
         return torch.stack(vectors), times
 
     (queries, q_ms), (database, db_ms) = embed(query_set), embed(database_set)

@@ -8,13 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import DatasetNotFoundError
-from retrieval.datamodule import (
-    RetrievalClassificationDataModule,
-    RetrievalEvalDataModule,
-    RetrievalTupleDataModule,
-)
+from retrieval.data.classification_datamodule import RetrievalClassificationDataModule
+from retrieval.data.datamodule import RetrievalEvalDataModule
+from retrieval.data.tuple_datamodule import RetrievalTupleDataModule
 from tests.conftest import SHARED_DATA
-from tests.retrieval.test_datasets import write_jpeg, write_oxford
+from tests.retrieval.data.test_datasets import write_jpeg, write_oxford
 
 COIL = SHARED_DATA / "coil100"
 needs_coil = pytest.mark.skipif(not COIL.is_dir(), reason=f"COIL-100 not found at {COIL}")
@@ -196,7 +194,7 @@ def test_flickrlogos27_real_queries_are_logo_crops():
     for query, gnd in zip(rset.queries, rset.gnd):
         own = rset.database.index(query)
         assert gnd["junk"].tolist() == [own] and own not in gnd["ok"] and len(gnd["ok"]) > 0
-    from retrieval.images import image_size_of, output_size
+    from retrieval.data.images import image_size_of, output_size
 
     queries, _ = dm.test_dataloader()
     first = next(iter(queries))["image"]

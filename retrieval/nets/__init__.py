@@ -1,0 +1,1 @@
+"""Networks of the retrieval family: backbones, the global-descriptor net, regional attention."""
