@@ -58,6 +58,12 @@ benchmark-retrieval: ## image retrieval: poolings / PCAw / QE / regional attenti
 benchmark-search: ## nearest-neighbour search at 10k/100k/1M: brute-force matmul vs faiss (QUICK=1)
 	$(PY) -m benchmarks.run benchmark=search $(PUBLISH) $(ARGS)
 
+gpu-prepare: ## wheels (.whl/) and a real-data subset (.gpu-carry/) for a bare offline GPU machine; prints the device command
+	benchmarks/prepare_gpu_carry.sh $(PY)
+
+gpu-check: ## train + time every family on the GPU, CPU numbers beside (DEVICE=cpu ARGS=--tiny for the CPU path; PUBLISH=1 writes benchmarks/results/gpu.*)
+	DEVICE=$(or $(DEVICE),cuda) $(PY) -m benchmarks.gpu_check $(if $(filter 1 true yes,$(PUBLISH)),--publish) $(ARGS)
+
 sweep-example: ## an Optuna sweep (4 short trials) of the matcher on Translated MNIST
 	$(PY) -m benchmarks.train -m hparams_search=regionsearch_optuna experiment=regionsearch/demo hydra.sweeper.n_trials=4 trainer.max_epochs=1 logger=csv $(ARGS)
 
@@ -75,4 +81,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors sweep-example lint format clean clean-cache
+.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors gpu-prepare gpu-check sweep-example lint format clean clean-cache
