@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -19,7 +22,10 @@ class FigureLogger(pl.Callback):
     """After validation, ask the module for figures (``module.figures(batch)`` -> name: matplotlib
     figure), save them as PNG under ``output_dir/figures`` and send them to wandb when it logs.
 
-    Search paths, ROC curves and retrieval grids all go through this one callback.
+    Search paths, ROC curves and retrieval grids all go through this one callback. It draws in
+    ``on_validation_end``: Lightning runs callbacks' ``on_validation_epoch_end`` before the
+    module's, which is where the module computes the epoch's results (``last_results``), so
+    drawing there would show the previous epoch's curves.
     """
 
     def __init__(self, output_dir: str, every_n_epochs: int = 1, max_items: int = 8) -> None:
@@ -33,7 +39,7 @@ class FigureLogger(pl.Callback):
             self._batch = {k: v[: self.max_items] for k, v in batch.items()}
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self._batch is None or not hasattr(pl_module, "figures"):
             return
         if trainer.current_epoch % self.every_n_epochs:
@@ -50,6 +56,96 @@ class FigureLogger(pl.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"val/{name}", images=[str(path)], step=trainer.global_step)
+
+
+class EpochMetricsLog(pl.Callback):
+    """One line per epoch in the run's log (``train.log``): the epoch's logged metrics.
+
+    Written in ``on_train_epoch_end``, after the epoch's training means and its validation
+    results are both in ``trainer.callback_metrics``.
+    """
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+        text = ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
+        log.info("epoch %03d: %s", trainer.current_epoch, text or "(no metrics)")
+
+
+class ResumableModelCheckpoint(ModelCheckpoint):
+    """A :class:`ModelCheckpoint` whose ``last.ckpt`` is always the latest epoch and that keeps
+    the best score across a resume into a new run folder.
+
+    Lightning (>= 2.5) rewrites ``last.ckpt`` only when the epoch also entered the top k, so
+    after an epoch that did not improve, ``last.ckpt`` is an older state and resuming from it
+    repeats epochs. Here it is written after every validation (or training epoch end, when
+    checkpoints are saved there).
+
+    Resuming (``ckpt_path=<old run>/checkpoints/last.ckpt``) writes into a new run folder.
+    Lightning's ModelCheckpoint then drops the saved best score and top-k ("dirpath has
+    changed"), so the first epoch after resuming becomes "best" whatever its score and the
+    run tests the wrong checkpoint. Here the old run's top-k files are linked (or copied)
+    into the new folder and the saved scores restored, so the new run folder holds the true
+    best checkpoint and the resumed run tests the same epoch as an uninterrupted one.
+
+    Checkpoints written by the plain ModelCheckpoint resume into this one (same state key).
+    """
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def _save_last_if_stale(self, trainer) -> None:
+        # skipped when this step was saved already (a top-k save writes last.ckpt too)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if self.dirpath is None or saved_dir is None or saved_dir == self.dirpath:
+            return super().load_state_dict(state_dict)
+        moved = {}
+        for old_path in state_dict.get("best_k_models") or {}:
+            new_path = self._carry_over(old_path)
+            if new_path is None:
+                log.warning("resume: %s is gone, so the best score restarts from the resumed epochs", old_path)
+                return super().load_state_dict(state_dict)
+            moved[old_path] = new_path
+        state = dict(state_dict)
+        state["dirpath"] = self.dirpath
+        state["best_k_models"] = {moved[path]: score for path, score in (state_dict.get("best_k_models") or {}).items()}
+        state["best_model_path"] = moved.get(state_dict.get("best_model_path", ""), "")
+        state["kth_best_model_path"] = moved.get(state_dict.get("kth_best_model_path", ""), "")
+        state["last_model_path"] = ""  # the new run writes its own last.ckpt; the old one stays untouched
+        log.info("resume: best checkpoints carried over from %s (best score %s)", saved_dir, state_dict.get("best_model_score"))
+        super().load_state_dict(state)
+
+    def _carry_over(self, old_path: str) -> str | None:
+        """Hard-link (else copy) an earlier run's checkpoint into this run's folder; None if it is gone."""
+        source = Path(old_path)
+        if not source.is_file():
+            return None
+        target = Path(self.dirpath) / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except FileExistsError:  # another rank (or an earlier attempt) got there first
+            pass
+        except OSError:  # another file system, or links not allowed: copy, then publish atomically
+            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            shutil.copy2(source, partial)
+            os.replace(partial, target)
+        return str(target)
 
 
 class RNGStateCheckpoint(pl.Callback):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
@@ -11,8 +10,13 @@ from omegaconf import DictConfig
 
 from benchmarks.utils import (
     ConfigError,
+    check_checkpoint,
+    check_config,
+    config_summary,
     extras,
     instantiate_loggers,
+    log_final_metrics,
+    log_results_line,
     metric_dict,
     report_user_errors,
     save_metrics,
@@ -28,8 +32,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = cfg.get("ckpt_path")
     if not ckpt_path:
         raise ConfigError("eval needs a checkpoint: add ckpt_path=/path/to/run/checkpoints/best.ckpt")
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"checkpoint not found: {ckpt_path} (train one with python -m benchmarks.train)")
+    check_config(cfg)
+    check_checkpoint(cfg, resume=False)  # missing, empty, truncated or foreign: one line, before any data work
+    log.info("evaluating %s\n%s", ckpt_path, config_summary(cfg))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -39,6 +44,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = metric_dict(trainer.callback_metrics)
     save_metrics(metrics, cfg.paths.output_dir)
+    log_final_metrics(metrics)
+    log_results_line(cfg.paths.output_dir)
     return metrics
 
 

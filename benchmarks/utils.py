@@ -1,5 +1,6 @@
 """Runner plumbing shared by the Hydra entry points: the task wrapper, instantiators,
-the DDP + multirun guard, one-line user errors, config printing and metrics files."""
+the DDP + multirun guard, config checks before any data work, one-line user errors, exit
+codes for signals, config printing, metrics files and the run's closing summary."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import functools
 import json
 import logging
 import math
+import numbers
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from core.errors import DatasetError
+from core.checkpoints import load_checkpoint
+from core.errors import CheckpointError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class SweepConfigError(ConfigError):
 
 
 # Errors a user fixes by changing data or config: reported as one line, not a stack trace.
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ConfigError, OmegaConfBaseException)
+USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, ConfigError, OmegaConfBaseException)
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -70,6 +75,13 @@ def report_user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except SIGTERMException:
+            # Lightning stops gracefully, then raises SystemExit with code 0: a scheduler would
+            # take the killed job for a finished one. Exit like a process killed by SIGTERM.
+            last = _last_checkpoint(args[0] if args else None)
+            log.error("stopped by SIGTERM")
+            print(f"error: stopped by SIGTERM{f'; resume with ckpt_path={last}' if last else ''}", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
         except Exception as exc:
             cause = user_error(exc)
             # In a multirun the sweeper decides what a failed job means (max_failure_rate):
@@ -81,6 +93,14 @@ def report_user_errors(fn: Callable) -> Callable:
             raise SystemExit(1) from None
 
     return wrapper
+
+
+def _last_checkpoint(cfg: Any) -> Path | None:
+    try:
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    except Exception:  # not a run config, or no output folder yet
+        return None
+    return path if path.is_file() else None
 
 
 def task_wrapper(task: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
@@ -149,6 +169,87 @@ def check_ddp_multirun(cfg: DictConfig) -> None:
             "re-run the whole sweep). Use trainer=ddp_spawn, launch each job with torchrun, or sweep with "
             "launcher=submitit_slurm (one SLURM task per device)"
         )
+
+
+# Config values checked before any data work: (dotted key, allows None, test, what it must be).
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_TRAINER_CHECKS = {
+    "max_epochs": (lambda v: _is_int(v) and v >= -1, "an integer >= -1 (-1: no limit)"),
+    "min_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "max_steps": (lambda v: _is_int(v) and v >= -1, "an integer >= -1 (-1: no limit)"),
+    "min_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "num_nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "check_val_every_n_epoch": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "log_every_n_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "gradient_clip_val": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+}
+_FRACTION_OR_COUNT = (lambda v: (_is_int(v) and v >= 0) or (_is_number(v) and 0.0 <= v <= 1.0), "an integer >= 0 or a fraction in [0, 1]")
+_OPTIMIZER_CHECKS = {
+    "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+}
+
+
+def _data_check(key: str):
+    if key.endswith("batch_size"):
+        return (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    if key == "num_workers":
+        return (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    if key.startswith("n_"):
+        return (lambda v: _is_int(v) and v >= 0, "an integer >= 0 or null")
+    return None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse values that would fail (or mean nothing) late, with one line naming the key.
+
+    Checked: the trainer's counts, the data's sizes (``*batch_size``, ``n_*``, ``num_workers``),
+    the optimizer's ``lr`` / ``weight_decay`` / ``momentum``. Runs before any data work.
+    """
+    checks: list[tuple[str, Any, tuple]] = []
+    trainer = cfg.get("trainer") or {}
+    for key, check in _TRAINER_CHECKS.items():
+        checks.append((f"trainer.{key}", trainer.get(key), check))
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches"):
+        checks.append((f"trainer.{key}", trainer.get(key), _FRACTION_OR_COUNT))
+    for key, value in (cfg.get("data") or {}).items():
+        check = _data_check(str(key))
+        if check and not isinstance(value, (DictConfig, list)) and not OmegaConf.is_list(value):
+            checks.append((f"data.{key}", value, check))
+    optimizer = (cfg.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, DictConfig):
+        for key, check in _OPTIMIZER_CHECKS.items():
+            checks.append((f"model.optimizer.{key}", optimizer.get(key), check))
+    for key, value, (is_valid, expected) in checks:
+        if value is not None and not is_valid(value):
+            raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def check_checkpoint(cfg: DictConfig, resume: bool) -> None:
+    """Refuse a missing, empty, truncated or foreign ``ckpt_path`` before any data work.
+
+    ``resume``: training continues from it, so it must hold the optimizer and loop states
+    (a weights-only checkpoint cannot resume).
+    """
+    path = cfg.get("ckpt_path")
+    if not path:
+        return
+    if resume:
+        keys = ("state_dict", "epoch", "global_step", "optimizer_states", "loops")
+        hint = "resuming needs a full training checkpoint such as <run folder>/checkpoints/last.ckpt"
+    else:
+        keys = ("state_dict",)
+        hint = "give a checkpoint written by python -m benchmarks.train (<run folder>/checkpoints/*.ckpt)"
+    load_checkpoint(path, require=keys, hint=hint, mmap=True)
 
 
 def extras(cfg: DictConfig) -> None:
@@ -228,3 +329,48 @@ def get_metric_value(metrics: dict[str, float], metric_name: str | None) -> floa
         )
     value = float(metrics[metric_name])
     return value if math.isfinite(value) else float("nan")
+
+
+def config_summary(cfg: DictConfig) -> str:
+    """A few lines for the run's log: the command line's overrides and what they selected."""
+    lines = []
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed without Hydra's runtime (tests, suites)
+        overrides = []
+    lines.append(f"overrides: {' '.join(overrides) if overrides else '(none)'}")
+    for group in ("data", "model"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            plain = {k: v for k, v in node.items() if not isinstance(v, (DictConfig, list)) and not OmegaConf.is_list(v) and k != "_target_"}
+            lines.append(f"{group}: {node.get('_target_', '?')} " + " ".join(f"{k}={v}" for k, v in plain.items()))
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, DictConfig):
+        keys = ("max_epochs", "accelerator", "devices", "precision", "strategy")
+        lines.append("trainer: " + " ".join(f"{k}={trainer.get(k)}" for k in keys if trainer.get(k) is not None))
+    run = {k: cfg.get(k) for k in ("seed", "monitor", "monitor_mode", "ckpt_path") if cfg.get(k) is not None}
+    lines.append(" ".join(f"{k}={v}" for k, v in run.items()))
+    return "\n".join(f"  {line}" for line in lines)
+
+
+@rank_zero_only
+def log_final_metrics(metrics: dict[str, float]) -> None:
+    log.info("final metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())) or "(none)")
+
+
+@rank_zero_only
+def log_results_line(output_dir: str | Path, best_checkpoint: str = "") -> str:
+    """The run's last line: where its results are (folder, metrics.json, figures/, best checkpoint)."""
+    output_dir = Path(output_dir)
+    parts = []
+    if (output_dir / "metrics.json").is_file():
+        parts.append("metrics.json")
+    figures = sorted((output_dir / "figures").glob("*.png"))
+    if figures:
+        parts.append(f"figures/ ({len(figures)} PNG)")
+    if best_checkpoint:
+        best = Path(best_checkpoint)
+        parts.append(f"best checkpoint {best.relative_to(output_dir) if best.is_relative_to(output_dir) else best}")
+    line = f"results in {output_dir}: {', '.join(parts) or 'nothing written'}"
+    log.info(line)
+    return line

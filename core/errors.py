@@ -1,4 +1,4 @@
-"""Errors that a user can act on: they name the path and how to get the data."""
+"""Errors that a user can act on: they name the path and how to get the data or fix the file."""
 
 from __future__ import annotations
 
@@ -28,3 +28,21 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 class CorruptDatasetError(DatasetError, ValueError):
     """A dataset file exists but cannot be parsed (truncated, wrong format, bad checksum)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, empty, truncated, not a PyTorch file, or
+    written by another family. The message names the path (never suggests ``weights_only=False``)."""
+
+    def __init__(self, what: str, path: str | Path, hint: str = "") -> None:
+        self.what = what
+        self.path = Path(path)
+        self.hint = hint
+        message = f"{what}: {self.path}"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the path."""

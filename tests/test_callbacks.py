@@ -109,3 +109,55 @@ def test_fit_leaves_the_average_of_the_trajectory():
     assert len(module.trajectory) == 16
     assert module.linear.weight.item() == pytest.approx(expected, rel=1e-6)
     assert abs(module.trajectory[-1] - expected) > 1e-3  # the average is not the last weights
+
+
+class EpochResults(pl.LightningModule):
+    """A module that, like the families', computes its epoch's results in on_validation_epoch_end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self.last_results: dict[str, dict] = {}
+        self.drawn: list[tuple[int, int | None]] = []
+
+    def training_step(self, batch, batch_idx):
+        return self.linear(batch["x"]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.linear(batch["x"]).pow(2).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_results["val"] = {"epoch": self.current_epoch}
+
+    def figures(self, batch) -> dict:
+        import matplotlib.pyplot as plt
+
+        self.drawn.append((self.current_epoch, self.last_results.get("val", {}).get("epoch")))
+        return {"curve": plt.figure()}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_figure_of_each_epoch_shows_that_epochs_results(tmp_path):
+    """Callbacks' on_validation_epoch_end runs before the module's: a figure drawn there would
+    show the previous epoch's results (epoch 2's file with epoch 1's curve)."""
+    from benchmarks.callbacks import FigureLogger
+
+    loader = torch.utils.data.DataLoader([{"x": torch.randn(1)} for _ in range(8)], batch_size=4)
+    module = EpochResults()
+    trainer = pl.Trainer(max_epochs=3, callbacks=[FigureLogger(str(tmp_path))], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, loader, loader)
+    assert module.drawn == [(0, 0), (1, 1), (2, 2)]
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == [f"curve_epoch{e:03d}.png" for e in range(3)]
+
+
+def test_epoch_metrics_log_writes_one_line_per_epoch(caplog):
+    from benchmarks.callbacks import EpochMetricsLog
+
+    loader = torch.utils.data.DataLoader([{"x": torch.randn(1)} for _ in range(8)], batch_size=4)
+    trainer = pl.Trainer(max_epochs=2, callbacks=[EpochMetricsLog()], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with caplog.at_level("INFO", logger="benchmarks.callbacks"):
+        trainer.fit(EpochResults(), loader, loader)
+    lines = [r.getMessage() for r in caplog.records if r.name == "benchmarks.callbacks"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 000", "epoch 001"] and all("val/loss=" in line for line in lines)

@@ -40,18 +40,23 @@ def test_train_then_eval_reports_same_metrics(make_cfg, tmp_path, cache_dir):
 @pytest.mark.parametrize("callbacks", ["default", "[default,weight_average]"])
 def test_resume_is_exact(tmp_path, cache_dir, callbacks):
     """1 epoch + resume to 2 epochs == 2 epochs straight: weights, optimizer, scheduler, step; with
-    the weight average too (its checkpoint is written with the average swapped in)."""
+    the weight average too (its checkpoint is written with the average swapped in).
+
+    The resumed run writes into a new run folder (as the README's resume command does) and must
+    still test the same best epoch: with ``monitor_mode=min`` the straight run's best is epoch 0,
+    which a resume that forgot the saved best score would replace by epoch 1."""
     from tests.conftest import FAST, compose_config
 
     def run(folder, epochs, ckpt=None):
-        overrides = [*FAST, *DEMO, f"trainer.max_epochs={epochs}", "test=false", f"callbacks={callbacks}", "callbacks.rich_progress_bar=null"]
-        train(compose_config("train", [*overrides, *([f"ckpt_path={ckpt}"] if ckpt else [])], tmp_path / folder, cache_dir))
-        return torch.load(tmp_path / folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        overrides = [*FAST, *DEMO, f"trainer.max_epochs={epochs}", "monitor_mode=min", f"callbacks={callbacks}", "callbacks.rich_progress_bar=null"]
+        metrics = train(compose_config("train", [*overrides, *([f"ckpt_path={ckpt}"] if ckpt else [])], tmp_path / folder, cache_dir))
+        last = torch.load(tmp_path / folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        return last, metrics, Path((tmp_path / folder / "checkpoint.txt").read_text())
 
-    straight = run("straight", 2)
-    first = run("first", 1)
-    resumed = run("resumed", 2, tmp_path / "first" / "checkpoints" / "last.ckpt")
-    assert first["epoch"] == 0 and resumed["epoch"] == straight["epoch"]
+    straight, straight_metrics, straight_best = run("straight", 2)
+    first, _, _ = run("first", 1)
+    resumed, resumed_metrics, resumed_best = run("resumed", 2, tmp_path / "first" / "checkpoints" / "last.ckpt")
+    assert first["epoch"] == 0 and resumed["epoch"] == straight["epoch"] == 1  # last.ckpt: the last epoch
     assert resumed["global_step"] == straight["global_step"] == 2 * first["global_step"] > 0
     for key, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
@@ -59,6 +64,11 @@ def test_resume_is_exact(tmp_path, cache_dir, callbacks):
     for index in adam_straight:
         torch.testing.assert_close(adam_resumed[index]["exp_avg"], adam_straight[index]["exp_avg"])
     assert resumed["lr_schedulers"][0] == straight["lr_schedulers"][0]
+    # the same best epoch, tested from the resumed run's own folder, with the same numbers
+    assert straight_best.name == "epoch_000.ckpt", "the case needs a best epoch before the resume"
+    assert resumed_best.name == straight_best.name and resumed_best.parent == tmp_path / "resumed" / "checkpoints"
+    assert resumed_metrics["test/success_rate"] == pytest.approx(straight_metrics["test/success_rate"])
+    assert (tmp_path / "first" / "checkpoints" / "epoch_000.ckpt").is_file()  # the earlier run keeps its files
     if "weight_average" in callbacks:
         (average_state,) = [v for k, v in straight["callbacks"].items() if "WeightAverage" in k]
         (resumed_state,) = [v for k, v in resumed["callbacks"].items() if "WeightAverage" in k]
