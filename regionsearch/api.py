@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .model import SearchPathMatcher
+from .evaluate import box_iou
+from .nets.search_path import SearchPathMatcher
 
 
 class _SearchWindows(nn.Module):
@@ -132,3 +133,18 @@ class RegionSearcher:
         if single:
             windows = windows[:, 0]
         return (windows[-1], windows) if return_path else windows[-1]
+
+
+def evaluate_search_path(searcher: RegionSearcher, pairs, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of every window of every path ``(N, T+1)`` and the answer boxes ``(N, 4)`` on uint8
+    ``pairs`` (``queries``, ``references``, ``boxes``)."""
+    ious, boxes = [], []
+    with torch.inference_mode():
+        for i in range(0, len(pairs.boxes), batch_size):
+            q = pairs.queries[i : i + batch_size].float().div(255).to(searcher.device)
+            r = pairs.references[i : i + batch_size].float().div(255).to(searcher.device)
+            windows = searcher.net(q, r).windows.cpu()  # eager: same answers, no compile per batch size
+            truth = pairs.boxes[i : i + batch_size]
+            ious.append(box_iou(windows, truth.unsqueeze(0).expand_as(windows)).T)
+            boxes.append(windows[-1])
+    return torch.cat(ious).numpy(), torch.cat(boxes).numpy()

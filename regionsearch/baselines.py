@@ -19,7 +19,7 @@ for Region-Level Image Matching", Krishna et al.), whose paper compares against:
 
 All functions take numpy arrays (``(h, w)`` or ``(h, w, 3)``, float in [0, 1] or
 uint8) and return a :class:`MatchResult` whose box follows
-:mod:`regionsearch.boxes`: ``(x1, y1, x2, y2)`` with x2/y2 exclusive, so a
+:mod:`regionsearch.evaluate`: ``(x1, y1, x2, y2)`` with x2/y2 exclusive, so a
 window whose top-left pixel is (row r, column c) and whose size is tw x th has
 the box ``(c, r, c + tw, r + th)``.  Ties are broken by the first window in
 row-major order (as ``cv2.minMaxLoc`` does), scales in the order given.
@@ -45,6 +45,7 @@ __all__ = [
     "match_bbs",
     "resize_template",
     "BASELINES",
+    "get_baseline",
 ]
 
 
@@ -436,3 +437,13 @@ def match_ncc_skimage(query, reference, scales=(1.0,)) -> MatchResult:
             best = MatchResult(_box(col, row, template.shape[1], template.shape[0]), float(scores[row, col]), 0, scale)
     best.windows = windows
     return best
+
+
+def get_baseline(name: str):
+    """The matcher function of a baseline name: those of :data:`BASELINES`, or ``ncc_skimage``
+    (scikit-image's NCC, the independent check of ours; needs the dev extra)."""
+    if name in BASELINES:
+        return BASELINES[name]
+    if name == "ncc_skimage":
+        return match_ncc_skimage
+    raise KeyError(f"unknown baseline {name!r}; known: {sorted(BASELINES) + ['exhaustive_cnn', 'ncc_skimage']}")

@@ -1,18 +1,17 @@
-"""LightningModule that trains and evaluates :class:`~regionsearch.model.SearchPathMatcher`."""
+"""LightningModule that trains and evaluates :class:`~regionsearch.nets.search_path.SearchPathMatcher`."""
 
 from __future__ import annotations
 
 from functools import partial
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from core.distributed import gather_in_sample_order
 
-from .boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
+from .evaluate import IOU_THRESHOLDS, box_iou, summarize_ious
 from .losses import baseline_loss, contrastive_loss, discounted_returns, reinforce_loss
-from .model import SearchPathMatcher
+from .nets.search_path import SearchPathMatcher
 
 REWARDS = ("success", "iou")
 CREDITS = ("final", "steps")
@@ -231,7 +230,7 @@ class RegionSearchModule(pl.LightningModule):
 
     # -- figures (used by the plot callback) ----------------------------------------
     def figures(self, batch) -> dict:
-        from .plots import plot_search_paths, plot_success_curves
+        from .plots import plot_search_paths, plot_success_curves  # here: importing plots switches matplotlib to Agg
 
         with torch.no_grad():
             out = self.net(batch["query"][:8], batch["reference"][:8], sample=False)
@@ -250,19 +249,6 @@ def map_loss(logits: torch.Tensor, centres: torch.Tensor, truth: torch.Tensor) -
     target_centre = (truth[:, :2] + truth[:, 2:]) / 2
     nearest = torch.cdist(target_centre.float(), centres.float()).argmin(dim=1)
     return torch.nn.functional.cross_entropy(logits, nearest)
-
-
-def summarize_ious(path_ious: np.ndarray, threshold: float = 0.5) -> dict:
-    """Metrics from the IoU of every window on each path, ``(N, T+1)``; the last column is the answer."""
-    final = path_ious[:, -1]
-    return {
-        "success_rate": float((final > threshold).mean()),
-        "mean_iou": float(final.mean()),
-        "auc": success_auc(final),
-        "curve": success_curve(final),
-        "success_per_step": (path_ious > threshold).mean(axis=0),
-        "n_pairs": int(final.shape[0]),
-    }
 
 
 def net_config(net: SearchPathMatcher) -> dict:

@@ -68,3 +68,29 @@ def plot_success_per_step(per_step: dict[str, np.ndarray], title: str = "success
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_speed(rows: list[dict], titles: dict[str, str] | None = None):
+    """Bar chart (log scale) of ms per query per dataset: the search path eager at batch 1,
+    compiled at batch 1 and batched, against NCC / MTM / BBS (the speed suite's rows)."""
+    titles = titles or {}
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    of = {(r["dataset"], r["method"]): r for r in rows}
+    mode = "compiled" if all(r.get("compiled") for r in rows if r["method"] == "search_path") else "best of eager / compiled"
+    series = [
+        ("search path b1 (eager)", "search_path", "ms_per_query_eager"),
+        (f"search path b1 ({mode})", "search_path", "ms_per_query"),
+        (f"search path batched ({mode})", "search_path", "ms_per_query_batched"),
+    ]
+    series += [(name.upper(), name, "ms_per_query") for name in ("ncc", "mtm", "bbs")]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(series)
+    for k, (label, method, key) in enumerate(series):
+        values = [of.get((dataset, method), {}).get(key, float("nan")) for dataset in datasets]
+        ax.bar(np.arange(len(datasets)) + k * width, values, width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, [titles.get(d, d) for d in datasets], fontsize=8)
+    ax.set_ylabel("ms per query (log)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

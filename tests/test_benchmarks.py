@@ -1,20 +1,26 @@
-"""The region-search benchmark suite end to end on a tiny setting, and its table helpers."""
+"""The region-search benchmark suites end to end on a tiny setting, their timings and table helpers."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.regionsearch import (
+from benchmarks.suites.regionsearch import (
     add_ratios,
     device_summary,
     in_dataset_order,
     markdown_table,
     run_speed_suite,
     run_suite,
+    search_path_timings,
+    speed_markdown,
+    speed_ratios,
 )
+from regionsearch.nets.search_path import SearchPathMatcher
 
 ROW_KEYS = {"dataset", "method", "success_rate", "mean_iou", "ms_per_query", "windows_per_query", "n_pairs", "device"}
 
@@ -105,3 +111,37 @@ def test_merged_rows_keep_the_dataset_order_and_name_each_device():
     assert device_summary(ordered, "default") == "A for translated, flickrlogos; B for mixed"
     assert device_summary(ordered[:1], "default") == "A"
     assert device_summary([], "default") == "default"
+
+
+def test_timings_fall_back_to_eager_and_name_the_mode(monkeypatch):
+    torch.manual_seed(0)
+    net = SearchPathMatcher(steps=3, channels=(8, 8, 8, 8, 8), hidden_size=16, window_size=0.4667)
+    queries, references = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 60, 60)
+    times = search_path_timings(net, torch.device("cpu"), queries, references, (1, 4), repeats=1, compile=False)
+    assert times["compiled"] is False and "compile_s" not in times
+    assert times["ms_per_query"] == times["ms_per_query_eager"] == times["ms_per_query_eager_batch1"] > 0
+    assert times["ms_per_query_batched"] == times["ms_per_query_eager_batched"] == times["ms_per_query_eager_batch4"] > 0
+    def broken_compile(program, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken_compile)
+    with pytest.warns(UserWarning, match="compiling the search failed"):
+        times = search_path_timings(net, torch.device("cpu"), queries, references, (1, 4), repeats=1, compile=True)
+    assert times["compiled"] is False and not any(key.startswith("ms_per_query_compiled") for key in times)
+
+
+def test_speed_ratios_against_the_targets():
+    rows = [
+        {"dataset": "translated", "method": "search_path", "ms_per_query": 1.0, "ms_per_query_batched": 0.1, "ms_per_query_eager": 2.0, "compiled": True, "weights": "untrained"},
+        {"dataset": "translated", "method": "ncc", "ms_per_query": 0.04},
+        {"dataset": "translated", "method": "mtm", "ms_per_query": 10.0},
+        {"dataset": "translated", "method": "bbs", "ms_per_query": 50.0},
+    ]
+    (verdict,) = speed_ratios(rows)
+    assert verdict["mtm_speedup_batch1"] == 10.0 and not verdict["mtm_target_met_batch1"]
+    assert verdict["mtm_speedup_batched"] == 100.0 and verdict["mtm_target_met_batched"]
+    assert verdict["bbs_speedup_batch1"] == 50.0 and verdict["bbs_target_met_batch1"]
+    assert verdict["ncc_slowdown_batch1"] == 25.0 and not verdict["ncc_target_met_batch1"]
+    assert verdict["ncc_slowdown_batched"] == 2.5 and verdict["ncc_target_met_batched"]
+    table = speed_markdown(rows, [verdict], "CPU")
+    assert "| Translated MNIST | untrained | 2 | 1 | 0.1 | 0.04 | 10 | 50 | 10.0x ✗ / 100.0x ✓ | 50.0x ✓ / 500.0x ✓ | 25.0x ✗ / 2.5x ✓ |" in table

@@ -14,7 +14,7 @@ from regionsearch.baselines import (
     match_ncc,
     resize_template,
 )
-from regionsearch.boxes import box_iou
+from regionsearch.evaluate import box_iou
 
 
 def _paste(rng, ref_hw, template, colour=False):
@@ -288,8 +288,8 @@ def test_ncc_is_precise_on_flat_canvases():
     """OpenCV's float32 NCC must agree with scikit-image's float64 one on black MNIST canvases
     (uncentred float32 input disagreed on 7 of these 100 pairs)."""
     from regionsearch.baselines import match_ncc_skimage
-    from regionsearch.canvases import generate_pairs
-    from regionsearch.mnist import load_mnist
+    from regionsearch.data.canvases import generate_pairs
+    from regionsearch.data.mnist import load_mnist
 
     images, labels = load_mnist("test", None)
     pairs = generate_pairs(images[9000:], labels[9000:], 100, "translated", 5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regionsearch.canvases import PRESETS, CanvasSpec, cached_pairs, generate_pairs, get_spec
-from regionsearch.mnist import load_mnist
+from regionsearch.data.canvases import PRESETS, CanvasSpec, cached_pairs, generate_pairs, get_spec
+from regionsearch.data.mnist import load_mnist
 
 N = 64
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.errors import DatasetNotFoundError
-from regionsearch.datamodule import LogoRegionDataModule, MNISTRegionDataModule
+from regionsearch.data.datamodule import LogoRegionDataModule, MNISTRegionDataModule
 from tests.regionsearch.test_logos import write_jpeg
 
 

@@ -1,4 +1,4 @@
-"""Tests for regionsearch.logos on tiny fixtures written in the official layouts."""
+"""Tests for regionsearch.data.logos on tiny fixtures written in the official layouts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from regionsearch.logos import (
+from regionsearch.data.logos import (
     FLICKRLOGOS27_URL,
     FLICKRLOGOS32_URL,
     LogoAnnotation,

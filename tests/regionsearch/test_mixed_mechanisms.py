@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regionsearch.model import SearchPathMatcher, crop_windows
 from regionsearch.module import RegionSearchModule, net_config
+from regionsearch.nets.search_path import SearchPathMatcher, crop_windows
 
 TINY = {"channels": (8, 8, 8, 8, 8), "hidden_size": 16, "window_size": 0.28}
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
 from core.files import md5sum
-from regionsearch.mnist import (
+from regionsearch.data.mnist import (
     EMBEDDED_DIR,
     MNIST_FILES,
     find_mnist_file,
@@ -23,7 +23,7 @@ from regionsearch.mnist import (
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    """Official IDX layout, written independently of regionsearch.mnist.write_idx."""
+    """Official IDX layout, written independently of regionsearch.data.mnist.write_idx."""
     codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
     header = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim)
     header += struct.pack(f">{array.ndim}I", *array.shape)

@@ -54,7 +54,7 @@ MNIST_FILES = {
 #: Number of items in the official files (a truncated training-image copy may hold fewer).
 MNIST_COUNTS = {"train": 60000, "test": 10000}
 
-EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "assets"
+EMBEDDED_DIR: Path = Path(__file__).resolve().parents[1] / "assets"
 
 #: IDX type code -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -73,7 +73,7 @@ def _download_hint(kind: str | None = None) -> str:
     names = [MNIST_FILES[kind][0]] if kind else [name for name, _ in MNIST_FILES.values()]
     return (
         f"Get {', '.join(names)} from {MNIST_MIRRORS[0]} (or {MNIST_MIRRORS[1]}) into that folder, "
-        "e.g. with regionsearch.mnist.download_mnist(root), and point the data root at it"
+        "e.g. with regionsearch.data.mnist.download_mnist(root), and point the data root at it"
     )
 
 
@@ -228,7 +228,7 @@ def load_mnist(split: str, root: str | os.PathLike | None = None) -> tuple[np.nd
                 EMBEDDED_DIR,
                 "Set the MNIST data root (e.g. DEEPMATCH_DATA or the dataset's root option) to a "
                 "folder holding train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz, or "
-                "fetch them with regionsearch.mnist.download_mnist(root)",
+                "fetch them with regionsearch.data.mnist.download_mnist(root)",
             )
         root = EMBEDDED_DIR
     image_path = find_mnist_file(root, f"{split}_images")

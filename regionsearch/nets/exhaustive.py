@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .baselines import MatchResult
-from .model import SearchPathMatcher
+from ..baselines import MatchResult
+from .search_path import SearchPathMatcher
 
 
 class ExhaustiveCNNMatcher:

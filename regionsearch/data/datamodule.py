@@ -109,8 +109,8 @@ class MNISTRegionDataModule(_PairDataModule):
     """Translated / Cluttered / Cluttered-and-Mixed MNIST canvases.
 
     Args:
-        canvas: a preset name of :data:`regionsearch.canvases.PRESETS` or a mapping of
-            :class:`~regionsearch.canvases.CanvasSpec` fields (``preset`` + overrides).
+        canvas: a preset name of :data:`regionsearch.data.canvases.PRESETS` or a mapping of
+            :class:`~regionsearch.data.canvases.CanvasSpec` fields (``preset`` + overrides).
         data_root: folder with the official MNIST files (or a ``mnist/`` subfolder).
         digits: ``official`` (train canvases from training digits; val/test from the two
             halves of the test digits), ``embedded`` (the bundled test set split

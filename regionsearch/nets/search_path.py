@@ -3,7 +3,7 @@ Image Matching", NTT): a siamese CNN compares the query with the current window 
 the reference, and an LSTM moves the window. Plain PyTorch, no Lightning, no Hydra.
 
 Coordinates: windows are boxes ``(x1, y1, x2, y2)`` in reference pixels (see
-:mod:`regionsearch.boxes`). Policy actions live in ``[-1, 1]``: the window centre
+:mod:`regionsearch.evaluate`). Policy actions live in ``[-1, 1]``: the window centre
 ``(ax, ay)`` maps to ``((ax + 1) / 2 * W, (ay + 1) / 2 * H)``; optional size actions
 map log-linearly between ``min_size`` and ``max_size`` (fractions of the reference).
 """

@@ -1,4 +1,4 @@
-"""The search-path matcher: geometry, batched crops, policy gradient, losses, API, a tiny training run."""
+"""The networks: batched crops, the search-path matcher, its policy gradient and losses, the exhaustive CNN, a tiny training run."""
 
 from __future__ import annotations
 
@@ -8,37 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from regionsearch.boxes import box_iou, success_auc, success_curve
-from regionsearch.exhaustive import ExhaustiveCNNMatcher
+from regionsearch.evaluate import box_iou
 from regionsearch.losses import baseline_loss, contrastive_loss, reinforce_loss
-from regionsearch.model import SearchPathMatcher, SearchPathPolicy, SiameseEncoder, crop_windows
-from regionsearch.module import RegionSearchModule, net_config
-
-
-# -- boxes and metrics -------------------------------------------------------------------
-def test_iou_hand_cases():
-    a = torch.tensor([0.0, 0.0, 10.0, 10.0])
-    assert box_iou(a, a) == pytest.approx(1.0)
-    assert box_iou(a, torch.tensor([5.0, 0.0, 15.0, 10.0])) == pytest.approx(50 / 150)
-    assert box_iou(a, torch.tensor([10.0, 10.0, 20.0, 20.0])) == 0.0  # touching corners
-    assert box_iou(a, torch.tensor([2.0, 2.0, 4.0, 4.0])) == pytest.approx(4 / 100)
-    assert np.isclose(box_iou(np.array([0, 0, 28, 28.0]), np.array([9, 0, 37, 28.0])), 19 * 28 / (2 * 784 - 19 * 28))
-
-
-def test_success_threshold_is_strict_and_28px_geometry():
-    truth = torch.tensor([0.0, 0.0, 28.0, 28.0])
-    # a one-axis shift of 9 px keeps IoU > 0.5; 10 px does not (the lenient metric of the paper)
-    assert box_iou(truth, truth + torch.tensor([9.0, 0, 9, 0])) > 0.5
-    assert box_iou(truth, truth + torch.tensor([10.0, 0, 10, 0])) < 0.5
-
-
-def test_success_curve_and_auc_hand_case():
-    ious = np.array([0.0, 0.3, 0.6, 1.0])
-    curve = success_curve(ious, thresholds=np.array([0.0, 0.5, 1.0]))
-    assert curve.tolist() == [0.75, 0.5, 0.0]
-    # DDIS convention: mean over thresholds 0, 0.05, ..., 0.95
-    expected = np.mean([(ious > t).mean() for t in np.round(np.arange(0, 1.0, 0.05), 2)])
-    assert success_auc(ious) == pytest.approx(expected)
+from regionsearch.module import RegionSearchModule
+from regionsearch.nets.exhaustive import ExhaustiveCNNMatcher
+from regionsearch.nets.search_path import (
+    SearchPathMatcher,
+    SearchPathPolicy,
+    SiameseEncoder,
+    crop_windows,
+)
 
 
 # -- batched crops -----------------------------------------------------------------------
@@ -174,32 +153,3 @@ def test_tiny_training_localises_a_bright_square():
             break
     assert success > 0.9, f"success {success:.2f} after {time.perf_counter() - start:.0f}s (untrained {untrained:.2f})"
     assert untrained < 0.5
-
-
-# -- checkpoint + plain API ----------------------------------------------------------------
-def test_api_round_trip(tmp_path):
-    import lightning.pytorch as pl
-
-    from regionsearch.api import RegionSearcher
-
-    net = SearchPathMatcher(steps=3, channels=(8, 8, 8, 8, 8), hidden_size=16, window_size=0.4667)
-    module = RegionSearchModule(net)
-    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
-    assert torch.load(path, map_location="cpu", weights_only=True)["net_config"] == net_config(net)
-
-    searcher = RegionSearcher.from_checkpoint(path)
-    query = np.zeros((28, 28), np.uint8)
-    reference = np.zeros((60, 60), np.uint8)
-    box = searcher.search(query, reference)
-    assert box.shape == (4,)
-    box, path_windows = searcher.search(query, reference, return_path=True)
-    assert path_windows.shape == (4, 4)
-    boxes = searcher.search(np.zeros((5, 28, 28), np.float32), np.zeros((5, 60, 60), np.float32))
-    assert boxes.shape == (5, 4)
-    expected = net.eval()(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 60, 60)).boxes[0].detach().numpy()
-    np.testing.assert_allclose(box, expected, atol=1e-5)
-    with pytest.raises(FileNotFoundError):
-        RegionSearcher.from_checkpoint(tmp_path / "missing.ckpt")

@@ -1,4 +1,5 @@
-"""Box geometry and localisation metrics.
+"""The region-search protocol: box geometry, IoU, the success rule, curve and AUC, and
+how a matcher is scored pair by pair. Imports no model: matchers come in as callables.
 
 Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the reference
 image: the pixel with integer index ``(r, c)`` covers ``[c, c+1) x [r, r+1)``,
@@ -8,8 +9,12 @@ All functions accept numpy arrays or torch tensors of shape ``(..., 4)``.
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
@@ -59,6 +64,46 @@ def success_auc(ious, thresholds=IOU_THRESHOLDS) -> float:
     """Area under the success curve as the DDIS benchmark computes it: mean(curve[:-1])."""
     curve = success_curve(ious, thresholds)
     return float(curve[:-1].mean())
+
+
+def summarize_ious(path_ious: np.ndarray, threshold: float = 0.5) -> dict:
+    """Metrics from the IoU of every window on each path, ``(N, T+1)``; the last column is the answer."""
+    final = path_ious[:, -1]
+    return {
+        "success_rate": float((final > threshold).mean()),
+        "mean_iou": float(final.mean()),
+        "auc": success_auc(final),
+        "curve": success_curve(final),
+        "success_per_step": (path_ious > threshold).mean(axis=0),
+        "n_pairs": int(final.shape[0]),
+    }
+
+
+def prior_box_ious(train_boxes: torch.Tensor, test_boxes: torch.Tensor) -> np.ndarray:
+    """IoU of the median training box, predicted for every test pair without looking at
+    either image: the floor any matcher must beat (logo boxes are large and central)."""
+    prior = train_boxes.median(dim=0).values.double()
+    return box_iou(prior.expand_as(test_boxes), test_boxes.double()).numpy()
+
+
+def evaluate_matcher(name: str, matcher, pairs, indices: np.ndarray, **kwargs) -> dict:
+    """Run an exhaustive matcher (a baseline or :class:`ExhaustiveCNNMatcher`) pair by pair on
+    uint8 ``pairs``: returns the IoUs, the median ms per query and the mean windows per query."""
+    ious, times, windows = [], [], []
+    for i in tqdm(indices, desc=f"  {name}", leave=False, mininterval=2):
+        query = _to_hwc(pairs.queries[i])
+        reference = _to_hwc(pairs.references[i])
+        start = time.perf_counter()
+        result = matcher(query, reference, **kwargs)
+        times.append((time.perf_counter() - start) * 1000)
+        ious.append(float(box_iou(np.asarray(result.box, dtype=np.float64), pairs.boxes[i].double().numpy())))
+        windows.append(result.windows)
+    return {"ious": np.array(ious), "ms_per_query": statistics.median(times), "windows_per_query": float(np.mean(windows))}
+
+
+def _to_hwc(image: torch.Tensor) -> np.ndarray:
+    array = image.numpy()
+    return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
 
 
 def center_size_to_corners(center_size: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ Sums are taken in integers on the uint8 scale and clipped at 255, which is exact
 [0, 1] float recipe (``x / 255`` summed and clipped at 1) without rounding error. Where no
 clutter or distractor touches the target, the reference equals the digit pixel for pixel.
 
-Boxes follow :mod:`regionsearch.boxes`: ``(x1, y1, x2, y2)``, x2/y2 exclusive, so a digit
+Boxes follow :mod:`regionsearch.evaluate`: ``(x1, y1, x2, y2)``, x2/y2 exclusive, so a digit
 pasted at column ``c``, row ``r`` has the box ``(c, r, c + 28, r + 28)``.
 """
 

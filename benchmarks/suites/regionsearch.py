@@ -11,21 +11,34 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import statistics
 import time
 from pathlib import Path
 
+import hydra
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from hydra import compose
-from tqdm import tqdm
 
 from benchmarks.suite import merge_published, prepare_suite
-from core.timing import device_name
-from regionsearch.api import RegionSearcher
-from regionsearch.baselines import BASELINES
-from regionsearch.boxes import IOU_THRESHOLDS, box_iou, success_auc, success_curve
-from regionsearch.exhaustive import ExhaustiveCNNMatcher
+from benchmarks.train import train
+from core.timing import device_name, timed_median
+from regionsearch.api import RegionSearcher, evaluate_search_path
+from regionsearch.baselines import get_baseline
+from regionsearch.evaluate import (
+    IOU_THRESHOLDS,
+    evaluate_matcher,
+    prior_box_ious,
+    success_auc,
+    success_curve,
+)
+from regionsearch.nets.exhaustive import ExhaustiveCNNMatcher
+from regionsearch.plots import (
+    plot_search_paths,
+    plot_speed,
+    plot_success_curves,
+    plot_success_per_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +57,22 @@ DATASET_TITLES = {
 }
 
 
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_search_path(searcher: RegionSearcher, queries: torch.Tensor, references: torch.Tensor, batch_size: int, repeats: int) -> float:
     """Median ms per query over ``repeats`` timed passes (after a warm-up, which also compiles
     a compiled searcher for this batch size), at the given batch size."""
     device = searcher.device
     n = min(len(queries), 64 if batch_size == 1 else batch_size)
     q, r = queries[:n].to(device), references[:n].to(device)
-    timings = []
+
+    def one_pass() -> None:
+        for i in range(0, n, batch_size):
+            searcher.windows(q[i : i + batch_size], r[i : i + batch_size])
+
     with torch.inference_mode():
         for _ in range(2):  # warm-up (the first call of a compiled searcher builds its library)
             searcher.windows(q[:batch_size], r[:batch_size])
-        for _ in range(repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            for i in range(0, n, batch_size):
-                searcher.windows(q[i : i + batch_size], r[i : i + batch_size])
-            _synchronize(device)
-            timings.append((time.perf_counter() - start) * 1000 / n)
-    return statistics.median(timings)
+        seconds, _ = timed_median(one_pass, repeats, device)
+    return seconds * 1000 / n
 
 
 def search_path_timings(net, device: torch.device, queries: torch.Tensor, references: torch.Tensor, batch_sizes, repeats: int, compile: bool) -> dict:
@@ -98,39 +103,6 @@ def search_path_timings(net, device: torch.device, queries: torch.Tensor, refere
     return times
 
 
-def evaluate_search_path(searcher: RegionSearcher, pairs, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of every window of every path ``(N, T+1)`` and the answer boxes ``(N, 4)``."""
-    ious, boxes = [], []
-    with torch.inference_mode():
-        for i in range(0, len(pairs.boxes), batch_size):
-            q = pairs.queries[i : i + batch_size].float().div(255).to(searcher.device)
-            r = pairs.references[i : i + batch_size].float().div(255).to(searcher.device)
-            windows = searcher.net(q, r).windows.cpu()  # eager: same answers, no compile per batch size
-            truth = pairs.boxes[i : i + batch_size]
-            ious.append(box_iou(windows, truth.unsqueeze(0).expand_as(windows)).T)
-            boxes.append(windows[-1])
-    return torch.cat(ious).numpy(), torch.cat(boxes).numpy()
-
-
-def evaluate_baseline(name: str, matcher, pairs, indices: np.ndarray, **kwargs) -> dict:
-    """Run an exhaustive baseline pair by pair; returns IoUs, ms per query and windows per query."""
-    ious, times, windows = [], [], []
-    for i in tqdm(indices, desc=f"  {name}", leave=False, mininterval=2):
-        query = _to_hwc(pairs.queries[i])
-        reference = _to_hwc(pairs.references[i])
-        start = time.perf_counter()
-        result = matcher(query, reference, **kwargs)
-        times.append((time.perf_counter() - start) * 1000)
-        ious.append(float(box_iou(np.asarray(result.box, dtype=np.float64), pairs.boxes[i].double().numpy())))
-        windows.append(result.windows)
-    return {"ious": np.array(ious), "ms_per_query": statistics.median(times), "windows_per_query": float(np.mean(windows))}
-
-
-def _to_hwc(image: torch.Tensor) -> np.ndarray:
-    array = image.numpy()
-    return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
-
-
 def _row(dataset, method, ious, ms, windows, device, **extra) -> dict:
     return {
         "dataset": dataset,
@@ -148,8 +120,6 @@ def _row(dataset, method, ious, ms, windows, device, **extra) -> dict:
 
 def train_matcher(dataset: str, output_dir: Path, overrides: list[str]) -> Path:
     """Train through the same entry point users run (``benchmarks.train``); returns the best checkpoint."""
-    from benchmarks.train import train
-
     cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", f"paths.output_dir={output_dir}", *overrides])
     train(cfg)
     return Path((output_dir / "checkpoint.txt").read_text().strip())
@@ -157,19 +127,10 @@ def train_matcher(dataset: str, output_dir: Path, overrides: list[str]) -> Path:
 
 def load_splits(dataset: str, overrides: list[str]) -> dict:
     """The dataset's splits; every method is evaluated on the same ``test`` pairs."""
-    import hydra
-
     cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", *overrides])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
     return datamodule.splits
-
-
-def prior_box_ious(train_boxes: torch.Tensor, test_boxes: torch.Tensor) -> np.ndarray:
-    """IoU of the median training box, predicted for every test pair without looking at
-    either image: the floor any matcher must beat (logo boxes are large and central)."""
-    prior = train_boxes.median(dim=0).values.double()
-    return box_iou(prior.expand_as(test_boxes), test_boxes.double()).numpy()
 
 
 def dataset_overrides(dataset: str, n_test: int, base_overrides, train_overrides, quick: bool, quick_overrides) -> list[str]:
@@ -244,10 +205,9 @@ def run_suite(
             indices = np.arange(n_pairs)
             if name == "exhaustive_cnn":
                 matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=settings.pop("scales", (1.0,)))
-                result = evaluate_baseline(name, matcher, pairs, indices, **settings)
+                result = evaluate_matcher(name, matcher, pairs, indices, **settings)
             else:
-                fn = BASELINES[name] if name in BASELINES else _peer(name)
-                result = evaluate_baseline(name, fn, pairs, indices, **settings)
+                result = evaluate_matcher(name, get_baseline(name), pairs, indices, **settings)
             rows.append(_row(dataset, name, result["ious"], result["ms_per_query"], result["windows_per_query"], "CPU" if name != "exhaustive_cnn" else device_label))
             curves[name] = success_curve(result["ious"])
             log.info("%s %s: %s", dataset, name, rows[-1])
@@ -268,14 +228,6 @@ def run_suite(
             shutil.copy(output / f"search_paths_{dataset}.png", publish / f"search_paths_{dataset}.png")
     print((output / "regionsearch.md").read_text())
     return rows
-
-
-def _peer(name: str):
-    if name == "ncc_skimage":
-        from regionsearch.baselines import match_ncc_skimage
-
-        return match_ncc_skimage
-    raise KeyError(f"unknown baseline {name!r}; known: {sorted(BASELINES) + ['exhaustive_cnn', 'ncc_skimage']}")
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -350,10 +302,6 @@ def markdown_table(rows: list[dict], device: str, quick: bool) -> str:
 
 
 def _plot_paths(searcher: RegionSearcher, pairs, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from regionsearch.plots import plot_search_paths
-
     q = pairs.queries[:8].float() / 255
     r = pairs.references[:8].float() / 255
     with torch.inference_mode():
@@ -364,24 +312,15 @@ def _plot_paths(searcher: RegionSearcher, pairs, path: Path) -> None:
 
 
 def _save_success_curves(curves, path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from regionsearch.plots import plot_success_curves
-
     fig = plot_success_curves(curves, IOU_THRESHOLDS, title=title)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def _save_success_per_step(per_step, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from regionsearch.plots import plot_success_per_step
-
     fig = plot_success_per_step(per_step)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
 
 
 SPEED_TARGETS = {"mtm": 40.0, "bbs": 40.0}  # the search path at least this many times faster
@@ -391,8 +330,6 @@ NCC_WITHIN = 20.0  # ... and at most this many times slower than NCC
 def _untrained_net(dataset: str, overrides: list[str], seed: int):
     """The dataset's experiment network with fresh weights: the search's cost does not depend on
     the weights (fixed steps, fixed shapes, no data-dependent branches)."""
-    import hydra
-
     cfg = compose(config_name="train", overrides=[f"experiment=regionsearch/{dataset}", *overrides])
     torch.manual_seed(seed)
     return hydra.utils.instantiate(cfg.model.net)
@@ -458,30 +395,7 @@ def speed_markdown(rows: list[dict], verdicts: list[dict], device: str) -> str:
 
 
 def _plot_speed(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    of = {(r["dataset"], r["method"]): r for r in rows}
-    mode = "compiled" if all(r.get("compiled") for r in rows if r["method"] == "search_path") else "best of eager / compiled"
-    series = [
-        ("search path b1 (eager)", "search_path", "ms_per_query_eager"),
-        (f"search path b1 ({mode})", "search_path", "ms_per_query"),
-        (f"search path batched ({mode})", "search_path", "ms_per_query_batched"),
-    ]
-    series += [(name.upper(), name, "ms_per_query") for name in ("ncc", "mtm", "bbs")]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(series)
-    for k, (label, method, key) in enumerate(series):
-        values = [of.get((dataset, method), {}).get(key, float("nan")) for dataset in datasets]
-        ax.bar(np.arange(len(datasets)) + k * width, values, width, label=label)
-    ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2, [DATASET_TITLES.get(d, d) for d in datasets], fontsize=8)
-    ax.set_ylabel("ms per query (log)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig = plot_speed(rows, DATASET_TITLES)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -525,7 +439,7 @@ def run_speed_suite(
         rows.append(ours)
         for name in speed_baselines:
             settings, cap = baseline_settings(((baselines or {}).get(dataset) or {}).get(name), len(pairs), quick, timing_pairs)
-            result = evaluate_baseline(name, BASELINES[name], pairs, np.arange(cap), **settings)
+            result = evaluate_matcher(name, get_baseline(name), pairs, np.arange(cap), **settings)
             rows.append({"dataset": dataset, "method": name, "ms_per_query": round(result["ms_per_query"], 4), "windows_per_query": result["windows_per_query"], "n_pairs": int(cap), "device": "CPU"})
             log.info("%s %s: %.4g ms", dataset, name, result["ms_per_query"])
     verdicts = speed_ratios(rows)

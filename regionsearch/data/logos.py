@@ -19,7 +19,7 @@ FlickrLogos-27
     de-duplication here. Free for research use; the images keep their Flickr licences.
     :data:`FLICKRLOGOS27_URL`.
 
-Boxes follow :mod:`regionsearch.boxes`: ``(x1, y1, x2, y2)`` in continuous pixel
+Boxes follow :mod:`regionsearch.evaluate`: ``(x1, y1, x2, y2)`` in continuous pixel
 coordinates, ``x2``/``y2`` exclusive. FlickrLogos-32 ``x y w h`` becomes
 ``(x, y, x + w, y + h)``; FlickrLogos-27 inclusive corners ``x1 y1 x2 y2`` become
 ``(x1, y1, x2 + 1, y2 + 1)``. A few official FlickrLogos-27 boxes reach one pixel past

@@ -1,16 +1,18 @@
-"""The compiled search (torch.export + AOTInductor) answers like the eager one; a failing compile falls back."""
+"""The Hydra-free API: a checkpoint round trip, and the compiled search (torch.export +
+AOTInductor) answers like the eager one; a failing compile falls back."""
 
 from __future__ import annotations
 
 import shutil
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 
-from benchmarks.regionsearch import search_path_timings, speed_markdown, speed_ratios
 from regionsearch.api import RegionSearcher
-from regionsearch.model import SearchPathMatcher
+from regionsearch.module import RegionSearchModule, net_config
+from regionsearch.nets.search_path import SearchPathMatcher
 
 
 def _net() -> SearchPathMatcher:
@@ -56,31 +58,26 @@ def test_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch):
         RegionSearcher(net, compile=True).windows(queries[0], references)
 
 
-def test_timings_fall_back_to_eager_and_name_the_mode(monkeypatch):
-    net = _net()
-    queries, references = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 60, 60)
-    times = search_path_timings(net, torch.device("cpu"), queries, references, (1, 4), repeats=1, compile=False)
-    assert times["compiled"] is False and "compile_s" not in times
-    assert times["ms_per_query"] == times["ms_per_query_eager"] == times["ms_per_query_eager_batch1"] > 0
-    assert times["ms_per_query_batched"] == times["ms_per_query_eager_batched"] == times["ms_per_query_eager_batch4"] > 0
-    _break_the_compiler(monkeypatch)
-    with pytest.warns(UserWarning, match="compiling the search failed"):
-        times = search_path_timings(net, torch.device("cpu"), queries, references, (1, 4), repeats=1, compile=True)
-    assert times["compiled"] is False and not any(key.startswith("ms_per_query_compiled") for key in times)
+# -- checkpoint + plain API ----------------------------------------------------------------
+def test_api_round_trip(tmp_path):
+    net = SearchPathMatcher(steps=3, channels=(8, 8, 8, 8, 8), hidden_size=16, window_size=0.4667)
+    module = RegionSearchModule(net)
+    trainer = pl.Trainer(max_epochs=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, map_location="cpu", weights_only=True)["net_config"] == net_config(net)
 
-
-def test_speed_ratios_against_the_targets():
-    rows = [
-        {"dataset": "translated", "method": "search_path", "ms_per_query": 1.0, "ms_per_query_batched": 0.1, "ms_per_query_eager": 2.0, "compiled": True, "weights": "untrained"},
-        {"dataset": "translated", "method": "ncc", "ms_per_query": 0.04},
-        {"dataset": "translated", "method": "mtm", "ms_per_query": 10.0},
-        {"dataset": "translated", "method": "bbs", "ms_per_query": 50.0},
-    ]
-    (verdict,) = speed_ratios(rows)
-    assert verdict["mtm_speedup_batch1"] == 10.0 and not verdict["mtm_target_met_batch1"]
-    assert verdict["mtm_speedup_batched"] == 100.0 and verdict["mtm_target_met_batched"]
-    assert verdict["bbs_speedup_batch1"] == 50.0 and verdict["bbs_target_met_batch1"]
-    assert verdict["ncc_slowdown_batch1"] == 25.0 and not verdict["ncc_target_met_batch1"]
-    assert verdict["ncc_slowdown_batched"] == 2.5 and verdict["ncc_target_met_batched"]
-    table = speed_markdown(rows, [verdict], "CPU")
-    assert "| Translated MNIST | untrained | 2 | 1 | 0.1 | 0.04 | 10 | 50 | 10.0x ✗ / 100.0x ✓ | 50.0x ✓ / 500.0x ✓ | 25.0x ✗ / 2.5x ✓ |" in table
+    searcher = RegionSearcher.from_checkpoint(path)
+    query = np.zeros((28, 28), np.uint8)
+    reference = np.zeros((60, 60), np.uint8)
+    box = searcher.search(query, reference)
+    assert box.shape == (4,)
+    box, path_windows = searcher.search(query, reference, return_path=True)
+    assert path_windows.shape == (4, 4)
+    boxes = searcher.search(np.zeros((5, 28, 28), np.float32), np.zeros((5, 60, 60), np.float32))
+    assert boxes.shape == (5, 4)
+    expected = net.eval()(torch.zeros(1, 1, 28, 28), torch.zeros(1, 1, 60, 60)).boxes[0].detach().numpy()
+    np.testing.assert_allclose(box, expected, atol=1e-5)
+    with pytest.raises(FileNotFoundError):
+        RegionSearcher.from_checkpoint(tmp_path / "missing.ckpt")

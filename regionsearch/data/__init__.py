@@ -1,0 +1,1 @@
+"""Region-search data: the MNIST reader, the synthetic canvases, logo pairs and the datamodules."""

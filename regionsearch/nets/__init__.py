@@ -1,0 +1,1 @@
+"""Region-search networks: the search-path matcher and the exhaustive CNN it is compared with."""
