@@ -98,3 +98,22 @@ def require_keys(
 def _starts_with(path: Path, magic: bytes) -> bool:
     with open(path, "rb") as handle:
         return handle.read(len(magic)) == magic
+
+
+def load_weights(net: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike, *, family: str, hint: str = "") -> None:
+    """``net.load_state_dict(state)`` (strict) with one :class:`CheckpointError` naming the path for
+    weights that do not fit the network (another family's, another configuration's) or that are
+    NaN / infinite (a run that diverged), instead of torch's multi-line key listing."""
+    expected = net.state_dict()
+    if not set(state) & set(expected):
+        raise CheckpointError(f"not a {family} checkpoint (none of its weights belong to the network it describes)", path, hint)
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    resized = [key for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key].shape)]
+    if missing or unexpected or resized:
+        parts = [f"{len(keys)} {what} (first: {keys[0]})" for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if keys]
+        raise CheckpointError(f"checkpoint weights do not fit the network its config describes: {', '.join(parts)}", path, hint)
+    broken = [key for key, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise CheckpointError(f"checkpoint holds NaN or infinite weights in {len(broken)} tensors (first: {broken[0]}); the run diverged", path, hint)
+    net.load_state_dict(state)

@@ -1,4 +1,8 @@
-"""Use a trained matcher without Hydra: ``RegionSearcher.from_checkpoint(path).search(query, reference)``."""
+"""Use a trained matcher without Hydra: ``RegionSearcher.from_checkpoint(path).search(query, reference)``.
+
+The classical matchers the paper compares against are here too: ``match_ncc``, ``match_mtm``,
+``match_bbs`` (or ``get_baseline(name)``), each ``(query, reference) -> MatchResult``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.checkpoints import load_checkpoint, load_weights
+from core.errors import CheckpointError
+from core.validation import (
+    CHANNEL_AXIS_SIZES,
+    require_channels,
+    require_finite,
+    require_fits_inside,
+    require_ndim,
+    require_nonempty_image,
+    require_pixel_dtype,
+    require_same_count,
+)
+
+from .baselines import BASELINES, MatchResult, get_baseline, match_bbs, match_mtm, match_ncc
 from .evaluate import box_iou
 from .nets.search_path import SearchPathMatcher
+
+__all__ = [
+    "BASELINES", "MatchResult", "RegionSearcher", "evaluate_search_path", "get_baseline", "match_bbs", "match_mtm", "match_ncc",
+]
+
+TRAIN_HINT = "Train one with `python -m benchmarks.train experiment=regionsearch/translated`"
 
 
 class _SearchWindows(nn.Module):
@@ -73,16 +97,21 @@ class RegionSearcher:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", compile: bool = False) -> RegionSearcher:
-        """Load a Lightning checkpoint written by ``benchmarks.train`` (or by the benchmark suite)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path} (train one with `python -m benchmarks.train experiment=regionsearch/translated`)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if "net_config" not in checkpoint:
-            raise ValueError(f"{path} is not a region-search checkpoint (no net_config)")
-        net = SearchPathMatcher(**checkpoint["net_config"])
+        """Load a Lightning checkpoint written by ``benchmarks.train`` (or by the benchmark suite).
+
+        Raises:
+            CheckpointError: (a ``ValueError``; ``CheckpointNotFoundError`` is also a
+                ``FileNotFoundError``) one line naming the path: missing, empty, truncated or
+                not a PyTorch file, another family's checkpoint, weights that do not fit its
+                ``net_config``, or NaN / infinite weights.
+        """
+        checkpoint = load_checkpoint(path, family="region-search", require=("net_config.glimpse_size", "state_dict"), hint=TRAIN_HINT)
+        try:
+            net = SearchPathMatcher(**checkpoint["net_config"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"not a region-search checkpoint (its net_config does not build a matcher: {error})", path, TRAIN_HINT) from None
         state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-        net.load_state_dict(state)
+        load_weights(net, state, path, family="region-search", hint=TRAIN_HINT)
         return cls(net, device, compile)
 
     @torch.no_grad()
@@ -100,23 +129,36 @@ class RegionSearcher:
             self._search, self.compiled = self._eager, False
             return windows
 
-    def _as_batch(self, images, name: str) -> torch.Tensor:
-        """(h,w) / (h,w,C) arrays, or (B,h,w) / (B,h,w,C) stacks, or (B,C,h,w) tensors -> float (B,C,h,w)."""
+    def _as_batch(self, images, name: str) -> tuple[torch.Tensor, bool]:
+        """(h,w) / (h,w,C) arrays, or (B,h,w) / (B,h,w,C) stacks, or (B,C,h,w) tensors ->
+        (float (B,C,h,w) on the device, whether it was one image), checked: pixel type,
+        channels, size, finite values.
+
+        An array's trailing axis of 1, 3 or 4 is its channels ((h, w, 3) is one RGB image, not
+        three images 3 pixels wide); otherwise it is grey: (h, w) or a stack (B, h, w)."""
+        channels = self.net.in_channels
+        layouts = "grey (h, w) or (B, h, w) arrays" if channels == 1 else f"(h, w, {channels}) or (B, h, w, {channels}) arrays"
+        layouts += f", or (B, {channels}, h, w) tensors"
+        require_pixel_dtype(images, name)
         if isinstance(images, torch.Tensor) and images.dim() == 4:
-            tensor = images.float()
+            require_channels(name, images.shape[1], channels, images.shape, layouts)
+            tensor, single = images, False
         else:
-            array = np.asarray(images)
-            channels = self.net.in_channels
-            if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == channels and channels == 3):
-                array = array[None]
-            if array.ndim == 3:
+            array = images.numpy(force=True) if isinstance(images, torch.Tensor) else np.asarray(images)
+            require_ndim(array, name, (2, 3, 4), layouts)
+            channels_last = array.ndim == 4 or (array.ndim == 3 and array.shape[-1] in CHANNEL_AXIS_SIZES)
+            single = array.ndim == 2 or (array.ndim == 3 and channels_last)
+            if not channels_last:
                 array = array[..., None]
-            if array.ndim != 4 or array.shape[-1] != channels:
-                raise ValueError(f"{name}: expected (h,w{',3' if channels == 3 else ''}) images, got shape {np.asarray(images).shape}")
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
-            if array.dtype == np.uint8:
-                tensor = tensor / 255
-        return tensor.to(self.device)
+            if single:
+                array = array[None]
+            require_channels(name, array.shape[-1], channels, np.shape(images), layouts)
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
+        require_nonempty_image(name, tensor.shape[-2], tensor.shape[-1])
+        is_uint8 = tensor.dtype == torch.uint8
+        tensor = tensor.to(self.device).float()
+        require_finite(tensor, name)
+        return (tensor / 255 if is_uint8 else tensor), single
 
     @torch.no_grad()
     def search(self, query, reference, return_path: bool = False):
@@ -124,11 +166,16 @@ class RegionSearcher:
 
         Images are uint8 (0..255) or float (0..1) arrays / tensors; with ``return_path``
         also the windows of the whole search path, ``(T+1, 4)`` or ``(T+1, B, 4)``.
+
+        Raises:
+            ValueError: naming ``query`` or ``reference``: an integer type other than uint8, NaN
+                or infinite pixels, the wrong channels (an RGB image for a grey searcher), no
+                pixels, a reference smaller than the query, or batches of different lengths.
         """
-        single = not (isinstance(query, torch.Tensor) and query.dim() == 4) and np.asarray(query).ndim == (2 if self.net.in_channels == 1 else 3)
-        queries, references = self._as_batch(query, "query"), self._as_batch(reference, "reference")
-        if queries.shape[0] != references.shape[0]:
-            raise ValueError(f"{queries.shape[0]} queries but {references.shape[0]} references")
+        queries, single = self._as_batch(query, "query")
+        references, _ = self._as_batch(reference, "reference")
+        require_same_count("query", queries.shape[0], "reference", references.shape[0])
+        require_fits_inside("query", queries.shape[-2:], "reference", references.shape[-2:])
         windows = self.windows(queries, references).cpu().numpy()
         if single:
             windows = windows[:, 0]
