@@ -26,7 +26,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.checkpoints import load_checkpoint, load_weights
+from core.errors import CheckpointError
 from core.timing import timed_median
+from core.validation import (
+    CHANNEL_AXIS_SIZES,
+    require_channels,
+    require_finite,
+    require_ndim,
+    require_nonempty_image,
+    require_pixel_dtype,
+)
 
 from .data.images import ImageListDataset
 from .nets.attention import RegionalAttentionNet, regional_mean
@@ -50,9 +60,15 @@ from .proposals import sliding_window_boxes
 from .qe import average_query_expansion, expand
 from .search import rank
 
+TRAIN_HINT = "Train one with `python -m benchmarks.train experiment=retrieval/coil100_gem`"
+
 __all__ = ["GLOBAL_METHODS", "PRETRAINED", "Features", "Retriever", "build_net", "describe_net", "extract_features"]
 
 #: Off-the-shelf networks by name: pooling and its arguments (attention needs training: not here).
+#: ``neural_codes`` is the retrieval benchmark's neural-codes row: the ImageNet classifier's
+#: 1000-d output on the average-pooled map, L2-normalised (EfficientNet-Lite0 / ResNet; VGG16's
+#: fc6 / fc7 codes: ``RetrievalNet(backbone, "neural_codes", {"layer": "fc6"})``). The pooled
+#: 1280-d activation that feeds the classifier is ``spoc`` (the same vector after the L2).
 PRETRAINED: dict[str, tuple[str, dict]] = {
     "mac": ("mac", {}),
     "spoc": ("spoc", {"center": False}),
@@ -60,7 +76,7 @@ PRETRAINED: dict[str, tuple[str, dict]] = {
     "gem": ("gem", {"p": 3.0}),
     "rmac": ("rmac", {"levels": 3, "overlap": 0.4, "include_global": False}),
     "integral_rmac": ("integral_rmac", {"levels": 3, "overlap": 0.4, "alpha": 10.0}),
-    "neural_codes": ("neural_codes", {"layer": "pool"}),
+    "neural_codes": ("neural_codes", {"layer": "classifier"}),
 }
 
 
@@ -175,49 +191,70 @@ class Retriever:
         if name not in PRETRAINED:
             raise ValueError(f"unknown pretrained retriever {name!r}; choose one of {sorted(PRETRAINED)}")
         pooling, pooling_kwargs = PRETRAINED[name]
-        net = RetrievalNet(build_backbone(backbone, pretrained=True), pooling, pooling_kwargs)
+        network = build_backbone(backbone, pretrained=True)
+        if name == "neural_codes" and network.classifier is None:
+            raise ValueError(
+                f"{backbone} has no ImageNet classifier on pooled features (the neural codes of Retriever.pretrained); "
+                f"for its fc6 / fc7 codes build RetrievalNet(backbone, 'neural_codes', {{'layer': 'fc6'}})"
+            )
+        net = RetrievalNet(network, pooling, pooling_kwargs)
         return cls(net, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> Retriever:
-        """Load a Lightning checkpoint of a retrieval module (``benchmarks.train`` writes them)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"checkpoint not found: {path} (train one with `python -m benchmarks.train experiment=retrieval/coil100_gem`)"
-            )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        config = checkpoint.get("net_config")
-        if not config:
-            raise ValueError(f"{path} is not a retrieval checkpoint (no net_config)")
-        net = build_net(config, pretrained=False)
+        """Load a Lightning checkpoint of a retrieval module (``benchmarks.train`` writes them).
+
+        Raises:
+            CheckpointError: (a ``ValueError``; ``CheckpointNotFoundError`` is also a
+                ``FileNotFoundError``) one line naming the path: missing, empty, truncated or
+                not a PyTorch file, another family's checkpoint ("not a retrieval checkpoint"),
+                weights that do not fit its ``net_config``, or NaN / infinite weights.
+        """
+        checkpoint = load_checkpoint(path, family="retrieval", require=("net_config.kind", "net_config.backbone", "state_dict"), hint=TRAIN_HINT)
+        try:
+            net = build_net(checkpoint["net_config"], pretrained=False)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"not a retrieval checkpoint (its net_config does not build a network: {error})", path, TRAIN_HINT) from None
         state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-        net.load_state_dict(state)
+        load_weights(net, state, path, family="retrieval", hint=TRAIN_HINT)
         return cls(net, **kwargs)
 
     # ------------------------------------------------------------------ images -> vectors
 
-    def _prepare(self, image) -> torch.Tensor:
+    def _prepare(self, image, name: str = "image") -> torch.Tensor:
         """One image -> normalised float ``(1, 3, H, W)`` at ``image_size``.
 
         uint8 ``(H, W, 3)`` arrays are 0..255; float arrays / tensors are RGB in [0, 1],
         ``(H, W, 3)`` or ``(3, H, W)``; grey ``(H, W)`` is repeated to three channels.
+        ``name`` is the argument named in errors (``images[4]``).
         """
+        layouts = "(H, W, 3), (3, H, W) or grey (H, W)"
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else np.shape(image)
+        require_pixel_dtype(image, name)
         if isinstance(image, torch.Tensor):
             tensor = image.detach().cpu()
             if tensor.dim() == 3 and tensor.shape[0] != 3 and tensor.shape[-1] == 3:
                 tensor = tensor.permute(2, 0, 1)
-            is_uint8 = tensor.dtype == torch.uint8
         else:
             array = np.asarray(image)
-            is_uint8 = array.dtype == np.uint8
             if array.ndim == 3 and array.shape[-1] == 3:
                 array = array.transpose(2, 0, 1)
             tensor = torch.from_numpy(np.ascontiguousarray(array))
+        is_uint8 = tensor.dtype == torch.uint8
+        require_ndim(tensor, name, (2, 3), layouts)
+        if tensor.dim() == 3 and tensor.shape[0] == 1:  # grey (1, H, W)
+            tensor = tensor[0]
+        elif tensor.dim() == 3 and tensor.shape[0] != 3 and tensor.shape[-1] == 1:  # grey (H, W, 1)
+            tensor = tensor[..., 0]
         if tensor.dim() == 2:
             tensor = tensor.unsqueeze(0).expand(3, -1, -1)
-        if tensor.dim() != 3 or tensor.shape[0] != 3:
-            raise ValueError(f"expected an image (H, W, 3), (3, H, W) or (H, W), got shape {tuple(tensor.shape)}")
+        if tensor.shape[0] != 3:
+            # (H, W, 4) RGBA or (4, H, W): the channels are the axis that is not the image's sides
+            found = tensor.shape[0] if tensor.shape[0] in CHANNEL_AXIS_SIZES else tensor.shape[-1]
+            require_channels(name, found, 3, shape, layouts)
+            raise ValueError(f"{name} must be {layouts}, got shape {shape}")
+        require_nonempty_image(name, tensor.shape[-2], tensor.shape[-1])
+        require_finite(tensor, name)
         tensor = tensor.float().div(255) if is_uint8 else tensor.float()
         batch = tensor.unsqueeze(0).to(self.device)
         if self.image_size is not None and max(batch.shape[-2:]) != self.image_size:
@@ -231,6 +268,10 @@ class Retriever:
         ``images``: one image or a sequence of images of any sizes (see :meth:`_prepare`), or a
         float tensor ``(N, 3, H, W)`` of RGB in [0, 1]. Images of equal size after resizing are
         batched together (up to ``batch_size``).
+
+        Raises:
+            ValueError: naming the image (``images[i]``): an integer type other than uint8, NaN or
+                infinite pixels, a layout other than (H, W, 3) / (3, H, W) / (H, W), or no pixels.
         """
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             images = list(images)
@@ -238,7 +279,7 @@ class Retriever:
             images = list(images)
         elif isinstance(images, (np.ndarray, torch.Tensor)):
             images = [images]
-        prepared = [self._prepare(image) for image in images]
+        prepared = [self._prepare(image, f"images[{i}]") for i, image in enumerate(images)]
         if not prepared:
             return torch.zeros(0, self.dim)
         out: list[torch.Tensor | None] = [None] * len(prepared)
@@ -275,6 +316,10 @@ class Retriever:
 
         Returns:
             ``(indices (Q, k) long, scores (Q, k) float)``, best first.
+
+        Raises:
+            ValueError: shapes that do not pair up, or NaN / infinite values (naming
+                ``query_vectors`` or ``database_vectors``).
         """
         queries = torch.as_tensor(np.asarray(query_vectors) if not isinstance(query_vectors, torch.Tensor) else query_vectors).float()
         database = torch.as_tensor(np.asarray(database_vectors) if not isinstance(database_vectors, torch.Tensor) else database_vectors).float()
@@ -282,6 +327,9 @@ class Retriever:
             queries = queries.unsqueeze(0)
         if queries.dim() != 2 or database.dim() != 2 or queries.shape[1] != database.shape[1]:
             raise ValueError(f"expected queries (Q, D) and database (N, D), got {tuple(queries.shape)} and {tuple(database.shape)}")
+        # a NaN score ranks anywhere: refuse rather than return an arbitrary order
+        require_finite(queries, "query_vectors")
+        require_finite(database, "database_vectors")
         if query_expansion:
             k = min(query_expansion, len(database))
             queries = average_query_expansion(queries, database, k) if alpha == 0 else expand(queries, database, k, alpha)
@@ -325,7 +373,7 @@ def extract_features(
     vectors: dict[str, list[torch.Tensor]] = {m: [] for m in GLOBAL_METHODS}
     grid, boxes, means = [], [], []
     poolings = {
-        "neuralcodes": lambda x: backbone.classifier(x.mean(dim=(-2, -1))),
+        "neuralcodes": lambda x: backbone.neural_codes(x, "classifier"),  # = Retriever.pretrained("neural_codes")
         "spoc": lambda x: spoc(x, center=False),
         "spoc_center": lambda x: spoc(x, center=True),
         "mac": mac,

@@ -107,15 +107,19 @@ class Backbone(nn.Module):
         """Fully connected activations of the pretrained head (Babenko et al.'s neural codes).
 
         VGG16: ``fc6`` or ``fc7`` after their ReLU (the head's last max-pool and 7x7 adaptive
-        average pool first). EfficientNet-Lite0 / ResNet (no hidden fc layer): the globally
-        average-pooled map, i.e. the activation that feeds the classifier (``layer="pool"``).
+        average pool first). EfficientNet-Lite0 / ResNet (no hidden fc layer): ``classifier``,
+        the ImageNet classifier's 1000 outputs on the globally average-pooled map (the retrieval
+        benchmark's neural-codes row), or ``pool``, the average-pooled map that feeds it (after
+        the L2 this is SPoC without centring).
 
         Shape:
-            (B, C, h, w) -> (B, 4096) for VGG16, (B, out_channels) otherwise
+            (B, C, h, w) -> (B, 4096) for VGG16, (B, 1000) for ``classifier``, (B, out_channels) for ``pool``
         """
         if self.head is None:
+            if layer == "classifier" and self.classifier is not None:
+                return self.classifier(feature_map.mean(dim=(-2, -1)))
             if layer != "pool":
-                raise ValueError(f"{self.name} has no {layer!r} layer; its neural code is layer='pool'")
+                raise ValueError(f"{self.name} has no {layer!r} layer; its neural codes are layer='classifier' or 'pool'")
             return feature_map.mean(dim=(-2, -1))
         if layer not in ("fc6", "fc7"):
             raise ValueError(f"VGG16 neural codes are fc6 or fc7, got {layer!r}")

@@ -22,8 +22,9 @@ MULTISCALE = (1.0, 1.0 / math.sqrt(2.0), 0.5)
 class NeuralCodes(nn.Module):
     """Marker pooling: the backbone's fully connected activations (see ``Backbone.neural_codes``).
 
-    ``layer``: ``fc6``/``fc7`` for VGG16; ``pool`` for EfficientNet-Lite0/ResNet, whose code is
-    the pooled pre-classifier activation (1280-d / 2048-d) since they have no hidden fc layer.
+    ``layer``: ``fc6``/``fc7`` for VGG16; for EfficientNet-Lite0/ResNet, which have no hidden fc
+    layer, ``classifier`` (the ImageNet classifier's 1000-d output on the pooled map, as in the
+    retrieval benchmark) or ``pool`` (the pooled pre-classifier activation, 1280-d / 2048-d).
     """
 
     def __init__(self, layer: str = "pool") -> None:
@@ -68,7 +69,7 @@ class RetrievalNet(nn.Module):
         self.whiten = whiten
         # Layers this network never runs get no gradient (DDP would otherwise need
         # find_unused_parameters): the ImageNet classifier, and VGG16's fc6/fc7 unless used.
-        if backbone.classifier is not None:
+        if backbone.classifier is not None and not (isinstance(pooling, NeuralCodes) and pooling.layer == "classifier"):
             backbone.classifier.requires_grad_(False)
         if backbone.head is not None:
             backbone.head.requires_grad_(False)
@@ -81,6 +82,8 @@ class RetrievalNet(nn.Module):
         """Descriptor size before whitening."""
         if isinstance(self.pool, NeuralCodes) and self.backbone.head is not None:
             return self.backbone.head[self.pool.layer][0].out_features
+        if isinstance(self.pool, NeuralCodes) and self.pool.layer == "classifier":
+            return self.backbone.classifier.out_features
         return self.backbone.out_channels
 
     @property
