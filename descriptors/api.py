@@ -29,7 +29,7 @@ from torch import nn
 
 from .inference import inference_copy, use_channels_last
 from .module import resize_patches
-from .networks import hamming_from_signs, network_from_spec
+from .nets import hamming_from_signs, network_from_spec
 
 __all__ = ["load_network", "as_patch_tensor", "PatchDescriptor", "PatchMatcher"]
 

@@ -26,7 +26,7 @@ from core.distributed import gather_in_sample_order
 
 from . import losses as L
 from .metrics import fpr_at_recall, roc_points
-from .networks import CSL2Net, MatchNet, hamming_from_signs, network_spec
+from .nets import CSL2Net, MatchNet, hamming_from_signs, network_spec
 
 METRIC_LOSSES = ("softmax_ce", "hinge", "gloss_pair")
 PAIR_LOSSES = ("pair_hinge", "gloss_pair")

@@ -276,7 +276,7 @@ def test_budget_scale_counts_whole_batches():
 
 def test_kornia_reference_of_a_net_with_a_contrast_floor():
     from benchmarks.descriptors import kornia_peer, with_kornia_input_eps
-    from descriptors.networks import HardNet
+    from descriptors.nets import HardNet
 
     torch.manual_seed(0)
     net = HardNet(input_eps=0.05)

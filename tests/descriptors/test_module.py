@@ -20,7 +20,7 @@ from descriptors.module import (
     random_dihedral,
     resize_patches,
 )
-from descriptors.networks import (
+from descriptors.nets import (
     BinaryL2Net,
     CSL2Net,
     DeepCompare2ch,
