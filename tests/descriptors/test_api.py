@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor, load_network
-from descriptors.brown import BrownDataModule
+from descriptors.data.datamodule import BrownDataModule
 from descriptors.module import DescriptorModule, MetricLearningModule, resize_patches
 from descriptors.nets import (
     NETWORKS,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader, Dataset
 
-from descriptors.metrics import fpr_at_recall, roc_points
+from descriptors.evaluate import fpr_at_recall, roc_points
 from descriptors.module import (
     DescriptorModule,
     MetricLearningModule,
