@@ -25,19 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from .inference import inference_copy, use_channels_last
 from .module import resize_patches
-from .networks import hamming_from_signs, network_from_spec
+from .nets import hamming_from_signs, network_from_spec
 
 __all__ = ["load_network", "as_patch_tensor", "PatchDescriptor", "PatchMatcher"]
 
 
 def _spec_from_config_tree(checkpoint_path: Path) -> dict | None:
     """The net's ``_target_`` and arguments from ``<run>/config_tree.yaml`` (``model.net``)."""
-    import yaml
-
     for folder in (checkpoint_path.parent, checkpoint_path.parent.parent):
         tree = folder / "config_tree.yaml"
         if tree.is_file():

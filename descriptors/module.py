@@ -25,8 +25,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from core.distributed import gather_in_sample_order
 
 from . import losses as L
-from .metrics import fpr_at_recall, roc_points
-from .networks import CSL2Net, MatchNet, hamming_from_signs, network_spec
+from .evaluate import fpr_at_recall, roc_points
+from .nets import CSL2Net, MatchNet, hamming_from_signs, network_spec
+from .plots import plot_roc_points
 
 METRIC_LOSSES = ("softmax_ce", "hinge", "gloss_pair")
 PAIR_LOSSES = ("pair_hinge", "gloss_pair")
@@ -207,7 +208,7 @@ class PatchMatchingModule(pl.LightningModule):
         if "val" not in self.last_results:
             return {}
         name = type(self.net).__name__
-        return {"roc": plot_roc({name: self.last_results["val"]}, earlier=self.roc_history[:-1])}
+        return {"roc": plot_roc_points({name: self.last_results["val"]}, earlier=self.roc_history[:-1])}
 
 
 class MetricLearningModule(PatchMatchingModule):
@@ -366,27 +367,3 @@ class DescriptorModule(PatchMatchingModule):
                 loss = L.global_loss_pairs(L.squared_quarter_distance(d1, d2), labels, **kwargs)
         self.log("train/loss", loss, prog_bar=True, batch_size=patches[0].shape[0])
         return loss
-
-
-def plot_roc(results: dict[str, dict], title: str = "ROC (validation pairs)", earlier: list[dict] | None = None):
-    """ROC curves of ``{name: {"fpr", "tpr", "fpr95"}}`` with the 95% recall line (Agg figure);
-    ``earlier`` curves (e.g. previous epochs) are drawn thin and grey underneath."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 4))
-    for index, result in enumerate(earlier or []):
-        axis.plot(result["fpr"], result["tpr"], color="grey", linewidth=0.6, alpha=0.3 + 0.5 * index / max(len(earlier), 1))
-    for name, result in results.items():
-        axis.plot(np.asarray(result["fpr"]), np.asarray(result["tpr"]), label=f"{name} (FPR95 {100 * result['fpr95']:.2f}%)")
-    axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
-    axis.set_xlabel("false positive rate")
-    axis.set_ylabel("true positive rate (recall)")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1.01)
-    axis.set_title(title)
-    axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    return figure

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor, load_network
-from descriptors.brown import BrownDataModule
+from descriptors.data.datamodule import BrownDataModule
 from descriptors.module import DescriptorModule, MetricLearningModule, resize_patches
-from descriptors.networks import (
+from descriptors.nets import (
     NETWORKS,
     BinaryL2Net,
     DeepCompare2ch,
@@ -52,9 +52,11 @@ def test_every_network_rebuilds_from_its_spec():
     for name, cls in NETWORKS.items():
         net = cls()
         spec = network_spec(net)
-        assert spec["class"] == f"descriptors.networks.{cls.__name__}", name
+        assert spec["class"] == f"{cls.__module__}.{cls.__name__}" and cls.__module__.startswith("descriptors.nets."), name
         rebuilt = network_from_spec(spec)
         rebuilt.load_state_dict(net.state_dict())  # same layout
+        # checkpoints written before the nets/ package name the class by its old module
+        assert type(network_from_spec({**spec, "class": f"descriptors.networks.{cls.__name__}"})) is cls, name
         assert yaml.safe_load(yaml.safe_dump(spec)) == spec  # plain values only
     assert network_spec(TFeat(descriptor_dim=64))["kwargs"] == {"descriptor_dim": 64}
     assert network_spec(BinaryL2Net(central_surround=True, dropout=0.1))["kwargs"] == {"central_surround": True, "dropout": 0.1}
@@ -166,7 +168,7 @@ def test_config_tree_fallback_and_errors(tmp_path):
     path = run / "checkpoints" / "old.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["network"] == {"class": "descriptors.networks.TFeat", "kwargs": {"descriptor_dim": 64}}
+    assert checkpoint["network"] == {"class": "descriptors.nets.tfeat.TFeat", "kwargs": {"descriptor_dim": 64}}
     del checkpoint["network"]  # a checkpoint of an older version
     torch.save(checkpoint, path)
     with pytest.raises(ValueError, match="does not say which network"):

@@ -11,18 +11,16 @@ import torch
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from benchmarks.descriptors import (
+from benchmarks.suites.descriptors import combine_seeds, run_suite, scaled_items
+from benchmarks.suites.descriptors_tables import (
     PAPER,
-    combine_seeds,
     installation_groups,
     markdown,
-    run_suite,
-    scaled_items,
     selection_agreement,
-    training_pairs,
 )
-from descriptors import hpatches as H
-from descriptors.brown import BrownSubset
+from descriptors.data import hpatches as H
+from descriptors.data.brown import BrownSubset
+from descriptors.data.samplers import training_pairs
 from tests.descriptors.test_experiments import write_brown_fixture
 
 ROW_KEYS = {"method", "train", "test", "fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval", "patches_per_s", "device"}
@@ -194,7 +192,7 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
 
 
 def test_val_vs_test_plot_with_a_perfect_row_and_without_val_numbers(tmp_path):
-    from benchmarks.descriptors import _plot_val_vs_test
+    from benchmarks.suites.descriptors_tables import _plot_val_vs_test
 
     rows = [{"method": "sift", "val_fpr95": 0.1, "fpr95": 0.2}, {"method": "a", "val_fpr95": 0.0, "fpr95": 0.05, "fpr95_seeds": [0.0, 0.1], "val_fpr95_seeds": [0.0, 0.0]}]
     _plot_val_vs_test(rows, tmp_path / "plot.png", "graf", "test")  # linear axes: log ones cannot show 0
@@ -248,7 +246,7 @@ def test_table_lists_paper_numbers_beside_ours():
     table = markdown(fitted, info)
     assert "| **10.00** | 5.00 |  | 5.00 |" in table
     assert ("On pairs of the training set `tr` (`train-pairs FPR95`: 4000 pairs, half matching, negatives within one photo; "
-            "`benchmarks.descriptors.training_pairs`), 2 of the 3 learned rows with that number are below SIFT's 30.00%, 1 of them also on `t` "
+            "`descriptors.data.samplers.training_pairs`), 2 of the 3 learned rows with that number are below SIFT's 30.00%, 1 of them also on `t` "
             "(plot: descriptors_fit_vs_test.png)") in table
     # our dimension is shown where it is not the paper's (MatchNet with a bottleneck)
     bottleneck = markdown([{"method": "matchnet", "fpr95": 0.3, "dim": 256}, {"method": "hardnet", "fpr95": 0.1, "dim": 128}], info)
@@ -275,8 +273,8 @@ def test_budget_scale_counts_whole_batches():
 
 
 def test_kornia_reference_of_a_net_with_a_contrast_floor():
-    from benchmarks.descriptors import kornia_peer, with_kornia_input_eps
-    from descriptors.networks import HardNet
+    from benchmarks.suites.descriptors import kornia_peer, with_kornia_input_eps
+    from descriptors.nets import HardNet
 
     torch.manual_seed(0)
     net = HardNet(input_eps=0.05)
@@ -292,7 +290,7 @@ def test_kornia_reference_of_a_net_with_a_contrast_floor():
 
 
 def test_pairs_fpr95_by_hand():
-    from benchmarks.descriptors import pairs_fpr95
+    from benchmarks.suites.descriptors import pairs_fpr95
 
     # 1-pixel patches: distance = |difference|; positives at 1 and 3, negatives at 2 and 4 (and 5,
     # patch 0 reused): 95 % recall needs the threshold at 3, where 1 of the 3 negatives is closer

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from descriptors.brown import TEST_MATCH_FILE, sample_match_pairs, write_subset
+from descriptors.data.brown import TEST_MATCH_FILE, write_subset
+from descriptors.data.samplers import sample_match_pairs
 from tests.conftest import REPO, run_module
 
 EXPERIMENTS = REPO / "conf" / "experiment" / "descriptors"

@@ -9,7 +9,7 @@ from torch import nn
 
 from descriptors.api import PatchDescriptor, PatchMatcher
 from descriptors.inference import fold_batchnorm, inference_copy, use_channels_last
-from descriptors.networks import NETWORKS, BinaryL2Net, CSL2Net, HardNet, L2Net
+from descriptors.nets import NETWORKS, BinaryL2Net, CSL2Net, HardNet, L2Net
 
 
 def _with_trained_statistics(net: nn.Module, seed: int = 0) -> nn.Module:

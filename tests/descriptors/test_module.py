@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_curve
 from torch.utils.data import DataLoader, Dataset
 
-from descriptors.metrics import fpr_at_recall, roc_points
+from descriptors.evaluate import fpr_at_recall, roc_points
 from descriptors.module import (
     DescriptorModule,
     MetricLearningModule,
     random_dihedral,
     resize_patches,
 )
-from descriptors.networks import (
+from descriptors.nets import (
     BinaryL2Net,
     CSL2Net,
     DeepCompare2ch,

@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from benchmarks.patch_eval import markdown, run_suite
-from descriptors import writer as W
+from benchmarks.suites.patch_eval import markdown, run_suite
+from descriptors.data.real import geometry as G
 
 
 def _texture(seed: int) -> np.ndarray:
@@ -21,7 +21,7 @@ def _texture(seed: int) -> np.ndarray:
 def test_suite_writes_rows_tables_and_plots(tmp_path):
     # two HPatches-sequence-layout folders (1.ppm .. 6.ppm, H_1_2 ..) under <data>/sequences
     for k, name in enumerate(("v_one", "v_two")):
-        seq = W.synthetic_sequence(name, _texture(k), n_images=6, seed=k, strength=0.08)
+        seq = G.synthetic_sequence(name, _texture(k), n_images=6, seed=k, strength=0.08)
         folder = tmp_path / "data" / "sequences" / name
         folder.mkdir(parents=True)
         for n, (image, H) in enumerate(zip(seq.images, seq.homographies), start=1):

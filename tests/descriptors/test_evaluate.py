@@ -7,17 +7,16 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from descriptors.metrics import (
+from descriptors.evaluate import (
     fpr_at_recall,
     hamming_cdist,
     hamming_pair_distances,
     pair_distances,
-    plot_pr,
-    plot_roc,
     roc_auc,
     roc_curve,
     to_bits,
 )
+from descriptors.plots import plot_pr, plot_roc
 
 
 def test_fpr95_hand_case():

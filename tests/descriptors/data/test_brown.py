@@ -11,17 +11,20 @@ import pytest
 import torch
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from descriptors.brown import (
-    BrownDataModule,
-    appearance_neighbours,
+from descriptors.data import brown, samplers
+from descriptors.data.brown import (
     load_subset,
-    lookalike_match_pairs,
     read_matches,
     read_subset,
-    sample_match_pairs,
-    scene_ids,
     subset_digest,
     write_subset,
+)
+from descriptors.data.datamodule import BrownDataModule
+from descriptors.data.samplers import (
+    appearance_neighbours,
+    lookalike_match_pairs,
+    sample_match_pairs,
+    scene_ids,
 )
 
 N_PATCHES = 300  # two tiles, the second partly filled
@@ -411,8 +414,6 @@ def test_lookalikes_skip_overlapping_keypoints_and_mix_with_the_rest(tmp_path):
 
 
 def test_lookalikes_are_cached_beside_the_patches(tmp_path, monkeypatch):
-    import descriptors.brown as brown
-
     family_fixture(tmp_path)
 
     def train_split():
@@ -429,7 +430,7 @@ def test_lookalikes_are_cached_beside_the_patches(tmp_path, monkeypatch):
     def searched(*args, **kwargs):
         raise AssertionError("the look-alikes were searched again")
 
-    monkeypatch.setattr(brown, "lookalike_groups", searched)
+    monkeypatch.setattr(samplers, "lookalike_groups", searched)
     again = train_split()  # from the cache: the same neighbours and the same draws
     np.testing.assert_array_equal(again.neighbours, first.neighbours)
     np.testing.assert_array_equal(again.indices, first.indices)

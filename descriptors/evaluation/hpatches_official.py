@@ -1,12 +1,12 @@
 """A straight port of hpatches-benchmark's Python evaluation logic (``python/utils/tasks.py``
 and ``metrics.py``): the same loops, numpy / scipy calls, sort and ties, written from the
 described semantics. It is slow on purpose: it is the reference that the vectorised code
-in :mod:`descriptors.hpatches` is tested and benchmarked against.
+in :mod:`descriptors.evaluation.hpatches` is tested and benchmarked against.
 
 Differences from the original are only in plumbing: descriptors come as a dict
 ``{seq: {image: (N, D) array}}`` instead of objects with one attribute per image, lists come
-as :class:`~descriptors.hpatches.VerificationPairs` / ``RetrievalLists`` instead of pandas
-frames, and the results are the raw layout of :class:`~descriptors.hpatches.HPatchesResults`.
+as :class:`~descriptors.data.hpatches.VerificationPairs` / ``RetrievalLists`` instead of pandas
+frames, and the results are the raw layout of :class:`~descriptors.evaluation.hpatches.HPatchesResults`.
 """
 
 from __future__ import annotations

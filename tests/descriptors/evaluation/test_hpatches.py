@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from descriptors import hpatches as H
-from descriptors import hpatches_official as official
+from descriptors.data import hpatches as H
+from descriptors.evaluation import hpatches as E
+from descriptors.evaluation import hpatches_official as official
 from tests.conftest import SHARED_DATA
 
 REF_SAMPLE = SHARED_DATA / "hpatches_ref_sample" / "ref.png"
@@ -122,12 +123,12 @@ def test_matching_hand_case():
     ref = np.array([[0.0], [1.0]])
     other = np.array([[0.1], [5.0]])
     descr = {"v_a": {name: (ref if name == "ref" else other) for name in H.IMAGES}}
-    fast = H.evaluate_matching(descr)
+    fast = E.evaluate_matching(descr)
     slow = official.eval_matching(descr, ["v_a"])
     assert all(v == pytest.approx(0.5) for v in fast.values())
     assert fast == pytest.approx(slow)
     perfect = {"v_a": {name: ref for name in H.IMAGES}}
-    assert set(H.evaluate_matching(perfect).values()) == {1.0}
+    assert set(E.evaluate_matching(perfect).values()) == {1.0}
 
 
 def test_verification_hand_case():
@@ -141,7 +142,7 @@ def test_verification_hand_case():
     positives = [("v_a", 0, 0, "v_a", 1, k) for k in range(1, 6)]
     negatives = [("v_a", 0, 0, "v_a", 2, k) for k in range(6, 11)]
     pairs = H.VerificationPairs(positives, negatives, negatives)
-    fast = H.evaluate_verification(descr, pairs)
+    fast = E.evaluate_verification(descr, pairs)
     slow = official.eval_verification(descr, pairs)
     for key in fast:
         assert fast[key]["auc"] == pytest.approx(22 / 25)
@@ -159,15 +160,15 @@ def test_retrieval_hand_case():
     }
     lists = H.RetrievalLists([("v_a", 0)], [("v_b", 0), ("v_b", 1), ("v_b", 2)])
     expected = np.mean([(1e-10 + 1 / 2) / 2] + [((c - 1) / c + c / (c + 1)) / 2 for c in range(2, 6)])
-    fast = H.evaluate_retrieval(descr, lists, pool_sizes=(6, 100))
+    fast = E.evaluate_retrieval(descr, lists, pool_sizes=(6, 100))
     slow = official.eval_retrieval(descr, lists, ["v_a", "v_b"], at_ranks=(6, 100))
     np.testing.assert_allclose(fast, expected)
     np.testing.assert_allclose(fast, slow)
     # a pool of 5 holds only the positives: perfect
-    np.testing.assert_allclose(H.evaluate_retrieval(descr, lists, pool_sizes=(5,)), 1.0)
+    np.testing.assert_allclose(E.evaluate_retrieval(descr, lists, pool_sizes=(5,)), 1.0)
     # distractors of the query's own sequence are masked out
     lists_same = H.RetrievalLists([("v_b", 1)], [("v_b", 0), ("v_a", 0)])
-    np.testing.assert_allclose(H.evaluate_retrieval(descr, lists_same, pool_sizes=(10,)), official.eval_retrieval(descr, lists_same, ["v_a", "v_b"], at_ranks=(10,)))
+    np.testing.assert_allclose(E.evaluate_retrieval(descr, lists_same, pool_sizes=(10,)), official.eval_retrieval(descr, lists_same, ["v_a", "v_b"], at_ranks=(10,)))
 
 
 def test_official_metric_port_hand_values():
@@ -194,8 +195,8 @@ def test_fast_equals_official_port_on_random_descriptors(seed, tmp_path):
     }
     descriptors["v_c"]["e2"][3] = descriptors["v_c"]["ref"][3]  # an exact tie at distance 0
     kwargs = {"sequences": sequences, "list_sizes": {"n_pos": 400, "n_neg": 400, "n_queries": 30, "n_distractors": 60}, "pool_sizes": (10, 40, 100), "cache_dir": tmp_path}
-    fast_summary, fast = H.evaluate_hpatches(descriptors, **kwargs)
-    slow_summary, slow = H.evaluate_hpatches(descriptors, implementation="official", **kwargs)
+    fast_summary, fast = E.evaluate_hpatches(descriptors, **kwargs)
+    slow_summary, slow = E.evaluate_hpatches(descriptors, implementation="official", **kwargs)
     assert fast_summary.keys() == slow_summary.keys()
     for key in fast_summary:
         assert fast_summary[key] == pytest.approx(slow_summary[key], abs=1e-12), key
@@ -207,7 +208,7 @@ def test_fast_equals_official_port_on_random_descriptors(seed, tmp_path):
     # the lists were cached as the official CSVs and read back: same numbers
     (folder,) = (tmp_path / "hpatches_tasks").iterdir()
     assert (folder / "verif_neg_inter_split-full.csv").is_file()
-    again, _ = H.evaluate_hpatches(descriptors, tasks_dir=folder, sequences=sequences, pool_sizes=(10, 40, 100))
+    again, _ = E.evaluate_hpatches(descriptors, tasks_dir=folder, sequences=sequences, pool_sizes=(10, 40, 100))
     assert again == pytest.approx(fast_summary)
 
 
@@ -219,5 +220,5 @@ def test_describe_function_entry_point():
         flat = patches.reshape(len(patches), -1).astype(np.float64)
         return np.stack([flat.mean(1), flat.std(1)], 1)
 
-    summary, raw = H.evaluate_hpatches(sequences=sequences, describe=mean_std, tasks=("matching",))
+    summary, raw = E.evaluate_hpatches(sequences=sequences, describe=mean_std, tasks=("matching",))
     assert set(raw.seconds) == {"matching"} and 0 <= summary["matching_map"] <= 1

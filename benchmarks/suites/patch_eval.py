@@ -3,7 +3,7 @@ our vectorised evaluator and by the straight port of hpatches-benchmark's logic,
 
 The patch set is generated from the real sequences of the data root (``v_churchill``,
 ``graf``) plus scikit-image photos under random homographies, in the HPatches layout with
-easy / hard / tough frame jitter (``descriptors.writer.build_real_hpatches``); with
+easy / hard / tough frame jitter (``descriptors.data.real.portable.build_real_hpatches``); with
 ``hpatches_root`` set, the official release is used instead. Writes ``patch_eval.json``
 (rows), ``patch_eval.md`` and plots (verification ROC, matching AP per image pair) under the
 run's output dir, and copies them to ``publish_dir`` when set.
@@ -21,9 +21,13 @@ import numpy as np
 
 from benchmarks.suite import prepare_suite
 from core.timing import device_name
-from descriptors import hpatches as H
+from descriptors import evaluate as E
+from descriptors.data import hpatches as H
+from descriptors.data.brown import load_subset
+from descriptors.data.real.portable import build_real_brown, build_real_hpatches
+from descriptors.evaluate import fpr_at_recall
+from descriptors.plots import plot_roc
 from descriptors.sift import sift_describe
-from descriptors.writer import build_real_hpatches
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +79,11 @@ def run_suite(
     device_label = device_name(torch_device)
     for name in descriptors:
         start = time.perf_counter()
-        descr = H.describe_sequences(patch_sets, DESCRIPTORS[name])
+        descr = E.describe_sequences(patch_sets, DESCRIPTORS[name])
         describe_seconds = time.perf_counter() - start
         runs = {}
         for implementation in ("fast", "official") if run_official else ("fast",):
-            summary, raw = H.evaluate_hpatches(
+            summary, raw = E.evaluate_hpatches(
                 descr, sequences=patch_sets, split=split, tasks_dir=tasks_dir, cache_dir=cache, implementation=implementation,
                 device=torch_device if implementation == "fast" else "cpu", lists=(verification_pairs, retrieval_lists),
             )
@@ -106,7 +110,7 @@ def run_suite(
         raw = runs["fast"][1]
         per_pair[name] = {seq: {t: [raw.matching[(seq, t, i)] for i in range(1, 6)] for t in H.LEVELS} for seq in patch_sets}
         for level in H.LEVELS:
-            roc_curves[f"{name} {level} intra"] = H.verification_distances(descr, verification_pairs, level, "intra")
+            roc_curves[f"{name} {level} intra"] = E.verification_distances(descr, verification_pairs, level, "intra")
 
     counts = {
         "sequences": len(patch_sets),
@@ -137,12 +141,8 @@ def run_suite(
 
 def _brown_fpr95(data_dir, cache: Path, descriptors, settings: dict, output: Path) -> list[dict]:
     """FPR95 (HardNet's definition) of each descriptor on the m50 pairs of the held-out
-    sequence of the real-data Brown set (descriptors.writer.build_real_brown)."""
+    sequence of the real-data Brown set (descriptors.data.real.portable.build_real_brown)."""
     import matplotlib.pyplot as plt
-
-    from descriptors.brown import load_subset
-    from descriptors.metrics import fpr_at_recall, plot_roc
-    from descriptors.writer import build_real_brown
 
     settings = dict(settings)
     root = build_real_brown(data_dir, cache, **settings)
@@ -214,8 +214,6 @@ def markdown(result: dict) -> str:
 
 def _plot_roc(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
-
-    from descriptors.metrics import plot_roc
 
     fig = plot_roc(curves, title="HPatches verification (intra-sequence negatives)")
     fig.savefig(path, dpi=90)

@@ -1,5 +1,10 @@
-"""Patch-pair metrics: FPR at 95% recall (HardNet's definition), ROC / PR curves and plots,
-and Hamming distances for binary descriptors.
+"""The official evaluation protocols of patch descriptors (imports no model).
+
+- Patch pairs: FPR at 95% recall (HardNet's definition), ROC / PR curves, AUC and AP, and
+  distances between descriptors (L2, Hamming for binary descriptors).
+- HPatches: verification, matching and retrieval (:func:`evaluate_hpatches`, implemented in
+  :mod:`descriptors.evaluation.hpatches`, cross-checked against the official logic in
+  :mod:`descriptors.evaluation.hpatches_official`).
 
 Convention: ``distances`` are "lower = more similar"; for similarity scores pass ``-score``.
 ``labels`` are 1 for a matching pair (same 3D point), 0 otherwise.
@@ -7,10 +12,21 @@ Convention: ``distances`` are "lower = more similar"; for similarity scores pass
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from .evaluation.hpatches import (
+    HPatchesResults,
+    describe_sequences,
+    evaluate_hpatches,
+    evaluate_matching,
+    evaluate_retrieval,
+    evaluate_verification,
+    summarize,
+    verification_distances,
+)
 
 __all__ = [
     "fpr_at_recall",
@@ -19,12 +35,21 @@ __all__ = [
     "pr_curve",
     "roc_auc",
     "average_precision",
-    "plot_roc",
-    "plot_pr",
     "pair_distances",
     "to_bits",
     "hamming_pair_distances",
     "hamming_cdist",
+    "used_patches",
+    "indexed_pair_distances",
+    "pairs_fpr95",
+    "HPatchesResults",
+    "describe_sequences",
+    "evaluate_hpatches",
+    "evaluate_matching",
+    "evaluate_retrieval",
+    "evaluate_verification",
+    "summarize",
+    "verification_distances",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor | list
@@ -88,8 +113,6 @@ def roc_points(distances, labels) -> tuple[np.ndarray, np.ndarray]:
 def roc_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)`` as :func:`sklearn.metrics.roc_curve` on ``-distances``
     (thresholds are distances: a pair is called matching when its distance <= threshold)."""
-    from sklearn.metrics import roc_curve as sk_roc_curve
-
     d, y = _numpy(distances), _numpy(labels, np.int64)
     _check(d, y)
     fpr, tpr, thresholds = sk_roc_curve(y, -d, drop_intermediate=False)
@@ -98,8 +121,6 @@ def roc_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.n
 
 def pr_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(precision, recall, thresholds)`` as :func:`sklearn.metrics.precision_recall_curve`."""
-    from sklearn.metrics import precision_recall_curve
-
     d, y = _numpy(distances), _numpy(labels, np.int64)
     _check(d, y)
     precision, recall, thresholds = precision_recall_curve(y, -d)
@@ -107,64 +128,15 @@ def pr_curve(distances: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.nd
 
 
 def roc_auc(distances: ArrayLike, labels: ArrayLike) -> float:
-    from sklearn.metrics import roc_auc_score
-
     d, y = _numpy(distances), _numpy(labels, np.int64)
     _check(d, y)
     return float(roc_auc_score(y, -d))
 
 
 def average_precision(distances: ArrayLike, labels: ArrayLike) -> float:
-    from sklearn.metrics import average_precision_score
-
     d, y = _numpy(distances), _numpy(labels, np.int64)
     _check(d, y)
     return float(average_precision_score(y, -d))
-
-
-def plot_roc(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "ROC", max_fpr: float = 1.0):
-    """One ROC curve per entry ``name -> (distances, labels)``, FPR95 in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for name, (distances, labels) in curves.items():
-        fpr, tpr, _ = roc_curve(distances, labels)
-        ax.plot(fpr, tpr, label=f"{name} (FPR95 {100 * fpr_at_recall(distances, labels):.2f}%)")
-    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlim(0, max_fpr)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate (recall)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_pr(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], title: str = "Precision-recall"):
-    """One precision-recall curve per entry ``name -> (distances, labels)``, AP in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for name, (distances, labels) in curves.items():
-        precision, recall, _ = pr_curve(distances, labels)
-        ax.plot(recall, precision, label=f"{name} (AP {100 * average_precision(distances, labels):.2f}%)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(title)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
 
 
 def pair_distances(descriptors1: torch.Tensor, descriptors2: torch.Tensor, metric: str = "l2") -> torch.Tensor:
@@ -211,3 +183,27 @@ def hamming_cdist(descriptors1, descriptors2) -> torch.Tensor:
     if bits1.shape[-1] != bits2.shape[-1]:
         raise ValueError(f"bit lengths differ: {bits1.shape[-1]} vs {bits2.shape[-1]}")
     return bits1.sum(-1, keepdim=True) + bits2.sum(-1) - 2 * bits1 @ bits2.T
+
+
+def used_patches(patches: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The patches ``[i, j, label]`` pairs use, each once, and the pairs as ``(M, 2)`` indices into
+    them (a training pool holds hundreds of thousands of patches; the pairs use a few thousand)."""
+    used, index = np.unique(pairs[:, :2], return_inverse=True)
+    return patches[used], index.reshape(-1, 2)
+
+
+def indexed_pair_distances(descriptors: torch.Tensor, pairs: np.ndarray, binary: bool) -> np.ndarray:
+    """Distance of every ``(i, j)`` row of ``pairs`` between rows of ``descriptors``: L2, or with
+    ``binary`` the Hamming distance of +-1 codes."""
+    a, b = descriptors[pairs[:, 0]].float(), descriptors[pairs[:, 1]].float()
+    if binary:
+        return ((a.shape[1] - (a * b).sum(1)) / 2).numpy()
+    return (a - b).norm(dim=1).numpy()
+
+
+def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool = False) -> float:
+    """FPR95 of ``[i, j, label]`` pairs into ``patches``, each patch a pair uses described once
+    by ``describe`` (uint8 patches -> ``(n, D)`` array or tensor)."""
+    pool, index = used_patches(patches, pairs)
+    described = torch.as_tensor(np.asarray(describe(pool), dtype=np.float32))
+    return float(fpr_at_recall(indexed_pair_distances(described, index, binary), pairs[:, 2]))

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from descriptors import brown, hpatches
-from descriptors import writer as W
+from descriptors.data import brown, hpatches
+from descriptors.data.datamodule import BrownDataModule
+from descriptors.data.real import geometry as G
+from descriptors.data.real import portable as P
+from descriptors.data.real import writer as W
+from descriptors.data.samplers import scene_ids
 
 
 def texture(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:
@@ -25,12 +29,12 @@ def texture(seed: int = 0, size: tuple[int, int] = (240, 320)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def warped_sequence() -> W.ImageSequence:
+def warped_sequence() -> G.ImageSequence:
     """Image 2 = image 1 under a known homography, no photometric change."""
     image = texture()
     H = np.array([[0.9, 0.12, 20.0], [-0.08, 1.05, 8.0], [1e-4, -5e-5, 1.0]])
     warped = cv2.warpPerspective(image, H, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR)
-    return W.ImageSequence("v_synthetic", [image, warped], [np.eye(3), H])
+    return G.ImageSequence("v_synthetic", [image, warped], [np.eye(3), H])
 
 
 def test_local_affine_is_the_jacobian():
@@ -38,11 +42,11 @@ def test_local_affine_is_the_jacobian():
     points = np.array([[10.0, 20.0], [100.0, 50.0]])
     eps = 1e-5
     numeric = np.stack(
-        [(W.apply_homography(H, points + [eps, 0]) - W.apply_homography(H, points - [eps, 0])) / (2 * eps),
-         (W.apply_homography(H, points + [0, eps]) - W.apply_homography(H, points - [0, eps])) / (2 * eps)],
+        [(G.apply_homography(H, points + [eps, 0]) - G.apply_homography(H, points - [eps, 0])) / (2 * eps),
+         (G.apply_homography(H, points + [0, eps]) - G.apply_homography(H, points - [0, eps])) / (2 * eps)],
         -1,
     )
-    np.testing.assert_allclose(W.local_affine(H, points), numeric, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(G.local_affine(H, points), numeric, rtol=1e-5, atol=1e-7)
 
 
 def test_corresponding_patches_show_the_same_scene_point(warped_sequence):
@@ -50,9 +54,9 @@ def test_corresponding_patches_show_the_same_scene_point(warped_sequence):
     both = np.flatnonzero(corr.inside.all(0))
     assert len(both) > 40
     # the keypoint centre maps to its position in image 2 through H
-    np.testing.assert_allclose(corr.centres[1, both], W.apply_homography(warped_sequence.homographies[1], corr.keypoints[both, :2]))
-    p1 = W.warp_patches(warped_sequence.images[0], corr.centres[0, both], corr.linear[0, both], 64).astype(float)
-    p2 = W.warp_patches(warped_sequence.images[1], corr.centres[1, both], corr.linear[1, both], 64).astype(float)
+    np.testing.assert_allclose(corr.centres[1, both], G.apply_homography(warped_sequence.homographies[1], corr.keypoints[both, :2]))
+    p1 = G.warp_patches(warped_sequence.images[0], corr.centres[0, both], corr.linear[0, both], 64).astype(float)
+    p2 = G.warp_patches(warped_sequence.images[1], corr.centres[1, both], corr.linear[1, both], 64).astype(float)
     same = np.abs(p1 - p2).mean(axis=(1, 2))
     shuffled = np.abs(p1 - np.roll(p2, 7, axis=0)).mean(axis=(1, 2))
     assert np.median(same) < 4.0  # grey levels: only interpolation differences
@@ -61,12 +65,12 @@ def test_corresponding_patches_show_the_same_scene_point(warped_sequence):
 
 
 def test_ncc_check_drops_wrong_geometry(warped_sequence):
-    wrong = W.ImageSequence("v_wrong", warped_sequence.images, [np.eye(3), np.array([[1.0, 0, 40], [0, 1, 0], [0, 0, 1]])])
+    wrong = G.ImageSequence("v_wrong", warped_sequence.images, [np.eye(3), np.array([[1.0, 0, 40], [0, 1, 0], [0, 0, 1]])])
     corr = W.extract_correspondences(wrong, max_keypoints=100, min_ncc=0.5)
     assert corr.report[0]["inside"] > 0 and corr.report[0]["kept"] < 0.2 * corr.report[0]["inside"]
 
 
-def _write_layout(folder, sequence: W.ImageSequence, layout: str) -> None:
+def _write_layout(folder, sequence: G.ImageSequence, layout: str) -> None:
     folder.mkdir(parents=True)
     for n, (image, H) in enumerate(zip(sequence.images, sequence.homographies), start=1):
         cv2.imwrite(str(folder / (f"img{n}.ppm" if layout == "oxford" else f"{n}.ppm")), cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
@@ -76,9 +80,9 @@ def _write_layout(folder, sequence: W.ImageSequence, layout: str) -> None:
 
 @pytest.mark.parametrize("layout", ["oxford", "hpatches"])
 def test_sequence_layouts_roundtrip(tmp_path, layout):
-    seq = W.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
+    seq = G.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
     _write_layout(tmp_path / "v_x", seq, layout)
-    read = W.read_image_sequence(tmp_path / "v_x", n_images=3)
+    read = G.read_image_sequence(tmp_path / "v_x", n_images=3)
     for a, b in zip(read.images, seq.images):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(read.homographies, seq.homographies):
@@ -86,20 +90,20 @@ def test_sequence_layouts_roundtrip(tmp_path, layout):
 
 
 def test_missing_or_bad_sequence_files(tmp_path):
-    seq = W.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
+    seq = G.synthetic_sequence("v_x", texture(1), n_images=3, seed=0)
     _write_layout(tmp_path / "v_x", seq, "hpatches")
     (tmp_path / "v_x" / "H_1_3").unlink()
     with pytest.raises(DatasetNotFoundError, match="H_1_3"):
-        W.read_image_sequence(tmp_path / "v_x", n_images=3)
+        G.read_image_sequence(tmp_path / "v_x", n_images=3)
     (tmp_path / "v_x" / "H_1_3").write_text("1 0 0\n0 1 0\n")
     with pytest.raises(CorruptDatasetError, match="H_1_3"):
-        W.read_image_sequence(tmp_path / "v_x", n_images=3)
+        G.read_image_sequence(tmp_path / "v_x", n_images=3)
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
-        W.read_image_sequence(tmp_path / "nowhere")
+        G.read_image_sequence(tmp_path / "nowhere")
 
 
 def test_brown_layout_output_reads_back(tmp_path):
-    seqs = [W.synthetic_sequence(f"v_{k}", texture(k), n_images=4, seed=k) for k in range(2)]
+    seqs = [G.synthetic_sequence(f"v_{k}", texture(k), n_images=4, seed=k) for k in range(2)]
     corrs = [W.extract_correspondences(s, max_keypoints=80) for s in seqs]
     info = W.write_brown_set(tmp_path / "real", corrs, seqs, n_match_pairs=200)
     subset = brown.read_subset(tmp_path / "real")
@@ -115,7 +119,7 @@ def test_brown_layout_output_reads_back(tmp_path):
 
 
 def test_hpatches_layout_output_and_jitter_overlaps(tmp_path):
-    seq = W.synthetic_sequence("v_x", texture(3, (320, 400)), n_images=6, seed=0, strength=0.08)
+    seq = G.synthetic_sequence("v_x", texture(3, (320, 400)), n_images=6, seed=0, strength=0.08)
     corr = W.extract_correspondences(seq, max_keypoints=120)
     info = W.write_hpatches_set(tmp_path / "hpatches-release" / "v_x", corr, seq)
     loaded = hpatches.load_hpatches(tmp_path)
@@ -132,7 +136,7 @@ def test_hpatches_layout_output_and_jitter_overlaps(tmp_path):
 
 def test_frame_overlap_identity_and_shift():
     identity = np.tile(np.eye(2), (3, 1, 1))
-    overlaps = W.frame_overlap(identity, np.array([[0.0, 0.0], [2.2, 0.0], [1.0, 0.0]]), samples=201)
+    overlaps = G.frame_overlap(identity, np.array([[0.0, 0.0], [2.2, 0.0], [1.0, 0.0]]), samples=201)
     # two unit disks 1 apart: lens 2 acos(1/2) - sqrt(3)/2 over union 2 pi - lens
     lens = 2 * np.arccos(0.5) - np.sqrt(3) / 2
     assert overlaps[0] == 1.0 and overlaps[1] == 0.0
@@ -147,7 +151,7 @@ def test_brown_real_config_matches_the_builder_and_holds_the_test_out(tmp_path):
     from tests.conftest import REPO
 
     config = yaml.safe_load((REPO / "conf" / "data" / "brown_real.yaml").read_text())
-    accepted = set(inspect.signature(W.build_real_brown).parameters) - {"data_root", "cache_dir"}
+    accepted = set(inspect.signature(P.build_real_brown).parameters) - {"data_root", "cache_dir"}
     assert set(config["real_data"]) <= accepted
     assert config["real_data"]["test_sequence"] not in config["real_data"]["train_sequences"]
     # selection protocol: validation on a held-out real sequence, neither trained on nor the test
@@ -156,11 +160,11 @@ def test_brown_real_config_matches_the_builder_and_holds_the_test_out(tmp_path):
     assert not set(val_sequences) & set(config["real_data"]["train_sequences"])
     assert 0 <= config["hard_negatives"] <= 1
     with pytest.raises(ValueError, match="held out"):
-        W.build_real_brown(None, tmp_path, train_sequences=("graf", "v_churchill"), test_sequence="v_churchill")
+        P.build_real_brown(None, tmp_path, train_sequences=("graf", "v_churchill"), test_sequence="v_churchill")
     with pytest.raises(ValueError, match="neither training sequences"):
-        W.build_real_brown(None, tmp_path, train_sequences=("graf",), val_sequences=("graf",))
+        P.build_real_brown(None, tmp_path, train_sequences=("graf",), val_sequences=("graf",))
     with pytest.raises(ValueError, match="neither training sequences"):
-        W.build_real_brown(None, tmp_path, train_sequences=(), val_sequences=("v_churchill",), test_sequence="v_churchill")
+        P.build_real_brown(None, tmp_path, train_sequences=(), val_sequences=("v_churchill",), test_sequence="v_churchill")
 
 
 def test_real_brown_validation_sequence_is_held_out_of_training(tmp_path):
@@ -169,14 +173,14 @@ def test_real_brown_validation_sequence_is_held_out_of_training(tmp_path):
     datamodule validates on it with val_subset=<name>."""
     root = tmp_path / "data" / "sequences"
     for k, (name, layout) in enumerate((("seq_train", "oxford"), ("seq_val", "oxford"), ("v_test", "hpatches"))):
-        _write_layout(root / name, W.synthetic_sequence(name, texture(10 + k), n_images=6, seed=k, strength=0.05), layout)
+        _write_layout(root / name, G.synthetic_sequence(name, texture(10 + k), n_images=6, seed=k, strength=0.05), layout)
     kwargs = dict(n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60, n_train_pairs=200, n_test_pairs=200,
                   train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
-    folder = W.build_real_brown(tmp_path / "data", tmp_path / "cache", val_sequences=("seq_val",), **kwargs)
+    folder = P.build_real_brown(tmp_path / "data", tmp_path / "cache", val_sequences=("seq_val",), **kwargs)
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["real_train", "seq_val", "v_test"]
     train, val = brown.read_subset(folder / "real_train"), brown.read_subset(folder / "seq_val")
     # the training subset is exactly what the same build without the validation sequence writes
-    plain = W.build_real_brown(tmp_path / "data", tmp_path / "cache", **kwargs)
+    plain = P.build_real_brown(tmp_path / "data", tmp_path / "cache", **kwargs)
     assert plain != folder and not (plain / "seq_val").exists()
     np.testing.assert_array_equal(train.patches[:], brown.read_subset(plain / "real_train").patches[:])
     # no validation patch is a training patch
@@ -184,7 +188,7 @@ def test_real_brown_validation_sequence_is_held_out_of_training(tmp_path):
     assert not any(p.tobytes() in train_set for p in np.asarray(val.patches))
     matches = val.matches("m50_200_200_0.txt")
     assert len(matches) == 200 and matches[:, 2].sum() == 100
-    module = brown.BrownDataModule(data_root=str(tmp_path / "data"), train_subset="real_train", val_subset="seq_val", test_subset="v_test",
+    module = BrownDataModule(data_root=str(tmp_path / "data"), train_subset="real_train", val_subset="seq_val", test_subset="v_test",
                                    n_train=32, n_val=50, batch_size=16, test_match_file="m50_200_200_0.txt", cache_dir=str(tmp_path / "cache"),
                                    real_data={**kwargs, "val_sequences": ["seq_val"]})
     module.setup("fit")
@@ -201,7 +205,6 @@ def test_real_brown_set_from_shared_data(tmp_path):
 
     if not (SHARED_DATA / "sequences" / "v_churchill").is_dir():
         pytest.skip("shared real sequences not available")
-    from descriptors.brown import BrownDataModule
 
     module = BrownDataModule(
         data_root=str(SHARED_DATA), train_subset="real_train", test_subset="v_churchill", sampler="points",
@@ -240,7 +243,7 @@ def test_redetected_correspondences_carry_detector_noise(warped_sequence):
     assert len(both) > 30 and noisy.inside[1].sum() <= exact.inside[1].sum()
     # image 2 frames are detections near the mapped frames, not the mapped frames themselves
     offset = np.linalg.norm(noisy.centres[1, both] - exact.centres[1, both], axis=1)
-    predicted_size = exact.keypoints[both, 2] * np.sqrt(np.abs(np.linalg.det(W.local_affine(warped_sequence.homographies[1], exact.keypoints[both, :2]))))
+    predicted_size = exact.keypoints[both, 2] * np.sqrt(np.abs(np.linalg.det(G.local_affine(warped_sequence.homographies[1], exact.keypoints[both, :2]))))
     assert (offset <= 0.3 * predicted_size + 1e-9).all() and offset.max() > 0
     assert not np.allclose(noisy.linear[1, both], exact.linear[1, both])
     # ... and still show the same scene point (the detector's orientation follows the image)
@@ -250,21 +253,21 @@ def test_redetected_correspondences_carry_detector_noise(warped_sequence):
 
 def test_realistic_views_are_deterministic_and_vary_more():
     image = texture(4, (200, 260))
-    a = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
-    b = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    a = G.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
+    b = G.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0)
     assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
     assert all(np.array_equal(x, y) for x, y in zip(a.homographies, b.homographies))
-    plain = W.synthetic_sequence("v_a", image, n_images=3, seed=5)
+    plain = G.synthetic_sequence("v_a", image, n_images=3, seed=5)
     assert not np.array_equal(a.images[1], plain.images[1])
     # degrade_reference: image 1 is no longer the photo itself; the other views are unchanged
-    degraded = W.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0, degrade_reference=True)
+    degraded = G.synthetic_sequence("v_a", image, n_images=3, seed=5, realistic=True, max_scale=1.6, max_rotation=45.0, degrade_reference=True)
     assert np.array_equal(a.images[0], image) and not np.array_equal(degraded.images[0], image)
     assert np.abs(degraded.images[0].astype(float) - image).mean() < 25
     assert all(np.array_equal(x, y) for x, y in zip(a.images[1:], degraded.images[1:]))
 
 
 def test_brown_set_scene_negatives(tmp_path):
-    seqs = [W.synthetic_sequence(f"v_{k}", texture(k), n_images=3, seed=k) for k in range(3)]
+    seqs = [G.synthetic_sequence(f"v_{k}", texture(k), n_images=3, seed=k) for k in range(3)]
     corrs = [W.extract_correspondences(s, max_keypoints=60) for s in seqs]
     info = W.write_brown_set(tmp_path / "real", corrs, seqs, n_match_pairs=300, scene_negatives=True)
     subset = brown.read_subset(tmp_path / "real")
@@ -274,7 +277,7 @@ def test_brown_set_scene_negatives(tmp_path):
     assert (sequence[matches[:, 0]] == sequence[matches[:, 1]]).all()
     assert matches[:, 2].sum() == 150
     # the sampler finds the same scenes from interest.txt
-    scenes = brown.scene_ids(subset.point_ids, subset.interest)
+    scenes = scene_ids(subset.point_ids, subset.interest)
     assert len(np.unique(scenes)) == 3 and all(len(np.unique(sequence[scenes == s])) == 1 for s in np.unique(scenes))
 
 
@@ -282,18 +285,18 @@ def test_real_brown_cache_key_follows_settings(tmp_path, monkeypatch):
     """Changing a generation setting (or the writer version) never reuses a stale cached set."""
     folders = []
     # stop every build right after its cache folder is chosen; record the folders
-    monkeypatch.setattr(W, "_sequences_dir", lambda root: (_ for _ in ()).throw(RuntimeError("stop")))
-    original = W._set_folder
-    monkeypatch.setattr(W, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
+    monkeypatch.setattr(P, "sequences_folder", lambda root: (_ for _ in ()).throw(RuntimeError("stop")))
+    original = P._set_folder
+    monkeypatch.setattr(P, "_set_folder", lambda cache, kind, settings: folders.append(original(cache, kind, settings)) or folders[-1])
     # no validation sequences = the key sets had before the option existed
     # no tilt (max_tilt = 1) = the key sets had before the option existed, too
     for kwargs in ({}, {"redetect": True}, {"max_scale": 1.6}, {}, {"val_sequences": ()}, {"val_sequences": ("graf",), "train_sequences": ()},
                    {"max_tilt": 1.0}, {"max_tilt": 3.0}):
         with pytest.raises(RuntimeError):
-            W.build_real_brown(None, tmp_path, **kwargs)
-    monkeypatch.setattr(W, "REAL_BROWN_VERSION", W.REAL_BROWN_VERSION + 1)
+            P.build_real_brown(None, tmp_path, **kwargs)
+    monkeypatch.setattr(P, "REAL_BROWN_VERSION", P.REAL_BROWN_VERSION + 1)
     with pytest.raises(RuntimeError):
-        W.build_real_brown(None, tmp_path)
+        P.build_real_brown(None, tmp_path)
     assert len(set(folders[:3])) == 3 and folders[3] == folders[0] and folders[4] == folders[0]
     assert folders[5] not in folders[:5] and folders[6] == folders[0] and folders[7] not in folders[:7]
     assert folders[8] != folders[0]
@@ -304,7 +307,7 @@ def test_min_compression_drops_unresolved_correspondences():
     # image 2 = image 1 unchanged, image 3 = image 1 squeezed 3x horizontally
     H = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     squeeze = np.array([[1 / 3, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    seq = W.ImageSequence("v_s", [image, image, cv2.warpPerspective(image, squeeze, (320, 240))], [H, H, squeeze])
+    seq = G.ImageSequence("v_s", [image, image, cv2.warpPerspective(image, squeeze, (320, 240))], [H, H, squeeze])
     kept = W.extract_correspondences(seq, max_keypoints=100)
     dropped = W.extract_correspondences(seq, max_keypoints=100, min_compression=0.5)
     # the identity view keeps everything, the 3x squeezed view loses every correspondence
@@ -338,14 +341,14 @@ def _singular_values_at(H: np.ndarray, x: float, y: float) -> np.ndarray:
 
 def test_random_homography_tilt_foreshortens_like_an_oblique_view():
     # no tilt: the draws (and so the sets built before the option) are unchanged
-    a = W.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6)
-    b = W.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6, max_tilt=1.0)
+    a = G.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6)
+    b = G.random_homography(np.random.default_rng(3), 320, 240, 0.25, 45.0, 1.6, max_tilt=1.0)
     np.testing.assert_array_equal(a, b)
     # tilt alone (no rotation, scale or corner shift): singular values 1 and 1 / t, 1 <= t <= max
     rng = np.random.default_rng(0)
     tilts = []
     for _ in range(200):
-        H = W.random_homography(rng, 320, 240, strength=0.0, max_rotation=0.0, max_scale=1.0, max_tilt=3.0)
+        H = G.random_homography(rng, 320, 240, strength=0.0, max_rotation=0.0, max_scale=1.0, max_tilt=3.0)
         high, low = _singular_values_at(H, 160.0, 120.0)
         assert high == pytest.approx(1.0, abs=1e-6) and 1.0 - 1e-9 <= high / low <= 3.0 + 1e-6
         tilts.append(high / low)
@@ -357,7 +360,7 @@ def test_random_homography_tilt_foreshortens_like_an_oblique_view():
     rng = np.random.default_rng(1)
     ratios = []
     for _ in range(200):
-        H = W.random_homography(rng, 320, 240, 0.25, 45.0, 1.6, max_tilt=3.0)
+        H = G.random_homography(rng, 320, 240, 0.25, 45.0, 1.6, max_tilt=3.0)
         for x in (60.0, 160.0, 260.0):
             for y in (50.0, 120.0, 190.0):
                 p = H @ np.array([x, y, 1.0])
@@ -372,18 +375,18 @@ def test_tilted_views_keep_exact_correspondences():
     """Patches cut with the exact frames in strongly foreshortened views still show the image-1
     point: the frames carry the anisotropy, the patches undo it."""
     image = texture(8, (240, 320))
-    seq = W.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0, max_tilt=3.0)
-    plain = W.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0)
+    seq = G.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0, max_tilt=3.0)
+    plain = G.synthetic_sequence("v_t", image, n_images=4, seed=2, photometric=0.0)
     assert not np.allclose(seq.homographies[1], plain.homographies[1])
     corr = W.extract_correspondences(seq, max_keypoints=120)
-    p1 = W.warp_patches(seq.images[0], corr.centres[0], corr.linear[0], 64).astype(float)
+    p1 = G.warp_patches(seq.images[0], corr.centres[0], corr.linear[0], 64).astype(float)
     anisotropic = 0
     for n in range(1, 4):
         both = np.flatnonzero(corr.inside[0] & corr.inside[n])
         assert len(both) > 10
         values = np.linalg.svd(corr.linear[n, both], compute_uv=False)
         anisotropic += int((values[:, 0] / values[:, 1] > 1.5).sum())
-        pn = W.warp_patches(seq.images[n], corr.centres[n, both], corr.linear[n, both], 64).astype(float)
+        pn = G.warp_patches(seq.images[n], corr.centres[n, both], corr.linear[n, both], 64).astype(float)
         same = np.abs(p1[both] - pn).mean(axis=(1, 2))
         shuffled = np.abs(p1[both] - np.roll(pn, 5, axis=0)).mean(axis=(1, 2))
         assert np.median(same) < 0.5 * np.median(shuffled)
@@ -393,7 +396,7 @@ def test_tilted_views_keep_exact_correspondences():
 def _tiny_real_data(tmp_path):
     root = tmp_path / "data" / "sequences"
     for k, (name, layout) in enumerate((("seq_train", "oxford"), ("v_test", "hpatches"))):
-        _write_layout(root / name, W.synthetic_sequence(name, texture(20 + k), n_images=6, seed=k, strength=0.05), layout)
+        _write_layout(root / name, G.synthetic_sequence(name, texture(20 + k), n_images=6, seed=k, strength=0.05), layout)
     return tmp_path / "data"
 
 
@@ -403,7 +406,7 @@ def test_real_sets_are_built_in_a_portable_process(tmp_path):
     process under portable_build_env (every such dispatch off) with OpenCV's optimised paths
     off, whatever the calling process runs under."""
     data = _tiny_real_data(tmp_path)
-    expected = W.portable_build_env()
+    expected = P.portable_build_env()
     assert expected["JSIMD_FORCENONE"] == "1" and expected["OPENBLAS_NUM_THREADS"] == "1"
     from numpy._core import _multiarray_umath as umath
 
@@ -412,17 +415,17 @@ def test_real_sets_are_built_in_a_portable_process(tmp_path):
     line = cv2.getCPUFeaturesLine().split()
     assert expected["OPENCV_CPU_DISABLE"] == ",".join(t[1:] for t in line if t[0] == "*" and t[-1] != "?")
     assert expected["OPENCV_FOR_THREADS_NUM"] == "1"
-    folder = W.build_real_brown(data, tmp_path / "cache", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
+    folder = P.build_real_brown(data, tmp_path / "cache", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
                                 n_train_pairs=200, n_test_pairs=200, train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
     build = json.loads((folder / "done.json").read_text())["build"]
     assert build == {"env": expected, "opencv_optimized": False, "opencv_ipp": False}
     # and the same bytes again (several OpenCV threads did not always give them)
-    again = W.build_real_brown(data, tmp_path / "cache_again", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
+    again = P.build_real_brown(data, tmp_path / "cache_again", n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60,
                                n_train_pairs=200, n_test_pairs=200, train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
     for name in ("real_train", "v_test"):
         assert brown.subset_digest(brown.read_subset(folder / name)) == brown.subset_digest(brown.read_subset(again / name))
     assert cv2.useOptimized()  # this process is untouched
-    release = W.build_real_hpatches(data, tmp_path / "cache", sequences=("v_test",), n_synthetic=0, max_keypoints=60, min_ncc=None)
+    release = P.build_real_hpatches(data, tmp_path / "cache", sequences=("v_test",), n_synthetic=0, max_keypoints=60, min_ncc=None)
     assert json.loads((release.parent / "report.json").read_text())["build"] == {"env": expected, "opencv_optimized": False, "opencv_ipp": False}
     assert (release / "v_test").is_dir()
 
@@ -433,9 +436,9 @@ def test_portable_build_errors_reach_the_caller(tmp_path):
     data = _tiny_real_data(tmp_path)
     kwargs = dict(n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60, n_train_pairs=200, n_test_pairs=200, min_ncc=None)
     with pytest.raises(DatasetNotFoundError, match="v_missing") as missing:
-        W.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_missing", **kwargs)
+        P.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_missing", **kwargs)
     assert "sequences" in str(missing.value.path) and missing.value.hint
     (data / "sequences" / "v_test" / "1.ppm").write_bytes(b"not an image")
     with pytest.raises(CorruptDatasetError, match="1.ppm"):
-        W.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_test", **kwargs)
+        P.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_test", **kwargs)
     assert not list((tmp_path / "cache" / "real_brown").glob("*/done.json"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from descriptors.networks import (
+from descriptors.nets import (
     NETWORKS,
     BinaryL2Net,
     CSL2Net,
