@@ -412,18 +412,6 @@ CHECKPOINT_CHECKS: dict[str, Callable] = {"regionsearch": regionsearch_portable,
 # ---------------------------------------------------------------------------- timing parts
 
 
-def _import_first(name: str, modules: tuple[str, ...]):
-    """``name`` from the first of ``modules`` that has it (public API first, then where it lives now)."""
-    for module in modules:
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    raise ImportError(f"{name} not found in any of {modules}")
-
-
 def per_item_ms(fn: Callable, items: int, repeats: int, device) -> float:
     """Median ms per item of ``fn()`` (which handles ``items`` items) after one warm-up call."""
     from core.timing import timed_median
@@ -439,7 +427,7 @@ def search_speed(sizes: Sizes, device: str, state: dict, data_dir: Path, deadlin
     import numpy as np
     import torch
 
-    from regionsearch.api import RegionSearcher
+    from regionsearch.api import RegionSearcher, get_baseline
 
     checkpoint = state.get("regionsearch_checkpoint")
     if not checkpoint:
@@ -472,7 +460,7 @@ def search_speed(sizes: Sizes, device: str, state: dict, data_dir: Path, deadlin
     hwc = lambda x: (x.permute(1, 2, 0).squeeze(-1).numpy() * 255).round().astype(np.uint8)  # noqa: E731
     pairs = [(hwc(queries[i]), hwc(references[i])) for i in range(n)]
     for name in ("ncc", "mtm", "bbs"):
-        match = _import_first(f"match_{name}", ("regionsearch.api", "regionsearch.baselines"))
+        match = get_baseline(name)
         row[f"cpu_{name}_ms_per_query"] = round(per_item_ms(lambda match=match: [match(a, b) for a, b in pairs], n, 1, None), 3)
     best = min(row[f"cpu_{name}_ms_per_query"] for name in ("mtm", "bbs"))
     for mode in ("batch1", "batched"):
@@ -566,9 +554,8 @@ def hpatches_evaluator(sizes: Sizes, device: str, state: dict, data_dir: Path) -
     """The HPatches evaluator (three tasks, fast implementation) on patches of the carried
     sequence laid out as one HPatches sequence (e/h/t levels: the same five views), described
     by the trained HardNet; seconds per task with the evaluation on the device and on the CPU."""
-    from descriptors.api import PatchDescriptor
+    from descriptors.api import PatchDescriptor, evaluate_hpatches
 
-    evaluate_hpatches = _import_first("evaluate_hpatches", ("descriptors.api", "descriptors.evaluate", "descriptors.hpatches"))
     checkpoint = state.get("descriptors_checkpoint")
     if not checkpoint:
         return {"skipped": "no descriptor checkpoint (its training did not run)"}

@@ -16,6 +16,8 @@ class and constructor arguments (``checkpoint["network"]``); older checkpoints a
 from the run's ``config_tree.yaml`` beside the ``checkpoints/`` folder. Patches of any size
 are resized to the network's ``patch_size`` exactly as in training
 (``F.interpolate(bilinear, align_corners=False)``).
+
+The HPatches protocols (verification, matching, retrieval) are :func:`evaluate_hpatches`.
 """
 
 from __future__ import annotations
@@ -28,11 +30,27 @@ import torch
 import yaml
 from torch import nn
 
+from core.checkpoints import load_checkpoint, load_weights
+from core.errors import CheckpointError
+from core.validation import (
+    CHANNEL_AXIS_SIZES,
+    require_channels,
+    require_finite,
+    require_ndim,
+    require_nonempty_image,
+    require_pixel_dtype,
+    require_same_count,
+)
+
+from .evaluate import evaluate_hpatches
 from .inference import inference_copy, use_channels_last
 from .module import resize_patches
 from .nets import hamming_from_signs, network_from_spec
 
-__all__ = ["load_network", "as_patch_tensor", "PatchDescriptor", "PatchMatcher"]
+__all__ = ["load_network", "as_patch_tensor", "evaluate_hpatches", "PatchDescriptor", "PatchMatcher"]
+
+FAMILY = "patch-descriptor"
+TRAIN_HINT = "Train one with `python -m benchmarks.train experiment=descriptors/hardnet`"
 
 
 def _spec_from_config_tree(checkpoint_path: Path) -> dict | None:
@@ -48,32 +66,61 @@ def _spec_from_config_tree(checkpoint_path: Path) -> dict | None:
 
 
 def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The trained network of a Lightning checkpoint, in eval mode on ``device``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    spec = checkpoint.get("network") or _spec_from_config_tree(path)
+    """The trained network of a Lightning checkpoint, in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: (a ``ValueError``; ``CheckpointNotFoundError`` is also a
+            ``FileNotFoundError``) one line naming the path: missing, empty, truncated or not a
+            PyTorch file, another family's checkpoint, no record of its network, weights that do
+            not fit that network, or NaN / infinite weights.
+    """
+    checkpoint = load_checkpoint(path, family=FAMILY, require=("state_dict",), hint=TRAIN_HINT)
+    spec = checkpoint.get("network")
+    if spec is None and "net_config" in checkpoint:
+        # region-search and retrieval checkpoints describe their net as net_config
+        raise CheckpointError(f"not a {FAMILY} checkpoint (it holds a net_config, as region-search and retrieval checkpoints do)", path, TRAIN_HINT)
+    spec = spec or _spec_from_config_tree(Path(path))
     if spec is None:
-        raise ValueError(
-            f"{path} does not say which network it holds (no 'network' entry and no config_tree.yaml "
-            "beside it): retrain with this version, or build the net and load_state_dict yourself"
+        raise CheckpointError(
+            "checkpoint does not say which network it holds (no 'network' entry and no config_tree.yaml "
+            "beside it): retrain with this version, or build the net and load_state_dict yourself", path
         )
-    net = network_from_spec(spec)
+    try:
+        net = network_from_spec(spec)
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"not a {FAMILY} checkpoint (its network entry does not build a network: {error})", path, TRAIN_HINT) from None
     state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state)
+    load_weights(net, state, path, family=FAMILY, hint=TRAIN_HINT)
     return net.to(device).eval()
 
 
-def as_patch_tensor(patches, patch_size: int | None = None) -> torch.Tensor:
+def as_patch_tensor(patches, patch_size: int | None = None, name: str = "patches") -> torch.Tensor:
     """``(N, H, W)`` / ``(N, 1, H, W)`` uint8 (0..255) or float ([0, 1]), numpy or torch ->
-    float32 ``(N, 1, S, S)`` in [0, 1], resized to ``patch_size`` when given."""
+    float32 ``(N, 1, S, S)`` in [0, 1], resized to ``patch_size`` when given.
+
+    Raises:
+        ValueError: naming ``name``: an integer type other than uint8, another layout (colour
+            patches, one (H, W) patch), patches without pixels, or NaN / infinite values.
+    """
+    layouts = "grey (N, H, W) or (N, 1, H, W) patches"
+    require_pixel_dtype(patches, name)
     # numpy input is copied: memory-mapped or read-only arrays cannot back a tensor
     x = patches if isinstance(patches, torch.Tensor) else torch.from_numpy(np.array(patches))
-    if x.dim() == 3:
+    require_ndim(x, name, (3, 4), layouts)
+    if x.dim() == 4:
+        # (N, C, H, W), or channels last (N, H, W, C) when the last axis is a channel count
+        channels = x.shape[-1] if x.shape[1] not in CHANNEL_AXIS_SIZES and x.shape[-1] in CHANNEL_AXIS_SIZES else x.shape[1]
+        require_channels(name, channels, 1, x.shape, layouts)
+        if x.shape[1] != 1:  # (N, H, W, 1)
+            x = x.permute(0, 3, 1, 2)
+    elif x.shape[-1] in CHANNEL_AXIS_SIZES:
+        # (H, W, 3) would otherwise be read as H patches 3 pixels wide
+        raise ValueError(f"{name} looks like one (H, W, {x.shape[-1]}) image, shape {tuple(x.shape)}: pass {layouts}")
+    else:
         x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"patches must be (N, H, W) or (N, 1, H, W) grey, got {tuple(x.shape)}")
+    if len(x):
+        require_nonempty_image(name, x.shape[-2], x.shape[-1])
+    require_finite(x, name)
     x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
     return resize_patches(x, patch_size) if patch_size else x
 
@@ -92,8 +139,8 @@ class _Applied:
         self.channels_last = bool(optimize and (use_channels_last(self.device) if channels_last is None else channels_last))
         self.runner = inference_copy(self.net, self.device, self.channels_last) if optimize else self.net
 
-    def _batches(self, patches):
-        x = as_patch_tensor(patches)
+    def _batches(self, patches, name: str = "patches"):
+        x = as_patch_tensor(patches, name=name)
         for start in range(0, len(x), self.batch_size):
             batch = resize_patches(x[start : start + self.batch_size].to(self.device), self.patch_size)
             yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
@@ -128,11 +175,15 @@ class PatchDescriptor(_Applied):
     def distance(self, a, b) -> torch.Tensor:
         """Row-paired distances of descriptors: L2, or Hamming for binary nets. (N, D) x 2 -> (N,)."""
         a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        require_finite(a, "a")
+        require_finite(b, "b")
         return hamming_from_signs(a, b) if self.binary else (a - b).norm(dim=1)
 
     def cdist(self, a, b) -> torch.Tensor:
         """All distances between two descriptor sets. (N, D), (M, D) -> (N, M)."""
         a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+        require_finite(a, "a")
+        require_finite(b, "b")
         return (a.shape[1] - a @ b.T) / 2 if self.binary else torch.cdist(a, b)
 
 
@@ -160,9 +211,8 @@ class PatchMatcher(_Applied):
     @torch.inference_mode()
     def score(self, patches1, patches2) -> torch.Tensor:
         """Similarity of row-paired patches. Shape: (N, H, W) x 2 -> (N,) float32 on the CPU."""
-        if len(patches1) != len(patches2):
-            raise ValueError(f"patches1 and patches2 differ in length: {len(patches1)} vs {len(patches2)}")
-        out = [self.runner.scores(self.runner(a, b).float()).cpu() for a, b in zip(self._batches(patches1), self._batches(patches2))]
+        require_same_count("patches1", len(patches1), "patches2", len(patches2))
+        out = [self.runner.scores(self.runner(a, b).float()).cpu() for a, b in zip(self._batches(patches1, "patches1"), self._batches(patches2, "patches2"))]
         return torch.cat(out) if out else torch.zeros(0)
 
     __call__ = score

@@ -135,7 +135,7 @@ def test_matcher_from_a_trained_checkpoint(tmp_path, brown_root):
     assert torch.allclose(matcher.score_index_pairs(pool, pairs), scores[:3], atol=1e-5)
     with pytest.raises(ValueError, match="no per-patch features"):
         matcher.features(a)
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="patches1 holds 6 images but patches2 holds 2"):
         matcher.score(a, b[:2])
     with pytest.raises(ValueError, match="not a descriptor network"):
         PatchDescriptor.from_checkpoint(path)
@@ -182,3 +182,140 @@ def test_config_tree_fallback_and_errors(tmp_path):
         load_network(tmp_path / "missing.ckpt")
     with pytest.raises(ValueError, match="grey"):
         as_patch_tensor(np.zeros((2, 3, 32, 32), dtype=np.uint8))
+
+
+# -- bad checkpoints and bad input: one ValueError naming the path or the argument ----------------
+@pytest.fixture(scope="module")
+def tfeat_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tfeat") / "tfeat.ckpt"
+    trainer = _trainer(path.parent, max_steps=0)
+    trainer.strategy.connect(DescriptorModule(TFeat(descriptor_dim=16), loss="triplet_margin"))
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _truncated(tmp_path, good):
+    (tmp_path / "half.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return tmp_path / "half.ckpt"
+
+
+def _empty(tmp_path, good):
+    (tmp_path / "empty.ckpt").touch()
+    return tmp_path / "empty.ckpt"
+
+
+def _garbage(tmp_path, good):
+    (tmp_path / "garbage.ckpt").write_bytes(bytes(range(256)) * 8)
+    return tmp_path / "garbage.ckpt"
+
+
+def _region_search_checkpoint(tmp_path, good):
+    from regionsearch.module import RegionSearchModule
+    from regionsearch.nets.search_path import SearchPathMatcher
+
+    trainer = _trainer(tmp_path, max_steps=0)
+    trainer.strategy.connect(RegionSearchModule(SearchPathMatcher(steps=2, channels=(8, 8, 8, 8, 8), hidden_size=16)))
+    trainer.save_checkpoint(tmp_path / "regionsearch.ckpt")
+    return tmp_path / "regionsearch.ckpt"
+
+
+def _retrieval_checkpoint(tmp_path, good):
+    state = {"net.backbone.features.0.weight": torch.zeros(2, 3, 1, 1)}
+    torch.save({"state_dict": state, "net_config": {"kind": "retrieval_net", "backbone": "efficientnet_lite0"}}, tmp_path / "retrieval.ckpt")
+    return tmp_path / "retrieval.ckpt"
+
+
+def _foreign_class(tmp_path, good):
+    checkpoint = torch.load(good, map_location="cpu", weights_only=True)
+    checkpoint["network"] = {"class": "retrieval.nets.retrieval_net.RetrievalNet", "kwargs": {}}
+    torch.save(checkpoint, tmp_path / "foreign.ckpt")
+    return tmp_path / "foreign.ckpt"
+
+
+def _other_architecture(tmp_path, good):
+    checkpoint = torch.load(good, map_location="cpu", weights_only=True)
+    checkpoint["network"]["kwargs"]["descriptor_dim"] = 32  # the weights are of 16
+    torch.save(checkpoint, tmp_path / "mismatch.ckpt")
+    return tmp_path / "mismatch.ckpt"
+
+
+def _diverged(tmp_path, good):
+    checkpoint = torch.load(good, map_location="cpu", weights_only=True)
+    name = next(k for k, v in checkpoint["state_dict"].items() if k.startswith("net.") and v.is_floating_point())
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("inf"))
+    torch.save(checkpoint, tmp_path / "inf.ckpt")
+    return tmp_path / "inf.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda tmp_path, good: tmp_path / "missing.ckpt", "checkpoint not found"),
+        (_empty, "empty"),
+        (_truncated, "truncated"),
+        (_garbage, "not a PyTorch checkpoint"),
+        (_region_search_checkpoint, "not a patch-descriptor checkpoint"),
+        (_retrieval_checkpoint, "not a patch-descriptor checkpoint"),
+        (_foreign_class, "not a patch-descriptor checkpoint"),
+        (_other_architecture, "weights do not fit"),
+        (_diverged, "NaN or infinite weights"),
+    ],
+)
+@pytest.mark.parametrize("loader", [PatchDescriptor.from_checkpoint, PatchMatcher.from_checkpoint, load_network])
+def test_bad_checkpoints_give_one_line_naming_the_path(tmp_path, tfeat_checkpoint, make, expected, loader):
+    path = make(tmp_path, tfeat_checkpoint)
+    with pytest.raises(ValueError) as info:
+        loader(path)
+    message = str(info.value)
+    assert expected in message and str(path) in message and "\n" not in message
+    assert "weights_only" not in message  # never advise the unsafe weights_only=False
+
+
+@pytest.fixture(scope="module")
+def tfeat():
+    torch.manual_seed(0)
+    return PatchDescriptor(TFeat(descriptor_dim=16))
+
+
+@pytest.mark.parametrize(
+    ("patches", "expected"),
+    [
+        (np.full((2, 32, 32), np.nan, np.float32), "patches has 2048 NaN or infinite values"),
+        (torch.zeros(3, 1, 32, 32).index_fill_(3, torch.tensor([5]), float("-inf")), "patches has 96 NaN or infinite"),
+        (np.zeros((32, 32, 3), np.uint8), "patches looks like one \\(H, W, 3\\) image"),
+        (np.zeros((2, 32, 32, 3), np.uint8), "patches is a RGB image \\(shape \\(2, 32, 32, 3\\)\\) but the model takes grey"),
+        (np.zeros((2, 3, 32, 32), np.uint8), "patches is a RGB image"),
+        (np.zeros((32, 32), np.uint8), "patches must be grey \\(N, H, W\\) or \\(N, 1, H, W\\) patches, got shape \\(32, 32\\)"),
+        (np.zeros((2, 32, 32), np.int16), "patches must be uint8 \\(0..255\\) or float \\(0..1\\), got dtype int16"),
+        (np.zeros((2, 0, 32), np.uint8), "patches is empty"),
+    ],
+)
+def test_bad_patches_give_a_value_error_naming_the_argument(tfeat, patches, expected):
+    with pytest.raises(ValueError, match=expected):
+        tfeat.describe(patches)
+
+
+def test_bad_pairs_and_descriptors_name_the_argument(tfeat):
+    torch.manual_seed(0)
+    matcher = PatchMatcher(DeepCompare2ch())
+    good = np.zeros((2, 64, 64), np.uint8)
+    with pytest.raises(ValueError, match="patches2 has 1 NaN"):
+        matcher.score(good, np.where(np.arange(64 * 64 * 2).reshape(2, 64, 64) == 7, np.nan, 0).astype(np.float32))
+    with pytest.raises(ValueError, match="patches1 holds 3 images but patches2 holds 2"):
+        matcher.score(np.zeros((3, 64, 64), np.uint8), good)
+    vectors = tfeat.describe(np.zeros((2, 32, 32), np.uint8))
+    broken = vectors.clone()
+    broken[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="b has 1 NaN"):
+        tfeat.distance(vectors, broken)
+    with pytest.raises(ValueError, match="a has 16 NaN"):
+        tfeat.cdist(torch.full((1, 16), float("nan")), vectors)
+    # channels-last grey (N, H, W, 1) is the same as (N, 1, H, W)
+    x = torch.rand(2, 32, 32, 1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(tfeat.describe(x), tfeat.describe(x.permute(0, 3, 1, 2)))
+
+
+def test_the_hpatches_evaluator_is_part_of_the_api():
+    from descriptors import api, evaluate
+
+    assert api.evaluate_hpatches is evaluate.evaluate_hpatches
