@@ -117,7 +117,10 @@ class RegionSearcher:
     @torch.no_grad()
     def windows(self, queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
         """The search path of a batch: float (B, C, h, w) queries and (B, C, H, W) references
-        on the searcher's device -> windows (T+1, B, 4), the last row the answers."""
+        on the searcher's device -> windows (T+1, B, 4), the last row the answers.
+
+        The timed fast path: only the network's shape check, none of :meth:`search`'s input
+        checks (finite pixels, sizes), which cost a device sync per call."""
         if not self.compiled:
             return self._eager(queries, references)
         try:
