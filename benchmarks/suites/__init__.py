@@ -1,0 +1,1 @@
+"""Benchmark suites: each calls families' public functions and formats tables."""
