@@ -55,3 +55,9 @@ def test_markdown_flags_rows_far_from_their_published_auc():
     assert "| ncc | 0.400 | 0.48 (NCC, colour) | -0.080 **>0.03** |" in table
     assert "| ssd | 0.470 | 0.46 (SSD, colour) | +0.010 |" in table
     assert "More than 0.03 AUC from the published number: ncc." in table
+
+
+def test_markdown_names_a_subset_and_quick_runs():
+    row = {"method": "ssd", "auc": 0.47, "success_rate": 0.5, "mean_iou": 0.4, "ms_per_query": 1.0, "windows_per_query": 10, "n_pairs": 35, "device": "cpu"}
+    assert "35 pairs, a subset: pairs 1, 4, 7, ..., 103 (every 3 pairs)" in markdown_table([row], [], False, {}, "pairs 1, 4, 7, ..., 103 (every 3 pairs)")
+    assert "QUICK: downscaled subset, not comparable" in markdown_table([row], [], True, {})
