@@ -46,7 +46,7 @@ benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhau
 benchmark-regionsearch-speed: ## region-search speed only: search path eager / compiled vs NCC/MTM/BBS on the same pairs (minutes)
 	$(PY) -m benchmarks.run benchmark=regionsearch_speed $(PUBLISH) $(ARGS)
 
-benchmark-regionsearch-real: ## region search on real photos: BBS105, SSD/NCC/ZNCC/BBS/DDIS/deep ZNCC/QATM vs published AUCs (QUICK=1: ~1 min)
+benchmark-regionsearch-real: ## region search on real photos: BBS105, SSD/NCC/ZNCC/BBS/DDIS/deep ZNCC/QATM vs published AUCs (QUICK=1: 20 pairs at 240 px, a few minutes)
 	$(PY) -m benchmarks.run benchmark=regionsearch_real $(PUBLISH) $(ARGS)
 
 benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator vs the official logic, SIFT (QUICK=1)

@@ -55,6 +55,7 @@ def test_markdown_flags_rows_far_from_their_published_auc():
     assert "| ncc | 0.400 | 0.48 (NCC, colour) | -0.080 **>0.03** |" in table
     assert "| ssd | 0.470 | 0.46 (SSD, colour) | +0.010 |" in table
     assert "More than 0.03 AUC from the published number: ncc." in table
+    assert "- ncc: OpenCV's TM_CCORR_NORMED" in table
 
 
 def test_markdown_names_a_subset_and_quick_runs():
