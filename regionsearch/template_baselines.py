@@ -179,8 +179,12 @@ def match_ddis(template: np.ndarray, image: np.ndarray, max_points: int = 1024, 
     image is computed once: it does not depend on the window), kappa(t) = how many points of the
     window have t as their NN (diversity: many-to-one matches are discounted exponentially), and
     r_i = || position of s_i in the window - position of NN(s_i) in the template ||, measured in
-    pixels of the full-resolution image (the deformation term). Windows every ``stride`` pixels
-    of the working resolution; the best window's centre, mapped back, centres the template-sized box.
+    pixels of the full-resolution image (the deformation term). This is the authors' per-window
+    score (``roimehrez/DDIS``, bandwidth h = 1; the 1/|T| only rescales it). Windows every
+    ``stride`` pixels of the working resolution; the best window is the argmax of the scores
+    (the authors' code instead box-filters the score map with a window of a third of the
+    template's size and refines by the map's centre of mass: not done here); its centre, mapped
+    back, centres the template-sized box.
     """
     t, ref = _float_rgb(template, "template"), _float_rgb(image, "image")
     _check_fits(t, ref)

@@ -49,7 +49,9 @@ DIFFERENCES = {
     "ncc": "OpenCV's TM_CCORR_NORMED normalises over all three channels together; the published NCC is the peers' own implementation",
     "zncc": "OpenCV's TM_CCOEFF_NORMED (per-channel means); the published ZNCC is the peers' own implementation",
     "bbs": "template shrunk to at most 144 patches, windows every 3 px of that resolution (cost)",
-    "ddis": "template shrunk to at most 1024 px (the paper works at full resolution), exact NN instead of TreeCANN",
+    "ddis": "the best window is the plain argmax of the score map (the authors' code box-filters the map with a "
+    "window of a third of the template's size, then refines by the centre of mass); template shrunk to at most 1024 px; "
+    "exact NN instead of TreeCANN",
     "deep_zncc": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG; the template's features computed on it alone",
     "deep_qatm": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG19 conv1_2 + conv3_4",
 }
