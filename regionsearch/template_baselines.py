@@ -34,7 +34,7 @@ from core.backbones import EfficientNetLite0Blocks
 from regionsearch.baselines import match_bbs
 from regionsearch.evaluate_real import MethodResult
 
-__all__ = ["DeepFeatures", "OPENCV_MODES", "TEMPLATE_METHODS", "build_template_methods", "match_bbs_colour", "match_ddis", "match_opencv", "template_sized_box"]
+__all__ = ["DeepFeatures", "OPENCV_MODES", "TEMPLATE_METHODS", "build_template_methods", "ddis_authors_peak", "match_bbs_colour", "match_ddis", "match_opencv", "template_sized_box"]
 
 # method -> (OpenCV mode, higher is better)
 OPENCV_MODES = {
@@ -166,7 +166,40 @@ def _nearest_template_point(image_features: torch.Tensor, template_features: tor
     return out
 
 
-def match_ddis(template: np.ndarray, image: np.ndarray, max_points: int = 1024, patch_size: int = 3, stride: int = 1, window_chunk: int = 2048) -> MethodResult:
+def ddis_authors_peak(score_map: np.ndarray, window_hw: tuple[float, float]) -> tuple[int, int]:
+    """The DDIS authors' localisation on a map of window scores (index = window top-left).
+
+    The map is summed over boxes of a third of the window's size (``ceil``); the best box's
+    centre is then moved to the centre of mass of the scores in the window-sized neighbourhood
+    around it (cropped symmetrically at the map's border), rounded. Returns (row, col).
+    """
+    rows, cols = score_map.shape
+    kh, kw = min(rows, math.ceil(window_hw[0] / 3)), min(cols, math.ceil(window_hw[1] / 3))
+    integral = np.zeros((rows + 1, cols + 1))
+    integral[1:, 1:] = score_map.cumsum(0).cumsum(1)
+    sums = integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw] + integral[:-kh, :-kw]
+    i, j = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    r0, c0 = i + kh // 2, j + kw // 2
+    half_r = min(int(window_hw[0] // 2), r0, rows - 1 - r0)
+    half_c = min(int(window_hw[1] // 2), c0, cols - 1 - c0)
+    crop = np.clip(score_map[r0 - half_r : r0 + half_r + 1, c0 - half_c : c0 + half_c + 1], 0, None)
+    total = crop.sum()
+    if total <= 0:
+        return r0, c0
+    dr = (crop.sum(1) * np.arange(-half_r, half_r + 1)).sum() / total
+    dc = (crop.sum(0) * np.arange(-half_c, half_c + 1)).sum() / total
+    return int(round(r0 + dr)), int(round(c0 + dc))
+
+
+def match_ddis(
+    template: np.ndarray,
+    image: np.ndarray,
+    max_points: int = 1024,
+    patch_size: int = 3,
+    stride: int = 1,
+    localize: str = "authors",
+    window_chunk: int = 2048,
+) -> MethodResult:
     """Deformable Diversity Similarity (Talmi, Mechrez, Zelnik-Manor, CVPR 2017), exhaustive.
 
     Points are every overlapping ``patch_size`` colour patch (RGB vector) of the template
@@ -181,11 +214,13 @@ def match_ddis(template: np.ndarray, image: np.ndarray, max_points: int = 1024, 
     r_i = || position of s_i in the window - position of NN(s_i) in the template ||, measured in
     pixels of the full-resolution image (the deformation term). This is the authors' per-window
     score (``roimehrez/DDIS``, bandwidth h = 1; the 1/|T| only rescales it). Windows every
-    ``stride`` pixels of the working resolution; the best window is the argmax of the scores
-    (the authors' code instead box-filters the score map with a window of a third of the
-    template's size and refines by the map's centre of mass: not done here); its centre, mapped
-    back, centres the template-sized box.
+    ``stride`` pixels of the working resolution. ``localize="authors"`` picks the window as the
+    authors' code does (:func:`ddis_authors_peak`: the score map box-filtered over a third of the
+    template's size, then refined by its centre of mass); ``"argmax"`` takes the best window.
+    Its centre, mapped back, centres the template-sized box.
     """
+    if localize not in ("authors", "argmax"):
+        raise ValueError(f"localize must be 'authors' or 'argmax', got {localize!r}")
     t, ref = _float_rgb(template, "template"), _float_rgb(image, "image")
     _check_fits(t, ref)
     th_full, tw_full = t.shape[:2]
@@ -219,8 +254,11 @@ def match_ddis(template: np.ndarray, image: np.ndarray, max_points: int = 1024, 
         kappa = torch.zeros(b, n).scatter_add_(1, nn, torch.ones(b, n)).gather(1, nn)
         r = (grid_xy[None, :, :] - grid_xy[nn]).norm(dim=2)
         scores[k : k + window_chunk] = (torch.exp(1.0 - kappa) / (1.0 + r)).sum(1) / n
-    best = int(torch.argmax(scores))  # first best, row-major
-    row, col = int(rows[best // cols.numel()]), int(cols[best % cols.numel()])
+    if localize == "argmax":
+        r, c = divmod(int(torch.argmax(scores)), cols.numel())  # first best, row-major
+    else:
+        r, c = ddis_authors_peak(scores.reshape(rows.numel(), cols.numel()).double().numpy(), (th / stride, tw / stride))
+    row, col = int(rows[r]), int(cols[c])
     box = np.array([col, row, col + tw, row + th], dtype=np.float64)
     return MethodResult(_box_back(box, factor, tw_full, th_full), int(starts.numel()))
 

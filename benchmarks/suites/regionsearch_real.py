@@ -49,9 +49,7 @@ DIFFERENCES = {
     "ncc": "OpenCV's TM_CCORR_NORMED normalises over all three channels together; the published NCC is the peers' own implementation",
     "zncc": "OpenCV's TM_CCOEFF_NORMED (per-channel means); the published ZNCC is the peers' own implementation",
     "bbs": "template shrunk to at most 144 patches, windows every 3 px of that resolution (cost)",
-    "ddis": "the best window is the plain argmax of the score map (the authors' code box-filters the map with a "
-    "window of a third of the template's size, then refines by the centre of mass); template shrunk to at most 1024 px; "
-    "exact NN instead of TreeCANN",
+    "ddis": "template shrunk to at most 1024 px (the authors' code works at full resolution); exact NN instead of TreeCANN",
     "deep_zncc": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG; the template's features computed on it alone",
     "deep_qatm": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG19 conv1_2 + conv3_4",
 }
@@ -156,7 +154,7 @@ def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, version
         "Implementations (regionsearch.template_baselines): SSD / NCC / ZNCC = OpenCV matchTemplate on RGB "
         "(TM_SQDIFF / TM_CCORR_NORMED / TM_CCOEFF_NORMED). BBS = non-overlapping 3x3 RGB patches + xy (gamma 2), "
         "template shrunk to at most 144 patches, windows every 3 px of that resolution. DDIS = every overlapping 3x3 "
-        "RGB patch, template shrunk to at most 1024 px, exact NN field, exp(1 - kappa) / (1 + r), every window. "
+        "RGB patch, template shrunk to at most 1024 px, exact NN field, exp(1 - kappa) / (1 + r), every window, the authors' localisation (map box-filtered over a third of the template, centre of mass). "
         "Deep = EfficientNet-Lite0 ImageNet blocks 4 + 10 at stride 4: ZNCC, and QATM (alpha 25).",
     ]
     if size_rows:

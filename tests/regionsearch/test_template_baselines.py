@@ -11,6 +11,7 @@ from regionsearch.boxes import box_iou
 from regionsearch.template_baselines import (
     DeepFeatures,
     build_template_methods,
+    ddis_authors_peak,
     match_bbs_colour,
     match_ddis,
     match_opencv,
@@ -57,8 +58,10 @@ def test_bbs_finds_the_template(synthetic_pair):
 
 def test_ddis_finds_the_template_exactly(synthetic_pair):
     template, scene = synthetic_pair
-    result = match_ddis(template, scene, max_points=TW * TH)  # full resolution
+    result = match_ddis(template, scene, max_points=TW * TH, localize="argmax")  # full resolution
     np.testing.assert_allclose(result.box, TRUTH)
+    # the authors' localisation (smoothed map, centre of mass) lands within a pixel
+    assert np.abs(match_ddis(template, scene, max_points=TW * TH).box - TRUTH).max() <= 1
     assert result.windows == (120 - TH + 1) * (160 - TW + 1)
 
 
@@ -76,8 +79,15 @@ def test_ddis_diversity_prefers_one_to_one_matches():
     template = textured_scene(rng, 12, 12)
     scene = np.full((24, 48, 3), template[0, 0], np.uint8)
     scene[6:18, 30:42] = template
-    result = match_ddis(template, scene)
+    result = match_ddis(template, scene, localize="argmax")
     np.testing.assert_allclose(result.box, [30, 6, 42, 18])
+
+
+def test_ddis_authors_peak_smooths_then_takes_the_centre_of_mass():
+    score_map = np.zeros((9, 12))
+    score_map[4, 2] = 3.0  # an isolated spike: the highest score, but little mass
+    score_map[3:6, 7:10] = 1.0  # a broad plateau centred at (4, 8): more mass in a 2x2 box
+    assert ddis_authors_peak(score_map, (6, 6)) == (4, 8)
 
 
 @pytest.mark.parametrize("method", ["match_zncc", "match_qatm"])
