@@ -1,7 +1,7 @@
 """Template-matching baselines on real colour photos, each returning one template-sized box.
 
 Every ``match_*`` takes the template ``(h, w, 3)`` and the search image ``(H, W, 3)`` (RGB,
-uint8 or float in [0, 1]) and returns a :class:`~regionsearch.evaluate_real.MethodResult`: the
+uint8 or float in [0, 1]) and returns a :class:`~regionsearch.evaluate.MethodResult`: the
 box ``(x1, y1, x2, y2)`` of the template's size in the search image and the number of candidate
 windows scored. Boxes follow :mod:`regionsearch.evaluate` (continuous pixels, x2/y2 exclusive).
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from core.backbones import EfficientNetLite0Blocks
 from regionsearch.baselines import match_bbs
-from regionsearch.evaluate_real import MethodResult
+from regionsearch.evaluate import MethodResult
 
 __all__ = ["DeepFeatures", "OPENCV_MODES", "TEMPLATE_METHODS", "build_template_methods", "ddis_authors_peak", "match_bbs_colour", "match_ddis", "match_opencv", "template_sized_box"]
 

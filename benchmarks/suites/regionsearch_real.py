@@ -21,8 +21,8 @@ import cv2
 from benchmarks.suite import merge_published, prepare_suite, software_versions
 from core.timing import device_name
 from regionsearch.data.bbs import BBSPair, load_bbs_pairs
-from regionsearch.evaluate_real import run_method, summarize_real
-from regionsearch.plots_real import plot_success_curves, plot_time_vs_auc, plot_time_vs_size
+from regionsearch.evaluate import run_method, summarize_real
+from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
 from regionsearch.template_baselines import build_template_methods
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def run_suite(
     subset = f"pairs {', '.join(str(p.number) for p in pairs[:3])}, ..., {pairs[-1].number} (every {pair_step} pairs)" if pair_step > 1 else ""
     (output / "regionsearch_real.md").write_text(markdown_table(rows, size_rows, quick, versions, subset))
     title = f"BBS105 ({len(pairs)} pairs{', quick' if quick else ''})"
-    plot_success_curves(rows, output / "regionsearch_real_success.png", title)
+    plot_real_success_curves(rows, output / "regionsearch_real_success.png", title)
     plot_time_vs_auc(rows, output / "regionsearch_real_time_vs_auc.png", title)
     if size_rows:
         plot_time_vs_size(size_rows, output / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from regionsearch.data.bbs import BBSPair
-from regionsearch.evaluate_real import MethodResult, run_method, summarize_real
+from regionsearch.evaluate import MethodResult, run_method, summarize_real
 
 
 def test_summary_of_a_hand_computed_iou_list():
