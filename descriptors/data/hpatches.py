@@ -343,23 +343,28 @@ def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str
     # digits and name characters are all above ','; a '+', '"', CR, space, tab or NUL is not.
     # Scanned in blocks: no file-sized temporary
     step = 1 << 22
-    ends = np.concatenate([np.flatnonzero(buffer[i : min(i + step, end)] <= 44) + i for i in range(start, end, step)])
+    position = np.int32 if len(buffer) < 2**31 else np.int64  # half the memory traffic
+    ends = np.concatenate([(np.flatnonzero(buffer[i : min(i + step, end)] <= 44) + i).astype(position) for i in range(start, end, step)])
     if len(ends) % k:
         return None
     ends = ends.reshape(-1, k)
-    separators = buffer[ends]
-    if not ((separators[:, :-1] == 44).all() and (separators[:, -1] == 10).all()):
+    if not ((buffer[ends[:, :-1]] == 44).all() and (buffer[ends[:, -1]] == 10).all()):
         return None
-    starts = np.empty_like(ends)
-    starts.reshape(-1)[0] = start
-    starts.reshape(-1)[1:] = ends.reshape(-1)[:-1] + 1  # (flat iterators are slow)
+    # field j starts one past the end of field j - 1 (of the previous row for j = 0)
+    row_starts = np.empty(len(ends), dtype=position)
+    row_starts[0] = start
+    row_starts[1:] = ends[:-1, -1] + 1
+
+    def field_start(j: int) -> np.ndarray:
+        return row_starts if j == 0 else ends[:, j - 1] + 1
+
     # the 8 bytes from every position as one little-endian uint64 (an unaligned strided view)
     words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
     out = {}
     for j, column in enumerate(columns):
         if column.startswith("s"):
             continue
-        width = ends[:, j] - starts[:, j]
+        width = ends[:, j] - field_start(j)
         if width.min() < 1 or width.max() > 8:
             return None
         keep = ~_LOW_BYTES[8 - width]  # the field's digits are the high bytes
@@ -374,8 +379,8 @@ def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str
     text = [j for j, c in enumerate(columns) if c.startswith("s")]
     names = np.zeros(0, dtype=str)
     if text:
-        first, last = (np.concatenate([x[:, j] for j in text]) for x in (starts, ends))
-        width = last - first
+        first, last = np.concatenate([field_start(j) for j in text]), np.concatenate([ends[:, j] for j in text])
+        width = (last - first).astype(np.int64)
         if width.min() < 1 or width.max() > 16:
             return None
         head = words[first] & _LOW_BYTES[np.minimum(width, 8)]
@@ -393,7 +398,7 @@ def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str
         order = np.argsort(found, kind="stable")
         names = found[order]
         codes = np.argsort(order)[codes]  # codes into the sorted names
-        n = len(starts)
+        n = len(ends)
         out.update({columns[j]: codes[i * n : (i + 1) * n] for i, j in enumerate(text)})
     return names, out
 
