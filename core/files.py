@@ -99,6 +99,9 @@ def atomic_build(
     with file_lock(lock_path(target)):
         if is_complete(target):  # another process built it while this one waited
             return target
+        # left by builders that were killed: only the lock's holder builds, so none is in use
+        for leftover in [*target.parent.glob(f".{target.name}.build-*"), *target.parent.glob(f".{target.name}.stale-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
         private = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
         try:
             build(private)

@@ -98,6 +98,11 @@ def test_partial_folder_is_rebuilt_and_failed_build_leaves_target(tmp_path):
     with pytest.raises(RuntimeError, match="complete"):
         atomic_build(other, lambda folder: None, _complete)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.lock", "set", "set.lock"]
+    # a killed builder's folder (and its scratch) goes with the next build
+    (tmp_path / ".other.build-dead").mkdir()
+    (tmp_path / ".other.build-dead.request-x").mkdir()
+    atomic_build(other, build, _complete)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "other.lock", "set", "set.lock"]
 
 
 def test_file_lock_excludes_another_process(tmp_path):

@@ -178,7 +178,8 @@ def _run_portable(kind: str, folder: Path, kwargs: dict) -> None:
         _BUILDERS[kind](folder, build=_build_record(), **kwargs)
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".request-") as scratch:
+    # named after the build folder, so that a killed build's scratch goes with its folder
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f"{folder.name}.request-") as scratch:
         request, failure = Path(scratch) / "request.json", Path(scratch) / "error.json"
         request.write_text(json.dumps({"kind": kind, "folder": str(folder), "kwargs": kwargs, "error_file": str(failure)}))
         package_root = str(Path(__file__).resolve().parents[3])
