@@ -28,6 +28,7 @@ import cv2
 from core.errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
 from core.files import atomic_build
 
+from ..brown import PER_TILE, TILE
 from .writer import missing_photo_sources, sequences_folder, write_real_brown, write_real_hpatches
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,10 @@ def _brown_subset_complete(folder: Path, n_patches, match_file) -> bool:
     ``info.txt`` and ``interest.txt`` with one line per patch, and the match file."""
     if not isinstance(n_patches, int) or n_patches <= 0 or not isinstance(match_file, str):
         return False
-    tiles = [folder / f"patches{tile:04d}.bmp" for tile in range(-(-n_patches // (16 * 16)))]
+    tiles = [folder / f"patches{tile:04d}.bmp" for tile in range(-(-n_patches // PER_TILE))]
     try:
         return (
-            all(tile.stat().st_size >= 1024 * 1024 for tile in tiles)
+            all(tile.stat().st_size >= TILE * TILE for tile in tiles)  # 8-bit pixels and a header
             and (folder / match_file).stat().st_size > 0
             and _line_count(folder / "info.txt") == n_patches
             and _line_count(folder / "interest.txt") == n_patches
