@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
+from core.files import atomic_file
 
 HPATCHES_URL = "https://huggingface.co/datasets/vbalnt/hpatches/resolve/main/hpatches-release.zip"
 #: md5 of the former ``hpatches-release.tar.gz`` (vbalnt/tfeat); the zip's is not published.
@@ -448,13 +449,11 @@ def _read_csv(path: Path, columns: list[str]) -> list[tuple]:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[tuple]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as handle:
+    # a private temporary file: two runs writing the same task list never mix their rows
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_verification_pairs(tasks_dir: str | os.PathLike, split_name: str) -> VerificationPairs:
