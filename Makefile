@@ -35,7 +35,7 @@ demo: ## train + test the search-path matcher on Translated MNIST from the embed
 train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
 	$(PY) -m benchmarks.train $(ARGS)
 
-benchmark: benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-descriptors benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
+benchmark: benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-descriptors benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
 
 benchmark-quick: ## smoke run of every suite in a few minutes
 	$(MAKE) benchmark QUICK=1
@@ -45,6 +45,9 @@ benchmark-regionsearch: ## the region-search table: matcher vs NCC/MTM/BBS/exhau
 
 benchmark-regionsearch-speed: ## region-search speed only: search path eager / compiled vs NCC/MTM/BBS on the same pairs (minutes)
 	$(PY) -m benchmarks.run benchmark=regionsearch_speed $(PUBLISH) $(ARGS)
+
+benchmark-regionsearch-real: ## region search on real photos: BBS105, SSD/NCC/ZNCC/BBS/DDIS/deep ZNCC/QATM vs published AUCs (QUICK=1: 20 pairs at 240 px, a few minutes)
+	$(PY) -m benchmarks.run benchmark=regionsearch_real $(PUBLISH) $(ARGS)
 
 benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator vs the official logic, SIFT (QUICK=1)
 	$(PY) -m benchmarks.run benchmark=patch_eval $(PUBLISH) $(ARGS)
@@ -68,11 +71,11 @@ sweep-example: ## an Optuna sweep (4 short trials) of the matcher on Translated 
 	$(PY) -m benchmarks.train -m hparams_search=regionsearch_optuna experiment=regionsearch/demo hydra.sweeper.n_trials=4 trainer.max_epochs=1 logger=csv $(ARGS)
 
 lint: ## ruff
-	$(PY) -m ruff check regionsearch descriptors retrieval benchmarks tests
+	$(PY) -m ruff check core regionsearch descriptors retrieval benchmarks tests
 
 format: ## ruff format + import sort
-	$(PY) -m ruff check --fix --select I regionsearch descriptors retrieval benchmarks tests
-	$(PY) -m ruff format regionsearch descriptors retrieval benchmarks tests
+	$(PY) -m ruff check --fix --select I core regionsearch descriptors retrieval benchmarks tests
+	$(PY) -m ruff format core regionsearch descriptors retrieval benchmarks tests
 
 clean: ## remove caches and run outputs (not the venv)
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache build dist *.egg-info
@@ -81,4 +84,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors gpu-prepare gpu-check sweep-example lint format clean clean-cache
+.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors gpu-prepare gpu-check sweep-example lint format clean clean-cache

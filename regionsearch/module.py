@@ -230,7 +230,10 @@ class RegionSearchModule(pl.LightningModule):
 
     # -- figures (used by the plot callback) ----------------------------------------
     def figures(self, batch) -> dict:
-        from .plots import plot_search_paths, plot_success_curves  # here: importing plots switches matplotlib to Agg
+        from .plots import (  # here: importing plots switches matplotlib to Agg
+            plot_search_paths,
+            plot_success_curves,
+        )
 
         with torch.no_grad():
             out = self.net(batch["query"][:8], batch["reference"][:8], sample=False)

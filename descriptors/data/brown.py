@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from core.files import md5sum
+from core.files import atomic_file, file_lock, lock_path, md5sum
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,40 @@ def _source_signature(folder: Path) -> dict:
     return {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in files if p.is_file()}
 
 
+def _npy_holds(path: Path, shape: tuple[int, ...], dtype) -> bool:
+    """Whether ``path`` is a whole ``.npy`` file of this shape and dtype (its header read, its
+    size checked against it: a truncated file is not)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as handle:
+            reader = readers.get(np.lib.format.read_magic(handle))
+            if reader is None:
+                return False
+            stored_shape, fortran, stored_dtype = reader(handle)
+            expected = handle.tell() + int(np.prod(stored_shape)) * stored_dtype.itemsize
+            return (tuple(stored_shape) == tuple(shape) and stored_dtype == np.dtype(dtype) and not fortran
+                    and os.fstat(handle.fileno()).st_size == expected)
+    except (OSError, ValueError):
+        return False
+
+
+def _patch_cache_valid(cache: Path, signature: dict, n_patches: int) -> bool:
+    """The patch cache is of these tiles (``meta.json``) and whole (``patches.npy``)."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and meta.get("signature") == signature
+            and _npy_holds(cache / "patches.npy", (n_patches, PATCH, PATCH), np.uint8))
+
+
 def load_subset(root: str | os.PathLike, subset: str, cache_dir: str | os.PathLike | None = None) -> BrownSubset:
     """A subset with its patches memory-mapped from ``<cache_dir>/brown/<subset>/patches.npy``.
 
-    The cache is built once from the bmp tiles (and rebuilt when the tiles change); later
-    loads cost one ``np.load(mmap_mode="r")`` instead of decoding hundreds of bitmaps.
+    The cache is built once from the bmp tiles (and rebuilt when the tiles change, or when it
+    is truncated or unreadable: it is only a copy); later loads cost one
+    ``np.load(mmap_mode="r")`` instead of decoding hundreds of bitmaps. Runs that build it at
+    once take turns (a lock beside it) and every file is replaced in one rename.
     """
     folder = find_subset_dir(root, subset)
     if cache_dir is None:
@@ -207,20 +236,27 @@ def load_subset(root: str | os.PathLike, subset: str, cache_dir: str | os.PathLi
     interest = read_interest(interest_path) if interest_path.is_file() else None
     if interest is not None and len(interest) != len(point_ids):
         raise CorruptDatasetError(f"interest.txt has {len(interest)} lines but info.txt {len(point_ids)}", interest_path)
-    fresh = meta_path.is_file() and json.loads(meta_path.read_text()).get("signature") == signature
-    if not fresh:
-        patches = read_patches(folder, len(point_ids))
-        cache.mkdir(parents=True, exist_ok=True)
-        for derived in cache.glob(f"{LOOKALIKE_CACHE_PREFIX}*.npy"):  # of the old tiles
-            derived.unlink()
-        tmp = cache / "patches.tmp.npy"
-        np.save(tmp, patches)
-        os.replace(tmp, cache / "patches.npy")
-        meta_path.write_text(json.dumps({"signature": signature, "n_patches": len(point_ids), "folder": str(folder)}))
-        log.info("cached %d Brown patches of %s in %s", len(point_ids), subset, cache)
-    patches = np.load(cache / "patches.npy", mmap_mode="r")
+    if not _patch_cache_valid(cache, signature, len(point_ids)):
+        with file_lock(lock_path(cache)):
+            if not _patch_cache_valid(cache, signature, len(point_ids)):  # else another run just built it
+                if meta_path.is_file():
+                    log.warning("rebuilding the Brown patch cache %s: stale, truncated or unreadable", cache)
+                patches = read_patches(folder, len(point_ids))
+                cache.mkdir(parents=True, exist_ok=True)
+                for derived in cache.glob(f"{LOOKALIKE_CACHE_PREFIX}*.npy"):  # of the old tiles
+                    derived.unlink(missing_ok=True)
+                with atomic_file(cache / "patches.npy", suffix=".npy") as tmp:
+                    np.save(tmp, patches)
+                with atomic_file(meta_path) as tmp:
+                    tmp.write_text(json.dumps({"signature": signature, "n_patches": len(point_ids), "folder": str(folder)}))
+                log.info("cached %d Brown patches of %s in %s", len(point_ids), subset, cache)
+    path = cache / "patches.npy"
+    try:
+        patches = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:  # changed since it was checked
+        raise CorruptDatasetError(f"unreadable Brown patch cache ({exc})", path, "Delete it: it is rebuilt from the tiles") from None
     if len(patches) != len(point_ids):
-        raise CorruptDatasetError(f"cached patches ({len(patches)}) do not match info.txt ({len(point_ids)})", cache)
+        raise CorruptDatasetError(f"cached patches ({len(patches)}) do not match info.txt ({len(point_ids)})", path, "Delete it: it is rebuilt from the tiles")
     return BrownSubset(subset, patches, point_ids, interest, folder, cache)
 
 

@@ -250,8 +250,11 @@ class _Sampler(Dataset):
         every training run, seed and DDP rank would otherwise repeat it."""
         path = subset.cache / f"{LOOKALIKE_CACHE_PREFIX}k{k}.npy" if subset.cache is not None else None
         if path is not None and path.is_file():
-            cached = np.load(path)
-            if cached.shape == (len(self.groups), k):
+            try:
+                cached = np.load(path)
+            except (OSError, ValueError, EOFError):  # truncated or garbled: computed again below
+                cached = None
+            if cached is not None and cached.shape == (len(self.groups), k):
                 return cached
         neighbours = lookalike_groups(self.patches, self.groups, subset.interest, k)
         if path is not None:

@@ -68,13 +68,20 @@ class HPatchesResults:
 
 
 def summarize(results: HPatchesResults) -> dict[str, float]:
-    """The numbers of hpatches-benchmark's ``utils/results.py`` (fractions, not percent).
+    """The summary numbers of hpatches-benchmark's ``utils/results.py`` (fractions, not percent).
 
     verification: mean over e/h/t x intra/inter of the imbalanced AP (``verification_map``)
-    and of the balanced AUC (``verification_auc``). matching: per level and sequence type
-    (i/v) the mean over sequences of the mean AP over images 1..5; ``matching_map`` = mean of
-    the i- and v-averages (of the one present when a set has one type only). retrieval: per
-    level the mean over pool sizes of the mean AP over queries; ``retrieval_map`` = mean of e/h/t.
+    and of the balanced AUC (``verification_auc``). retrieval: per level the mean over pool
+    sizes of the mean AP over queries; ``retrieval_map`` = mean of e/h/t.
+
+    matching: the two official groupings differ, so both are reported, named:
+    ``matching_map_all_sequences`` = mean over e/h/t of the mean AP over all sequences and
+    images (``results_matching`` of results.py on master); ``matching_map_iv_mean`` = mean of
+    the i_ and v_ averages (each the mean over e/h/t of the mean over that type's sequences
+    of the mean over images 1..5: ``DescriptorMatchingResult.avg`` of the ench/matplotlib-fig
+    branch, the article's figure grouping; with one type present, that type's average).
+    ``matching_map`` (the headline of the tables) is ``matching_map_iv_mean``. They differ
+    when the set has unequal numbers of i_ and v_ sequences.
     """
     out: dict[str, float] = {}
     if results.verification:
@@ -101,9 +108,11 @@ def summarize(results: HPatchesResults) -> dict[str, float]:
         if other:  # sequences without an i_/v_ prefix count as one more type
             level_means = [float(np.mean([np.mean([results.matching[(s, t, i)] for i in range(1, 6)]) for s in other])) for t in LEVELS]
             type_means["other"] = float(np.mean(level_means))
-        out["matching_map"] = float(np.mean(list(type_means.values())))
+        out["matching_map_iv_mean"] = float(np.mean(list(type_means.values())))
+        out["matching_map"] = out["matching_map_iv_mean"]
         for t in LEVELS:
             out[f"matching_map_{t}"] = float(np.mean([results.matching[k] for k in results.matching if k[1] == t]))
+        out["matching_map_all_sequences"] = float(np.mean([out[f"matching_map_{t}"] for t in LEVELS]))
     if results.retrieval is not None and len(results.retrieval):
         per_level = results.retrieval.mean(axis=0).mean(axis=-1)  # (3,)
         for t, value in zip(LEVELS, per_level):
@@ -242,7 +251,17 @@ def _imbalanced_ap(d_neg: np.ndarray, d_pos: np.ndarray) -> float:
 def evaluate_verification(descriptors, pairs: VerificationPairs, distance: str = "L2", device: str | torch.device = "cpu") -> dict:
     """Balanced ROC AUC and imbalanced AP (first n_pos + 0.2 n_pos of [negatives; positives])
     per noise level and negative type, as ``eval_verification``; ranks are counted with
-    sorted searches instead of sorting the 2M pooled distances."""
+    sorted searches instead of sorting the 2M pooled distances.
+
+    Precision: distances in float64, from the descriptors as given. The official code reads
+    descriptors as float32 and scipy's ``euclidean`` then computes each distance in float32
+    (BLAS ``snrm2``, whose rounding a vectorised sum cannot reproduce bit for bit). AUC and AP
+    depend on the ranks only, so the two agree exactly unless a positive and a negative
+    distance are within one float32 rounding step (~6e-8 relative) of each other: each such
+    pair moves the AUC by at most 1 / (n_pos n_neg) and the AP by at most 1 / n_pos (tests:
+    learned float32 descriptors agree to 1e-12; a constructed float32 tie is the exception).
+    float64 keeps ties that are real and breaks none that are rounding.
+    """
     results = {}
     rows = plans = None
     for level in LEVELS:

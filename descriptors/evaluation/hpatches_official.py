@@ -7,6 +7,8 @@ Differences from the original are only in plumbing: descriptors come as a dict
 ``{seq: {image: (N, D) array}}`` instead of objects with one attribute per image, lists come
 as :class:`~descriptors.data.hpatches.VerificationPairs` / ``RetrievalLists`` instead of pandas
 frames, and the results are the raw layout of :class:`~descriptors.evaluation.hpatches.HPatchesResults`.
+Arithmetic follows the dtype given: float32 descriptors (what the official ``load_descrs``
+yields) give float32 verification distances, as the original; float64 ones give float64.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@ their command line: ``python -m descriptors.data.real {brown,hpatches} --data-ro
 
 :func:`build_real_brown` and :func:`build_real_hpatches` key a set by its settings, and when
 it is not cached run :mod:`descriptors.data.real.writer` in a new Python process under
-:func:`portable_build_env`.
+:func:`portable_build_env`. A set is written into a private folder and published with one
+rename under a lock (:func:`core.files.atomic_build`): runs that ask for the same set at once
+build it once, and a cached set is checked (:func:`real_brown_complete`,
+:func:`real_hpatches_complete`) before it is trusted; a partial one is rebuilt.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from pathlib import Path
 import cv2
 
 from core.errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
+from core.files import atomic_build
 
-from .writer import sequences_folder, write_real_brown, write_real_hpatches
+from ..brown import PER_TILE, TILE
+from .writer import missing_photo_sources, sequences_folder, write_real_brown, write_real_hpatches
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,85 @@ _KEY_NEUTRAL_DEFAULTS = {"val_sequences": [], "max_tilt": 1.0}
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
     key = hashlib.md5(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     return Path(cache_dir) / kind / key
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _line_count(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _brown_subset_complete(folder: Path, n_patches, match_file) -> bool:
+    """``folder`` holds a Brown-layout subset of ``n_patches`` patches: every tile (whole),
+    ``info.txt`` and ``interest.txt`` with one line per patch, and the match file."""
+    if not isinstance(n_patches, int) or n_patches <= 0 or not isinstance(match_file, str):
+        return False
+    tiles = [folder / f"patches{tile:04d}.bmp" for tile in range(-(-n_patches // PER_TILE))]
+    try:
+        return (
+            all(tile.stat().st_size >= TILE * TILE for tile in tiles)  # 8-bit pixels and a header
+            and (folder / match_file).stat().st_size > 0
+            and _line_count(folder / "info.txt") == n_patches
+            and _line_count(folder / "interest.txt") == n_patches
+        )
+    except OSError:
+        return False
+
+
+def real_brown_complete(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a whole real Brown set: ``done.json`` (written last) names the
+    training, validation and test subsets, and each is there with all its patches."""
+    folder = Path(folder)
+    report = _read_json(folder / "done.json")
+    if report is None or not isinstance(report.get("settings"), dict):
+        return False
+    settings = report["settings"]
+    expected = {settings.get("train_name"): report.get("train"), settings.get("test_sequence"): report.get("test")}
+    val = report.get("val", {})
+    if not isinstance(val, dict) or sorted(val) != sorted(settings.get("val_sequences", [])):
+        return False
+    expected.update(val)
+    return all(
+        isinstance(name, str) and isinstance(info, dict) and _brown_subset_complete(folder / name, info.get("patches"), info.get("match_file"))
+        for name, info in expected.items()
+    )
+
+
+def _png_height(path: Path) -> int | None:
+    """Height of a PNG from its header (``None``: not a PNG)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[20:24], "big")
+
+
+def real_hpatches_complete(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a whole real HPatches set: ``report.json`` (written last) names
+    the sequences, and each has its ``ref`` stack of the reported number of patches and the
+    first easy / hard / tough stacks."""
+    folder = Path(folder)
+    report = _read_json(folder / "report.json")
+    if report is None or not isinstance(report.get("sequences"), dict) or not report["sequences"]:
+        return False
+    release = folder / "hpatches-release"
+    for name, info in report["sequences"].items():
+        n_patches = info.get("patches") if isinstance(info, dict) else None
+        if not isinstance(n_patches, int) or _png_height(release / name / "ref.png") != n_patches * 65:
+            return False
+        if any(_png_height(release / name / f"{level}1.png") is None for level in "eht"):
+            return False
+    return True
 
 
 def _opencv_dispatched_features() -> list[str]:
@@ -95,7 +179,8 @@ def _run_portable(kind: str, folder: Path, kwargs: dict) -> None:
         _BUILDERS[kind](folder, build=_build_record(), **kwargs)
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".request-") as scratch:
+    # named after the build folder, so that a killed build's scratch goes with its folder
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f"{folder.name}.request-") as scratch:
         request, failure = Path(scratch) / "request.json", Path(scratch) / "error.json"
         request.write_text(json.dumps({"kind": kind, "folder": str(folder), "kwargs": kwargs, "error_file": str(failure)}))
         package_root = str(Path(__file__).resolve().parents[3])
@@ -159,6 +244,7 @@ def build_real_brown(
     frame_jitter: str | None = None,
     val_sequences: Sequence[str] = (),
     max_tilt: float = 1.0,
+    allow_partial_sources: bool = False,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
@@ -185,7 +271,12 @@ def build_real_brown(
     (:func:`synthetic_sequence`); ``scene_negatives``: the non-matching pairs of the
     training subset's m50 file (the validation pairs) come from one photo or sequence each.
     The test subset is always cut with the exact frames (as before: it does not depend on
-    these settings)."""
+    these settings).
+
+    Photos asked for (``n_coil``, ``n_logos`` not 0) whose folder under ``data_root``
+    (``coil100/``, ``flickrlogos27/images/``) is missing or empty raise DatasetNotFoundError
+    naming it, unless ``allow_partial_sources``: then the set is built from the photos that
+    are there (cached under a key of its own, so that it is rebuilt once they are added)."""
     if test_sequence in train_sequences:
         raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)}")
     leaked = [name for name in val_sequences if name in train_sequences or name == test_sequence]
@@ -193,7 +284,18 @@ def build_real_brown(
         raise ValueError(f"validation sequences {leaked} must be neither training sequences {list(train_sequences)} nor the test sequence {test_sequence!r}")
     if len(set(val_sequences)) != len(val_sequences) or train_name in val_sequences or train_name == test_sequence:
         raise ValueError(f"subset names must differ: train {train_name!r}, validation {list(val_sequences)}, test {test_sequence!r}")
-    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked")}
+    missing = missing_photo_sources(data_root, n_coil, n_logos) if data_root else []
+    if missing and not allow_partial_sources:
+        option, what, path = missing[0]
+        others = "".join(f" (and {other_what} in {other_path})" for _, other_what, other_path in missing[1:])
+        raise DatasetNotFoundError(
+            f"the real Brown training set needs {what}{others}, not found in", path,
+            f"Put them there, leave them out ({' and '.join(f'data.real_data.{m[0]}=0' for m in missing)}) or build the "
+            "smaller set from the photos that are there (data.real_data.allow_partial_sources=true)",
+        )
+    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked", "missing", "allow_partial_sources")}
+    if missing:  # the photos actually used are part of the key (absent = all there, as before)
+        settings["missing_sources"] = [str(path) for _, _, path in missing]
     settings["train_sequences"] = list(train_sequences)
     settings["val_sequences"] = list(val_sequences)
     # options added later stay out of the key at their defaults: the sets built before keep theirs
@@ -203,13 +305,14 @@ def build_real_brown(
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
     settings["version"] = REAL_BROWN_VERSION
     folder = _set_folder(cache_dir, "real_brown", settings)
-    if (folder / "done.json").is_file():
+    if real_brown_complete(folder):
         return folder
     sequences_folder(data_root)  # a missing data root fails here, before the build process starts
     scope = dict(locals())
     arguments = {name: scope[name] for name in _BROWN_ARGUMENTS}
-    _run_portable("brown", folder, {**arguments, "data_root": str(data_root), "settings": settings,
-                                    "train_sequences": list(train_sequences), "val_sequences": list(val_sequences)})
+    request = {**arguments, "data_root": str(data_root), "settings": settings,
+               "train_sequences": list(train_sequences), "val_sequences": list(val_sequences)}
+    atomic_build(folder, lambda private: _run_portable("brown", private, request), real_brown_complete)
     report = json.loads((folder / "done.json").read_text())
     log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "val", "test") if k in report})
     return folder
@@ -236,12 +339,13 @@ def build_real_hpatches(
     settings["version"] = REAL_HPATCHES_VERSION
     folder = _set_folder(cache_dir, "real_hpatches", settings)
     release = folder / "hpatches-release"
-    if (folder / "report.json").is_file():
+    if real_hpatches_complete(folder):
         return release
     sequences_folder(data_root)
-    _run_portable("hpatches", folder, {"data_root": str(data_root), "settings": settings, "sequences": list(sequences), "n_synthetic": n_synthetic,
-                                       "max_keypoints": max_keypoints, "synthetic_keypoints": synthetic_keypoints,
-                                       "magnification": magnification, "min_ncc": min_ncc, "seed": seed})
+    request = {"data_root": str(data_root), "settings": settings, "sequences": list(sequences), "n_synthetic": n_synthetic,
+               "max_keypoints": max_keypoints, "synthetic_keypoints": synthetic_keypoints,
+               "magnification": magnification, "min_ncc": min_ncc, "seed": seed}
+    atomic_build(folder, lambda private: _run_portable("hpatches", private, request), real_hpatches_complete)
     return release
 
 

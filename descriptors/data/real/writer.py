@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,10 +298,20 @@ def write_hpatches_set(folder: str | os.PathLike, correspondences: Correspondenc
 # --------------------------------------------------------------------------- real-data sets
 
 
+def missing_photo_sources(data_root: str | os.PathLike, n_coil: int | None = 40, n_logos: int | None = 40) -> list[tuple[str, str, Path]]:
+    """The photo folders that :func:`photo_sources` is asked for (``n_coil`` / ``n_logos`` not
+    0) but that are missing or hold no photo under ``data_root``, as ``(option, what, folder)``."""
+    root = Path(data_root)
+    wanted = (("n_coil", n_coil, "COIL-100 views (obj*__*.png)", root / "coil100", "obj*__*.png"),
+              ("n_logos", n_logos, "FlickrLogos-27 scenes (*.jpg)", root / "flickrlogos27" / "images", "*.jpg"))
+    return [(option, what, folder) for option, n, what, folder, pattern in wanted if n != 0 and not any(folder.glob(pattern))]
+
+
 def photo_sources(data_root: str | os.PathLike | None, n_coil: int | None = 40, n_logos: int | None = 40, skimage_photos: bool = True, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Single real photos: scikit-image's photos, COIL-100 views (upsampled x2: they are
     128x128), FlickrLogos-27 scenes (longest side 640), as ``(name, grey uint8)``;
-    ``n_coil`` / ``n_logos``: how many of each, drawn at random (None = all)."""
+    ``n_coil`` / ``n_logos``: how many of each, drawn at random (None = all); a missing
+    folder gives none of its photos (:func:`missing_photo_sources` says which)."""
     rng = np.random.default_rng(seed)
     photos: list[tuple[str, np.ndarray]] = []
     if skimage_photos:
@@ -354,10 +363,10 @@ def write_real_brown(
     perspective, max_rotation, max_scale, realistic_photometric, redetect, scene_negatives, min_compression,
     degrade_reference, keypoint_density, frame_jitter, val_sequences, max_tilt,
 ) -> None:
-    """The body of :func:`build_real_brown` (run in its portable process): writes ``folder``."""
+    """The body of :func:`build_real_brown` (run in its portable process): writes the subsets
+    and ``done.json`` into ``folder``, a private build folder that the caller publishes."""
     sequences_dir = sequences_folder(data_root)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(folder)
     report: dict = {"settings": settings, "build": build, "pairs": {}}
     train_corr, train_seqs = [], []
     for name in train_sequences:
@@ -387,15 +396,14 @@ def write_real_brown(
     report["pairs"][test_sequence] = test_corr.report
     report["test"] = write_brown_set(tmp / test_sequence, [test_corr], [test_seq], n_test_pairs, seed + 1)
     (tmp / "done.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
 
 
 def write_real_hpatches(folder: Path, *, build: dict, data_root, settings: dict, sequences, n_synthetic, max_keypoints, synthetic_keypoints, magnification, min_ncc, seed) -> None:
-    """The body of :func:`build_real_hpatches` (run in its portable process): writes ``folder``."""
+    """The body of :func:`build_real_hpatches` (run in its portable process): writes
+    ``hpatches-release/`` and ``report.json`` into ``folder``, a private build folder that the
+    caller publishes."""
     sequences_dir = sequences_folder(data_root)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(folder)
     report: dict = {"settings": settings, "build": build, "sequences": {}}
     todo: list[tuple[ImageSequence, int, float | None]] = []
     for name in sequences:
@@ -409,5 +417,3 @@ def write_real_hpatches(folder: Path, *, build: dict, data_root, settings: dict,
         info = write_hpatches_set(tmp / "hpatches-release" / seq.name, corr, seq, seed=seed + k)
         report["sequences"][seq.name] = {**info, "pairs": corr.report}
     (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)

@@ -3,6 +3,7 @@ in the official layout."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -96,6 +97,40 @@ def test_write_read_roundtrip_and_cache(brown_root, tmp_path):
     stamp = npy.stat().st_mtime_ns
     load_subset(brown_root, "liberty", cache)
     assert npy.stat().st_mtime_ns == stamp  # the second load reuses the cache
+
+
+def test_truncated_or_garbled_patch_cache_is_rebuilt(brown_root, tmp_path):
+    """A cut ``patches.npy`` (a full disk, a killed copy) gave numpy's "mmap length is greater
+    than file size" with no path: it is only a copy of the tiles, so it is rebuilt; so is one
+    with a garbled header or ``meta.json``."""
+    cache = tmp_path / "cache"
+    expected = np.asarray(load_subset(brown_root, "liberty", cache).patches).copy()
+    (npy,) = cache.glob("brown/liberty-*/patches.npy")
+    whole = npy.read_bytes()
+    for broken in (whole[: len(whole) // 2], whole[:60], b"garbage" * 10, whole + b"\0" * 64):
+        npy.write_bytes(broken)
+        np.testing.assert_array_equal(load_subset(brown_root, "liberty", cache).patches, expected)
+        assert npy.read_bytes() == whole
+    meta = npy.with_name("meta.json")
+    meta.write_text("{")
+    np.testing.assert_array_equal(load_subset(brown_root, "liberty", cache).patches, expected)
+    assert json.loads(meta.read_text())["n_patches"] == N_PATCHES
+    # nothing left beside the cache but its lock
+    assert sorted(p.name for p in npy.parent.iterdir()) == ["meta.json", "patches.npy"]
+    assert sorted(p.name for p in npy.parent.parent.iterdir()) == sorted([npy.parent.name, f"{npy.parent.name}.lock"])
+
+
+def test_patch_cache_cut_after_its_check_is_one_line(brown_root, tmp_path, monkeypatch):
+    """Should the cache be cut between its check and its loading (another process), the error
+    is one CorruptDatasetError line naming the file, not numpy's."""
+    cache = tmp_path / "cache"
+    load_subset(brown_root, "liberty", cache)
+    (npy,) = cache.glob("brown/liberty-*/patches.npy")
+    npy.write_bytes(npy.read_bytes()[:1000])
+    monkeypatch.setattr(brown, "_patch_cache_valid", lambda *args: True)
+    with pytest.raises(CorruptDatasetError, match="patches.npy") as error:
+        load_subset(brown_root, "liberty", cache)
+    assert error.value.path == npy and "\n" not in str(error.value)
 
 
 def test_subset_digest_names_the_data(brown_root, tmp_path):

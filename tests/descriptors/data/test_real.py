@@ -4,6 +4,9 @@ with a known H), both sequence layouts, the Brown and HPatches outputs, the e/h/
 from __future__ import annotations
 
 import json
+import shutil
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -442,3 +445,116 @@ def test_portable_build_errors_reach_the_caller(tmp_path):
     with pytest.raises(CorruptDatasetError, match="1.ppm"):
         P.build_real_brown(data, tmp_path / "cache", train_sequences=("seq_train",), test_sequence="v_test", **kwargs)
     assert not list((tmp_path / "cache" / "real_brown").glob("*/done.json"))
+
+
+# --------------------------------------------------------------------------- caches that cannot break
+
+_TINY_BROWN = dict(n_coil=0, n_logos=0, skimage_photos=False, test_keypoints=60, n_train_pairs=200, n_test_pairs=200,
+                   train_sequences=("seq_train",), test_sequence="v_test", min_ncc=None)
+
+# Build the tiny set once the go file exists (both processes start together), print its folder.
+_CONCURRENT_BUILD = """
+import json, sys, time
+from pathlib import Path
+from descriptors.data.real.portable import build_real_brown
+
+data, cache, go, kwargs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4])
+while not go.exists():
+    time.sleep(0.01)
+print(build_real_brown(data, cache, **kwargs))
+"""
+
+
+def _assert_whole_brown_set(folder):
+    report = json.loads((folder / "done.json").read_text())
+    for name, info in (("real_train", report["train"]), ("v_test", report["test"])):
+        subset = brown.read_subset(folder / name)
+        assert len(subset) == info["patches"] and len(subset.matches(info["match_file"])) == 200
+
+
+def test_two_processes_build_the_same_real_brown_set_at_once(tmp_path):
+    """Two runs asking for the same uncached set at the same moment: both succeed with the
+    same, whole set (built once: the second waits on the lock and reuses it), and nothing
+    half-built is left beside it (the old fixed <key>.tmp folder left a done.json beside one
+    subset, for good)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    data, cache, go = _tiny_real_data(tmp_path), tmp_path / "cache", tmp_path / "go"
+    kwargs = {**_TINY_BROWN, "train_sequences": list(_TINY_BROWN["train_sequences"])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_BUILD, str(data), str(cache), str(go), json.dumps(kwargs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    time.sleep(1.0)
+    go.touch()
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in results]
+    folders = {out.strip().splitlines()[-1] for out, _ in results}
+    assert len(folders) == 1
+    folder = Path(folders.pop())
+    _assert_whole_brown_set(folder)
+    assert P.real_brown_complete(folder)
+    assert sorted(p.name for p in folder.parent.iterdir()) == sorted([folder.name, f"{folder.name}.lock"])
+
+
+def test_partial_real_sets_are_rebuilt_never_used(tmp_path):
+    """A cached set with done.json / report.json beside missing or cut subsets (what the old
+    concurrent builds left) is rebuilt, not returned."""
+    data = _tiny_real_data(tmp_path)
+    folder = P.build_real_brown(data, tmp_path / "cache", **_TINY_BROWN)
+    whole = brown.subset_digest(brown.read_subset(folder / "real_train"))
+    shutil.rmtree(folder / "real_train")  # the issue's wreck: done.json beside the test subset only
+    assert P.build_real_brown(data, tmp_path / "cache", **_TINY_BROWN) == folder
+    _assert_whole_brown_set(folder)
+    assert brown.subset_digest(brown.read_subset(folder / "real_train")) == whole
+    assert P.real_brown_complete(folder)
+    # a truncated tile, a short info.txt, an unreadable done.json: each is not a whole set
+    tile = folder / "v_test" / "patches0000.bmp"
+    for path, cut in ((tile, tile.read_bytes()[:5000]), (folder / "real_train" / "info.txt", b"1 0\n"), (folder / "done.json", b"{")):
+        before = path.read_bytes()
+        path.write_bytes(cut)
+        assert not P.real_brown_complete(folder)
+        path.write_bytes(before)
+        assert P.real_brown_complete(folder)
+
+    release = P.build_real_hpatches(data, tmp_path / "cache", sequences=("v_test",), n_synthetic=0, max_keypoints=60, min_ncc=None)
+    assert P.real_hpatches_complete(release.parent)
+    ref = (release / "v_test" / "ref.png").read_bytes()
+    (release / "v_test" / "ref.png").unlink()
+    assert not P.real_hpatches_complete(release.parent)
+    assert P.build_real_hpatches(data, tmp_path / "cache", sequences=("v_test",), n_synthetic=0, max_keypoints=60, min_ncc=None) == release
+    assert (release / "v_test" / "ref.png").read_bytes() == ref
+
+
+def test_missing_photo_sources_are_refused_unless_allowed(tmp_path):
+    """data=brown_real on a data root without coil100/ or flickrlogos27/ used to train on the
+    12 scikit-image photos alone, silently: now one line names what is missing, and the
+    smaller set is built only when asked for (under a cache key of its own)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    data = _tiny_real_data(tmp_path)
+    config = yaml.safe_load((REPO / "conf" / "data" / "brown_real.yaml").read_text())
+    module = BrownDataModule(data_root=str(data), cache_dir=str(tmp_path / "cache"), real_data=config["real_data"])
+    with pytest.raises(DatasetNotFoundError, match="COIL-100") as error:
+        module.prepare_data()
+    assert error.value.path == data / "coil100" and "FlickrLogos-27" in str(error.value)
+    assert "allow_partial_sources=true" in str(error.value) and "\n" not in str(error.value)
+    assert config["real_data"]["allow_partial_sources"] is False
+    # only the missing one is named; an empty folder is missing too
+    (data / "coil100").mkdir()
+    cv2.imwrite(str(data / "coil100" / "obj1__0.png"), texture(3, (128, 128)))
+    (data / "flickrlogos27" / "images").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="FlickrLogos-27") as error:
+        P.build_real_brown(data, tmp_path / "cache", **{**_TINY_BROWN, "n_coil": 1, "n_logos": 3})
+    assert error.value.path == data / "flickrlogos27" / "images" and "COIL" not in str(error.value)
+    assert not (tmp_path / "cache" / "real_brown").exists()  # refused before any build
+    # asked for: built from what is there, with the missing folders in its key
+    folder = P.build_real_brown(data, tmp_path / "cache", **{**_TINY_BROWN, "n_coil": 1, "n_logos": 3}, allow_partial_sources=True)
+    settings = json.loads((folder / "done.json").read_text())["settings"]
+    assert settings["missing_sources"] == [str(data / "flickrlogos27" / "images")] and "allow_partial_sources" not in settings
+    assert P.real_brown_complete(folder)

@@ -222,3 +222,115 @@ def test_describe_function_entry_point():
 
     summary, raw = E.evaluate_hpatches(sequences=sequences, describe=mean_std, tasks=("matching",))
     assert set(raw.seconds) == {"matching"} and 0 <= summary["matching_map"] <= 1
+
+
+# --------------------------------------------------------------------------- the task-list reader
+
+
+def _reference_parse(path, columns):
+    """The straightforward parse: the csv module, one row at a time."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return [tuple(v if c.startswith("s") else int(v) for c, v in zip(columns, row)) for row in rows]
+
+
+def test_list_reader_equals_a_reference_parse(tmp_path):
+    # the official format (header, no index column, LF), names of 3..16 bytes, numbers 0..8 digits
+    rng = np.random.default_rng(0)
+    names = ["v_a", "i_ajuntament", "v_birdwoman", "i_dc", "v_underground", "v_abcdefghijklmn", "i_12345678"]
+    n = 3000
+    columns = ["s1", "t1", "idx1", "s2", "t2", "idx2"]
+    values = [rng.choice(names, n), rng.integers(0, 6, n), rng.integers(0, 10**rng.integers(1, 9, n)), rng.choice(names, n), rng.integers(0, 6, n), rng.integers(0, 4000, n)]
+    values[2][:3] = [0, 99999999, 10]
+    path = tmp_path / "verif_pos_split-x.csv"
+    path.write_text("s1,t1,idx1,s2,t2,idx2\n" + "".join(",".join(str(v) for v in row) + "\n" for row in zip(*(col.tolist() for col in values))))
+    expected = _reference_parse(path, columns)
+    names_read, columns_read = H.read_task_columns(path, columns)
+    rows = list(zip(*(names_read[columns_read[c]].tolist() if c.startswith("s") else columns_read[c].tolist() for c in columns)))
+    assert rows == expected
+    for kind in ("neg_intra", "neg_inter"):
+        (tmp_path / f"verif_{kind}_split-x.csv").write_bytes(path.read_bytes())
+    pairs = H.read_verification_pairs(tmp_path, "x").positives
+    reference = H.PairList.from_rows(expected)
+    assert pairs == reference and list(pairs) == list(reference)
+    np.testing.assert_array_equal(pairs.names, reference.names)
+    np.testing.assert_array_equal(pairs.codes1, reference.codes1)
+    np.testing.assert_array_equal(pairs.codes2, reference.codes2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "s,idx\nv_a,1\nv_b,22",  # no final newline
+        "s,idx\r\nv_a,1\r\nv_b,22\r\n",  # CRLF
+        's,idx\n"v_a",1\nv_b,+22\n',  # quotes, a sign: the csv module's way
+        "s,idx\nv_a, 3\nv_a_name_longer_than_sixteen_bytes,123456789012\n",  # spaces, long fields
+        "s,idx\n",  # no rows
+    ],
+)
+def test_list_reader_on_odd_but_valid_files(tmp_path, text):
+    path = tmp_path / "retr_queries_split-x.csv"
+    path.write_bytes(text.encode())
+    names, columns = H.read_task_columns(path, ["s", "idx"])
+    assert list(zip(names[columns["s"]].tolist(), columns["idx"].tolist())) == _reference_parse(path, ["s", "idx"])
+
+
+@pytest.mark.parametrize("text, message", [("s,idx\nv_a,1,2\n", "line 2 has 3 columns"), ("s,idx\nv_a,x1\n", "line 2"), ("s,idx\nv_a,1\n,\n", "line 3"), ("", "header")])
+def test_list_reader_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "retr_queries_split-x.csv"
+    path.write_text(text)
+    with pytest.raises(CorruptDatasetError, match=message):
+        H.read_task_columns(path, ["s", "idx"])
+
+
+# --------------------------------------------------------------------------- summary and precision
+
+
+def test_matching_summary_reports_both_groupings():
+    # i_a: AP 0.2 everywhere; v_b 0.4, v_c 0.6. i/v mean = (0.2 + 0.5) / 2 = 0.35;
+    # all sequences = (0.2 + 0.4 + 0.6) / 3 = 0.4
+    ap = {"i_a": 0.2, "v_b": 0.4, "v_c": 0.6}
+    results = E.HPatchesResults(matching={(s, t, i): value for s, value in ap.items() for t in H.LEVELS for i in range(1, 6)})
+    summary = E.summarize(results)
+    assert summary["matching_map_iv_mean"] == pytest.approx(0.35)
+    assert summary["matching_map_all_sequences"] == pytest.approx(0.4)
+    assert summary["matching_map"] == summary["matching_map_iv_mean"]
+    assert summary["matching_map_i"] == pytest.approx(0.2) and summary["matching_map_v"] == pytest.approx(0.5)
+
+
+def test_verification_of_learned_float_descriptors_equals_the_float32_official_logic():
+    # learned-like descriptors: unit-norm float32, 64-d. The official code computes each pair's
+    # distance in float32 (scipy euclidean on float32 rows), ours in float64: the ranks, hence
+    # AUC and AP, agree unless a positive and a negative distance fall in one float32 rounding step
+    rng = np.random.default_rng(3)
+    sizes = {"i_a": 60, "v_b": 80, "v_c": 50}
+    base = {s: rng.normal(size=(n, 64)) for s, n in sizes.items()}
+    noise = {"r": 0.0, "e": 0.4, "h": 0.7, "t": 1.0}
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    descriptors = {s: {name: unit(base[s] + noise[name[0]] * rng.normal(size=base[s].shape)) for name in H.IMAGES} for s in sizes}
+    pairs = H.generate_verification_pairs(sizes, list(sizes), n_pos=2000, n_neg=2000)
+    fast = E.evaluate_verification(descriptors, pairs)
+    slow = official.eval_verification(descriptors, pairs)  # float32 rows: float32 distances
+    for key in fast:
+        assert fast[key]["auc"] == pytest.approx(slow[key]["auc"], abs=1e-12), key
+        assert fast[key]["ap"] == pytest.approx(slow[key]["ap"], abs=1e-12), key
+
+
+def test_verification_where_float32_rounding_makes_a_tie():
+    # positive distance 1; negative distance sqrt(1 + 2**-26): 1 in float32 (a tie, which the
+    # official stable sort breaks for the negative) but above 1 in float64 (the positive first).
+    # One pair of 1 x 1 flips: AUC moves by 1 / (P N) = 1, the most it can.
+    x = np.array([[0, 0], [1, 0], [1, 2**-13]], dtype=np.float32)
+    descr = {"v_a": {name: x for name in H.IMAGES}}
+    pairs = H.VerificationPairs([("v_a", 0, 0, "v_a", 1, 1)], [("v_a", 0, 0, "v_a", 2, 2)], [("v_a", 0, 0, "v_a", 2, 2)])
+    fast = E.evaluate_verification(descr, pairs)
+    slow = official.eval_verification(descr, pairs)
+    assert fast[("e", "intra")]["auc"] == 1.0 and slow[("e", "intra")]["auc"] == 0.0
+    # the same descriptors in float64 in the official logic: our numbers
+    descr64 = {"v_a": {name: x.astype(np.float64) for name in H.IMAGES}}
+    assert official.eval_verification(descr64, pairs) == fast

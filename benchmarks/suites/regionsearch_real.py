@@ -1,0 +1,222 @@
+"""Region search on real photos: BBS105 (Dekel et al., CVPR 2015) under the peers' protocol.
+
+Every template-matching method of :mod:`regionsearch.template_baselines` on the same pairs
+(zero-shot: BBS105 is a test set, nothing is tuned on it). Writes ``regionsearch_real.json``
+(rows), ``regionsearch_real.md`` (our AUCs beside the published ones) and three plots: success
+curves, ms per query against AUC, ms per query against the reference size. ``quick`` runs the
+first ``quick_pairs`` pairs downscaled to ``quick_max_side`` px.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+
+from benchmarks.suite import merge_published, prepare_suite, software_versions
+from core.timing import device_name
+from regionsearch.data.bbs import BBSPair, load_bbs_pairs
+from regionsearch.evaluate import run_method, summarize_real
+from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
+from regionsearch.template_baselines import build_template_methods
+
+log = logging.getLogger(__name__)
+
+DATASET = "bbs105"
+# Published AUCs on the 105 pairs (data README: Gao & Spratling, arXiv 2007.15817, and the
+# official QATM repository): method -> (AUC, what was published)
+PUBLISHED = {
+    "ssd": (0.46, "SSD, colour"),
+    "ncc": (0.48, "NCC, colour"),
+    "zncc": (0.54, "ZNCC, colour"),
+    "bbs": (0.55, "BBS, colour"),
+    "ddis": (0.64, "DDIS, colour"),
+    "deep_zncc": (0.67, "NCC on VGG features"),
+    "deep_qatm": (0.62, "QATM on VGG features, template-sized box"),
+}
+PUBLISHED_ONLY = [("CoTM, colour", 0.54), ("DIM, colour", 0.69), ("DIM, VGG features", 0.73)]
+# OpenCV on these pairs as measured in the data README (colour, template-sized box): AUC
+OPENCV_README = {"ssd": 0.478, "ncc": 0.417, "zncc": 0.469}
+GAP = 0.03  # a published method further than this from its published AUC is flagged
+# what differs from the published implementation, said beside a flagged row
+DIFFERENCES = {
+    "ssd": "OpenCV colour scores, not the peers' code; the AUC also moves with the pairs in a subset and with the template's rounding",
+    "ncc": "OpenCV's TM_CCORR_NORMED normalises over all three channels together; the published NCC is the peers' own implementation",
+    "zncc": "OpenCV's TM_CCOEFF_NORMED (per-channel means); the published ZNCC is the peers' own implementation",
+    "bbs": "template shrunk to at most 144 patches, windows every 3 px of that resolution (cost)",
+    "ddis": "template shrunk to at most 1024 px (the authors' code works at full resolution); exact NN instead of TreeCANN",
+    "deep_zncc": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG; the template's features computed on it alone",
+    "deep_qatm": "EfficientNet-Lite0 features (blocks 4 + 10, stride 4) instead of VGG19 conv1_2 + conv3_4",
+}
+
+
+def rescale_pairs(pairs: list[BBSPair], max_side: int | None) -> list[BBSPair]:
+    """Each pair shrunk so that image B's long side is at most ``max_side`` (None: unchanged)."""
+    if not max_side:
+        return pairs
+    return [p.rescaled(min(1.0, max_side / max(p.image_b.shape[:2]))) for p in pairs]
+
+
+def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[dict]:
+    """One row per method: the protocol's numbers, time and windows per query (batch 1)."""
+    rows = []
+    for name, method in methods.items():
+        method(pairs[0].template(), pairs[0].image_b)  # warm-up (first-call allocations, the backbone)
+        outcomes = run_method(method, pairs)
+        summary = summarize_real([o.iou for o in outcomes])
+        rows.append(
+            {
+                "dataset": DATASET,
+                "method": name,
+                "auc": round(summary["auc"], 4),
+                "success_rate": round(summary["success_rate"], 4),
+                "mean_iou": round(summary["mean_iou"], 4),
+                "ms_per_query": round(1000 * statistics.fmean(o.seconds for o in outcomes), 3),
+                "ms_per_query_batched": None,  # one pair at a time: no batched path
+                "windows_per_query": round(statistics.fmean(o.windows for o in outcomes), 1),
+                "n_pairs": len(pairs),
+                "device": device,
+                "success_curve": [round(v, 4) for v in summary["curve"]],
+                "thresholds": summary["thresholds"],
+            }
+        )
+        log.info("%s: AUC %.3f, success %.3f, %.1f ms/query", name, rows[-1]["auc"], rows[-1]["success_rate"], rows[-1]["ms_per_query"])
+    return rows
+
+
+def time_versus_size(methods: dict, pairs: list[BBSPair], sizes: list[int]) -> list[dict]:
+    """ms per query when image B is resized so that its long side is each of ``sizes`` while the
+    template keeps its own size (shrunk only where it would exceed half of B's side); the
+    median over ``pairs``. Cost then grows with the reference area, the template fixed."""
+    rows = []
+    for name, method in methods.items():
+        for size in sizes:
+            times, windows = [], []
+            for pair in pairs:
+                image = pair.rescaled(size / max(pair.image_b.shape[:2])).image_b
+                template = pair.template()
+                fit = min(1.0, 0.5 * image.shape[0] / template.shape[0], 0.5 * image.shape[1] / template.shape[1])
+                if fit < 1.0:
+                    height, width = max(3, round(template.shape[0] * fit)), max(3, round(template.shape[1] * fit))
+                    template = cv2.resize(template, (width, height), interpolation=cv2.INTER_AREA)
+                start = time.perf_counter()
+                result = method(template, image)
+                times.append(time.perf_counter() - start)
+                windows.append(result.windows)
+            rows.append({"method": name, "long_side": size, "ms_per_query": round(1000 * statistics.median(times), 3), "windows_per_query": round(statistics.fmean(windows), 1), "n_pairs": len(pairs)})
+            log.info("%s at %d px: %.1f ms/query", name, size, rows[-1]["ms_per_query"])
+    return rows
+
+
+def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, versions: dict, subset: str = "") -> str:
+    """Our rows beside the published AUCs; rows off their published AUC by more than GAP say so."""
+    n = rows[0]["n_pairs"] if rows else 0
+    note = ", QUICK: downscaled subset, not comparable" if quick else (f", a subset: {subset}" if subset else "")
+    lines = [
+        f"# Region search on real photos: BBS105 ({n} pairs{note})",
+        "",
+        "Peers' protocol: template = image A cut at the rounded box; one template-sized box per pair in image B; "
+        "success(t) = share of pairs with IoU > t, t = 0, 0.05, ..., 1; AUC = mean of the first 20 values. "
+        "Every method zero-shot (BBS105 is a test set). ms per query: wall clock, batch 1 (no method here has a batched path), "
+        f"on {rows[0]['device'] if rows else '?'}.",
+        "",
+        "| method | AUC | published AUC | ours - published | success (IoU > 0.5) | mean IoU | ms / query | windows / query |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    flagged = []
+    for row in rows:
+        published = PUBLISHED.get(row["method"])
+        pub, delta = ("", "")
+        if published:
+            pub = f"{published[0]:.2f} ({published[1]})"
+            gap = row["auc"] - published[0]
+            delta = f"{gap:+.3f}" + (" **>0.03**" if abs(gap) > GAP else "")
+            if abs(gap) > GAP:
+                flagged.append(row["method"])
+        lines.append(f"| {row['method']} | {row['auc']:.3f} | {pub} | {delta} | {row['success_rate']:.3f} | {row['mean_iou']:.3f} | {row['ms_per_query']:.1f} | {row['windows_per_query']:.0f} |")
+    for name, auc in PUBLISHED_ONLY:
+        lines.append(f"| {name} (published only) |  | {auc:.2f} |  |  |  |  |  |")
+    lines += ["", "OpenCV on these pairs as measured in the data README (colour, template-sized box): " + ", ".join(f"{k} AUC {v:.3f}" for k, v in OPENCV_README.items()) + "."]
+    if flagged:
+        lines += [
+            "",
+            f"More than {GAP} AUC from the published number: {', '.join(flagged)}. What differs from the published implementation:",
+            "",
+        ]
+        lines += [f"- {name}: {DIFFERENCES[name]}." for name in flagged if name in DIFFERENCES]
+    lines += [
+        "",
+        "Implementations (regionsearch.template_baselines): SSD / NCC / ZNCC = OpenCV matchTemplate on RGB "
+        "(TM_SQDIFF / TM_CCORR_NORMED / TM_CCOEFF_NORMED). BBS = non-overlapping 3x3 RGB patches + xy (gamma 2), "
+        "template shrunk to at most 144 patches, windows every 3 px of that resolution. DDIS = every overlapping 3x3 "
+        "RGB patch, template shrunk to at most 1024 px, exact NN field, exp(1 - kappa) / (1 + r), every window, the authors' localisation (map box-filtered over a third of the template, centre of mass). "
+        "Deep = EfficientNet-Lite0 ImageNet blocks 4 + 10 at stride 4: ZNCC, and QATM (alpha 25).",
+    ]
+    if size_rows:
+        sizes = sorted({r["long_side"] for r in size_rows})
+        lines += ["", "## ms per query against the reference's long side (template at its own size, shrunk only where it exceeds half of B's side)", "", "| method | " + " | ".join(f"{s} px" for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+        for method in dict.fromkeys(r["method"] for r in size_rows):
+            by_size = {r["long_side"]: r["ms_per_query"] for r in size_rows if r["method"] == method}
+            lines.append(f"| {method} | " + " | ".join(f"{by_size[s]:.1f}" if s in by_size else "" for s in sizes) + " |")
+    lines += ["", "Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(lines)
+
+
+def run_suite(
+    output_dir: str,
+    data_dir: str,
+    dataset_dir: str = "template_matching/bbs",
+    methods: dict | None = None,
+    quick: bool = False,
+    n_pairs: int | None = None,
+    pair_step: int = 1,
+    max_side: int | None = None,
+    quick_pairs: int = 20,
+    quick_max_side: int = 240,
+    size_methods: tuple[str, ...] = ("ncc", "bbs", "ddis"),
+    sizes: tuple[int, ...] = (100, 200, 400, 700, 1024),
+    size_pairs: int = 5,
+    quick_sizes: tuple[int, ...] = (100, 240),
+    quick_size_pairs: int = 2,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    publish_dir: str | None = None,
+) -> list[dict]:
+    """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots."""
+    output, torch_device = prepare_suite(output_dir, device, num_threads)
+    label = device_name(torch_device)
+    methods = methods or {name: {} for name in ("ssd", "ncc", "zncc", "bbs", "ddis", "deep_zncc", "deep_qatm")}
+    limit, side = (quick_pairs, quick_max_side) if quick else (n_pairs, max_side)
+    pairs = rescale_pairs(load_bbs_pairs(Path(data_dir) / dataset_dir, limit)[::pair_step], side)
+    log.info("BBS105: %d pairs%s", len(pairs), f", long side <= {side} px" if side else "")
+    matchers = build_template_methods(methods, device=torch_device)
+    rows = evaluate_methods(matchers, pairs, label)
+
+    size_matchers = {name: matchers[name] for name in size_methods if name in matchers}
+    size_pairs_used = pairs[: quick_size_pairs if quick else size_pairs]
+    size_rows = time_versus_size(size_matchers, size_pairs_used, list(quick_sizes if quick else sizes)) if size_matchers else []
+    for row in size_rows:
+        row["device"] = label
+
+    versions = software_versions()
+    (output / "regionsearch_real.json").write_text(json.dumps(rows, indent=2))
+    (output / "regionsearch_real_sizes.json").write_text(json.dumps(size_rows, indent=2))
+    subset = f"pairs {', '.join(str(p.number) for p in pairs[:3])}, ..., {pairs[-1].number} (every {pair_step} pairs)" if pair_step > 1 else ""
+    (output / "regionsearch_real.md").write_text(markdown_table(rows, size_rows, quick, versions, subset))
+    title = f"BBS105 ({len(pairs)} pairs{', quick' if quick else ''})"
+    plot_real_success_curves(rows, output / "regionsearch_real_success.png", title)
+    plot_time_vs_auc(rows, output / "regionsearch_real_time_vs_auc.png", title)
+    if size_rows:
+        plot_time_vs_size(size_rows, output / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
+    if publish_dir:
+        publish, _ = merge_published(publish_dir, "regionsearch_real", rows, lambda r: r.get("dataset") == DATASET)
+        for name in ("regionsearch_real_sizes.json", "regionsearch_real.md", "regionsearch_real_success.png", "regionsearch_real_time_vs_auc.png", "regionsearch_real_time_vs_size.png"):
+            if (output / name).is_file():
+                shutil.copy(output / name, publish / name)
+    return rows
+

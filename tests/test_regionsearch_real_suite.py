@@ -1,0 +1,64 @@
+"""The BBS105 real-photo suite end to end on a tiny fixture in the authors' release layout."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.suites.regionsearch_real import markdown_table, run_suite
+from tests.regionsearch.bbs_fixture import write_bbs_fixture
+
+ROW_KEYS = {"dataset", "method", "auc", "success_rate", "mean_iou", "ms_per_query", "ms_per_query_batched", "windows_per_query", "n_pairs", "device"}
+METHODS = {
+    "ssd": {},
+    "ncc": {},
+    "zncc": {},
+    "bbs": {"max_patches": 64, "stride": 3},
+    "ddis": {"max_points": 256},
+    "deep_zncc": {},
+    "deep_qatm": {},
+}
+
+
+def test_suite_writes_rows_tables_and_plots(tmp_path):
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=3)
+    publish = tmp_path / "published"
+    rows = run_suite(
+        output_dir=str(tmp_path / "run"),
+        data_dir=str(tmp_path / "data"),
+        methods=METHODS,
+        size_methods=("ncc", "bbs", "ddis"),
+        sizes=(60, 96),
+        size_pairs=1,
+        publish_dir=str(publish),
+    )
+    assert [r["method"] for r in rows] == list(METHODS)
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["dataset"] == "bbs105" and row["n_pairs"] == 3
+        assert 0 <= row["auc"] <= 1 and row["windows_per_query"] > 0 and row["ms_per_query"] > 0
+    # image B is image A shifted: the exact pixel methods find every template
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["zncc"]["success_rate"] == 1.0 and by_method["ssd"]["mean_iou"] > 0.9
+    for name in ("regionsearch_real.json", "regionsearch_real.md", "regionsearch_real_success.png", "regionsearch_real_time_vs_auc.png", "regionsearch_real_time_vs_size.png"):
+        assert (publish / name).is_file(), name
+    assert json.loads((publish / "regionsearch_real.json").read_text()) == rows
+    sizes = json.loads((publish / "regionsearch_real_sizes.json").read_text())
+    assert {(r["method"], r["long_side"]) for r in sizes} == {(m, s) for m in ("ncc", "bbs", "ddis") for s in (60, 96)}
+    table = (publish / "regionsearch_real.md").read_text()
+    assert "0.64 (DDIS, colour)" in table and "DIM, colour (published only)" in table
+
+
+def test_markdown_flags_rows_far_from_their_published_auc():
+    row = {"method": "ncc", "auc": 0.40, "success_rate": 0.5, "mean_iou": 0.4, "ms_per_query": 1.0, "windows_per_query": 10, "n_pairs": 105, "device": "cpu"}
+    close = {**row, "method": "ssd", "auc": 0.47}
+    table = markdown_table([row, close], [], quick=False, versions={})
+    assert "| ncc | 0.400 | 0.48 (NCC, colour) | -0.080 **>0.03** |" in table
+    assert "| ssd | 0.470 | 0.46 (SSD, colour) | +0.010 |" in table
+    assert "More than 0.03 AUC from the published number: ncc." in table
+    assert "- ncc: OpenCV's TM_CCORR_NORMED" in table
+
+
+def test_markdown_names_a_subset_and_quick_runs():
+    row = {"method": "ssd", "auc": 0.47, "success_rate": 0.5, "mean_iou": 0.4, "ms_per_query": 1.0, "windows_per_query": 10, "n_pairs": 35, "device": "cpu"}
+    assert "35 pairs, a subset: pairs 1, 4, 7, ..., 103 (every 3 pairs)" in markdown_table([row], [], False, {}, "pairs 1, 4, 7, ..., 103 (every 3 pairs)")
+    assert "QUICK: downscaled subset, not comparable" in markdown_table([row], [], True, {})
