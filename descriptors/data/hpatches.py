@@ -318,6 +318,10 @@ def _read_csv_rows(path: Path, columns: list[str]) -> list[tuple]:
 _ASCII_ZEROS = np.uint64(0x3030303030303030)
 #: ``_LOW_BYTES[c]``: a uint64 mask of the c (0..8) lowest bytes
 _LOW_BYTES = np.array([(1 << (8 * c)) - 1 for c in range(9)], dtype=np.uint64)
+#: the longest sequence name the word-wise parse reads (longer ones go through the csv module);
+#: the generated sets have names like ``v_synth_astronaut`` (17 bytes)
+_MAX_NAME = 32
+_NAME_MULTIPLIERS = (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
 
 
 def _codes_of(key: np.ndarray, unique: np.ndarray) -> np.ndarray:
@@ -336,9 +340,9 @@ def _codes_of(key: np.ndarray, unique: np.ndarray) -> np.ndarray:
 
 def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str]):
     """Columns of a plain ``a,b,...`` CSV body ``buffer[start:end]`` (uint8, ending with a
-    newline, 8 spare bytes on both sides) with numpy only, or None when it is not plain (then
+    newline, 8 spare bytes before, a name's words after) with numpy only, or None when it is not plain (then
     the csv module decides). Every field is read as 8-byte words: a number of up to 8 digits
-    from the word that ends with it, a name of up to 16 bytes from the words at its two ends.
+    from the word that ends with it, a name of up to 32 bytes from its words.
     Name columns come back as codes into one sorted name table."""
     k = len(columns)
     # digits and name characters are all above ','; a '+', '"', CR, space, tab or NUL is not.
@@ -382,17 +386,21 @@ def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str
     if text:
         first, last = np.concatenate([field_start(j) for j in text]), np.concatenate([ends[:, j] for j in text])
         width = (last - first).astype(np.int64)
-        if width.min() < 1 or width.max() > 16:
+        if width.min() < 1 or width.max() > _MAX_NAME:
             return None
-        head = words[first] & _LOW_BYTES[np.minimum(width, 8)]
-        tail = words[last - 8] & ~_LOW_BYTES[16 - np.clip(width, 8, 16)]  # bytes past 8 only
-        # (head, tail, length) is the name exactly; a hash of it finds the distinct names
-        key = head * np.uint64(0x9E3779B97F4A7C15) + tail * np.uint64(0xC2B2AE3D27D4EB4F) + width.view(np.uint64)
+        # a name is its 8-byte words (bytes past its end masked off) and its length; a hash of
+        # them finds the distinct names
+        parts = [words[first + 8 * w] & _LOW_BYTES[np.clip(width - 8 * w, 0, 8)] for w in range(-(-int(width.max()) // 8))]
+        key = width.view(np.uint64).copy()
+        for w, part in enumerate(parts):
+            key = key * np.uint64(0x9E3779B97F4A7C15) + part * np.uint64(_NAME_MULTIPLIERS[w])
         unique = np.unique(key)
         codes = _codes_of(key, unique)
         representative = np.empty(len(unique), dtype=np.int64)
         representative[codes] = np.arange(len(codes))
-        same = (head == head[representative][codes]) & (tail == tail[representative][codes]) & (width == width[representative][codes])
+        same = width == width[representative][codes]
+        for part in parts:
+            same &= part == part[representative][codes]
         if not same.all():  # two names with one hash: let the csv module do it
             return None
         found = np.array([bytes(buffer[first[r] : last[r]]).decode() for r in representative], dtype=str)
@@ -417,7 +425,7 @@ def read_task_columns(path: str | os.PathLike, columns: list[str]) -> tuple[np.n
     if not path.is_file():
         raise DatasetNotFoundError("HPatches task list not found", path, "Copy the tasks/ folder of hpatches-benchmark, or leave tasks_dir unset to generate the lists")
     size = path.stat().st_size
-    buffer = np.zeros(size + 17, dtype=np.uint8)  # 8 spare bytes, the file, a newline, 8 spare
+    buffer = np.zeros(size + 9 + _MAX_NAME, dtype=np.uint8)  # 8 spare, the file, a newline, room for a name's words
     with open(path, "rb") as handle:
         size = handle.readinto(memoryview(buffer)[8 : 8 + size])
     end = 8 + size
