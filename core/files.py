@@ -78,6 +78,14 @@ def _remove_tree(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _as_created(path: Path, directory: bool) -> None:
+    """The permissions a plain ``open`` / ``mkdir`` would give (mkstemp / mkdtemp make them private,
+    which would hide a shared cache from the machine's other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 def atomic_build(
     target: str | os.PathLike,
     build: Callable[[Path], object],
@@ -103,6 +111,7 @@ def atomic_build(
         for leftover in [*target.parent.glob(f".{target.name}.build-*"), *target.parent.glob(f".{target.name}.stale-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         private = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+        _as_created(private, directory=True)
         try:
             build(private)
             if not is_complete(private):
@@ -126,6 +135,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(fd)
+    _as_created(Path(name), directory=False)
     tmp = Path(name)
     try:
         yield tmp

@@ -201,7 +201,8 @@ class PairList:
         pairs.names = np.asarray(names, dtype=str)
         pairs.codes1, pairs.codes2 = np.asarray(codes1, dtype=np.int64), np.asarray(codes2, dtype=np.int64)
         pairs.t1, pairs.idx1, pairs.t2, pairs.idx2 = (np.asarray(v, dtype=np.int64) for v in (t1, idx1, t2, idx2))
-        if len({len(getattr(pairs, c)) for c in cls.columns}) > 1:
+        # the codes, not s1 / s2: asking for those would build the 1M name strings this avoids
+        if len({len(getattr(pairs, c)) for c in ("codes1", "t1", "idx1", "codes2", "t2", "idx2")}) > 1:
             raise ValueError("pair list columns differ in length")
         return pairs
 

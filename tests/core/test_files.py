@@ -128,3 +128,16 @@ def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
         assert tmp.name.endswith(".npy") and tmp.parent == tmp_path
         tmp.write_text("new")
     assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_published_files_and_folders_get_ordinary_permissions(tmp_path):
+    # mkstemp / mkdtemp are private (0600 / 0700); a published cache must be readable like any file
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "lists.csv") as tmp:
+            tmp.write_text("s,idx\n")
+        target = atomic_build(tmp_path / "set", lambda folder: (folder / "done.json").write_text("{}"), lambda folder: (folder / "done.json").is_file())
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "lists.csv").stat().st_mode & 0o777 == 0o644
+    assert target.stat().st_mode & 0o777 == 0o755
