@@ -10,11 +10,11 @@
 Every name maps to a file under the weights root (``root``, else ``$DEEPMATCH_DATA/weights``, the
 data README's ``weights/``) or to ``path``, the official download URL and the git blob ids of the
 official files (:data:`PUBLISHED`). The network is one of this package's where the published
-architecture is ours (TFeat, HardNet, L2-Net, and HardTFeat / SOSNet here: TFeat's trunk and
-HardNet's with their own input and output normalisations); HyNet and MKD are kornia's
-(``kornia.feature.HyNet`` / ``MKDDescriptor``, built with ``pretrained=False`` / no whitening so
-nothing is downloaded, then given the local file), wrapped so that they take the package's
-``(B, 1, S, S)`` patches in [0, 1] and say their ``patch_size`` and ``descriptor_dim``.
+architecture is ours (TFeat, HardNet, L2-Net, HyNet, and HardTFeat / SOSNet here: TFeat's trunk
+and HardNet's with their own input and output normalisations); MKD is kornia's
+(``kornia.feature.MKDDescriptor`` built without whitening, so nothing is downloaded, then given
+the whitening of the local file), wrapped so that it takes the package's ``(B, 1, 64, 64)``
+patches in [0, 1] and says its ``patch_size`` and ``descriptor_dim``.
 
 A missing file raises :class:`core.errors.DatasetNotFoundError` (the path and the official URL);
 a file that is not the expected network raises :class:`core.errors.CheckpointError` (the path
@@ -38,6 +38,7 @@ from torch import nn
 from core.errors import CheckpointError, DatasetNotFoundError
 
 from .common import DescriptorNetwork, l2_normalize, standardize_patches
+from .hynet import HyNet
 from .l2net import HardNet, L2Net
 from .tfeat import TFeat
 
@@ -214,7 +215,7 @@ class OfficialL2Net(L2Net):
 
 
 class KorniaDescriptor(DescriptorNetwork):
-    """A ``kornia.feature`` descriptor (HyNet, MKD) as a network of this package: it says its
+    """A ``kornia.feature`` descriptor (MKD) as a network of this package: it says its
     ``patch_size`` and ``descriptor_dim`` and takes ``(B, 1, patch_size, patch_size)`` in [0, 1]."""
 
     def __init__(self, kornia_net: nn.Module, patch_size: int, descriptor_dim: int) -> None:
@@ -302,12 +303,10 @@ def _sosnet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
 
 
 def _hynet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
-    import kornia.feature as KF
-
     expected = "a HyNet state dict (layer1 ... layer7: kornia.feature.HyNet's keys)"
-    hynet = KF.HyNet(pretrained=False)
-    _load_exactly(hynet, _state_dict_of(_torch_file(path, name, expected), path, name, expected), path, name, expected)
-    return KorniaDescriptor(hynet, 32, 128)
+    net = HyNet()
+    _load_exactly(net, _state_dict_of(_torch_file(path, name, expected), path, name, expected), path, name, expected)
+    return net
 
 
 def _mkd(path: Path, name: str, spec: PublishedFile) -> nn.Module:

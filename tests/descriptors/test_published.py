@@ -137,13 +137,18 @@ def test_official_hynet_state_dict_gives_kornias_hynet(tmp_path):
 
     theirs = KF.HyNet(pretrained=False)
     _randomise_batchnorm(theirs)
+    with torch.no_grad():  # FRN scales / shifts and TLU thresholds away from their initial values
+        generator = torch.Generator().manual_seed(2)
+        for value in theirs.parameters():
+            if value.dim() == 4 and value.shape[0] == 1 and value.shape[2:] == (1, 1):  # (1, C, 1, 1): FRN and TLU
+                value.add_(0.1 * torch.randn(value.shape, generator=generator))
     file = tmp_path / "HyNet_LIB.pth"
     torch.save(theirs.state_dict(), file)
     ours = load_published("hynet", path=file)
     x = _patches()
     with torch.no_grad():
         assert (ours(x) - theirs.eval()(x)).abs().max() < 1e-6
-    assert (ours.patch_size, ours.descriptor_dim, ours.kind) == (32, 128, "descriptor")
+    assert type(ours).__module__ == "descriptors.nets.hynet" and (ours.patch_size, ours.descriptor_dim) == (32, 128)
 
 
 def _cell(*arrays) -> np.ndarray:
@@ -327,3 +332,18 @@ def test_published_rows_in_the_suite_json_end_to_end(tmp_path):
     assert "| TFeat (published, liberty) |" in table and "Published weights (evaluated as released, not trained here)" in table
     if not staged:  # the absent file: skipped with a note, no row
         assert "Published row tfeat_notredame skipped" in table
+
+
+def test_our_hynet_trains_and_rebuilds_from_its_spec():
+    from descriptors.nets import HyNet, network_from_spec, network_spec
+
+    torch.manual_seed(0)
+    net = HyNet()
+    out = net(_patches(4))
+    assert out.shape == (4, 128) and torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    out.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    assert torch.isfinite(net.eval()(torch.zeros(2, 1, 32, 32))).all()  # a flat patch: FRN's eps, the L2's 1e-10
+    rebuilt = network_from_spec(network_spec(net))
+    rebuilt.load_state_dict(net.state_dict())
+    assert torch.equal(rebuilt.eval()(_patches(2)), net(_patches(2)))
