@@ -65,7 +65,7 @@ from descriptors.evaluate import (
 )
 from descriptors.evaluate import pairs_fpr95 as raw_pairs_fpr95
 from descriptors.nets import TFeat
-from descriptors.nets.published import load_published
+from descriptors.nets.published import PUBLISHED, load_published
 from descriptors.sift import sift_describe
 
 log = logging.getLogger(__name__)
@@ -363,12 +363,24 @@ def add_baseline_row(table: ResultTable, name: str, hpatches: HPatchesScorer) ->
     row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
 
 
+def published_row_name(method: str) -> tuple[str, str | None]:
+    """A published row's weights (:data:`PUBLISHED_ROWS`, else the published name with ``_`` for
+    ``-``) and its training set; HPatches-trained weights are refused (HPatches holds graf and
+    v_churchill)."""
+    name, trained_on = PUBLISHED_ROWS.get(method, (method.replace("_", "-"), None))
+    if name not in PUBLISHED:
+        raise ValueError(f"benchmark.published: unknown {method!r}; choose from {sorted(PUBLISHED_ROWS)} or a published name")
+    if PUBLISHED[name].hpatches_trained:
+        raise ValueError(f"benchmark.published: {method} ({name}) was trained on HPatches, which holds the validation and test sequences")
+    return name, trained_on
+
+
 def add_published_row(table: ResultTable, method: str, weights_dir: str | None, hpatches: HPatchesScorer, timing: Timing,
                       torch_device) -> str | None:
     """A published network's row (:data:`PUBLISHED_ROWS`, or any published name with ``-`` written
     ``_``): evaluated like SIFT (test, selection sets, training pairs, HPatches, patches/s),
     never trained. Returns a note instead when its file is absent."""
-    name, trained_on = PUBLISHED_ROWS.get(method, (method.replace("_", "-"), None))
+    name, trained_on = published_row_name(method)
     try:
         net = load_published(name, weights_dir)
     except DatasetNotFoundError as error:
@@ -532,6 +544,8 @@ def run_suite(
     weights_dir: str | None = None,
 ) -> list[dict]:
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    for method in published or []:  # refused before anything runs
+        published_row_name(method)
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
     versions = software_versions()

@@ -60,6 +60,8 @@ class PublishedFile:
     kind: str
     blobs: tuple[str, ...] = ()
     options: tuple = ()
+    #: trained on HPatches, which holds graf (v_graffiti) and v_churchill: never a reference there
+    hpatches_trained: bool = False
 
 
 def _github(repo: str, path: str) -> str:
@@ -95,12 +97,13 @@ def _registry() -> dict[str, PublishedFile]:
         "hardnet++": ("pretrained/pretrained_all_datasets/HardNet++.pth", "84aa9c230b7cd6d0a8a7d13b65b39cfb0f406eec"),
     }
     for name, (path, blob) in hardnet.items():
-        table[name] = PublishedFile(f"hardnet/{Path(path).name}", _github("DagnyT/hardnet", path), "hardnet", (blob,))
+        table[name] = PublishedFile(f"hardnet/{Path(path).name}", _github("DagnyT/hardnet", path), "hardnet", (blob,), hpatches_trained=name == "hardnet++")
     sosnet = {"liberty": "e1654f36def583bb942cccbe149b0162d57d3d2a", "notredame": "386016b63ca2f18a77370b9a5254b0784428323c",
               "yosemite": "3b16e9f3afba50bb8138586bf829255f58fb0465", "hpatches_a": "9154f47b3ead6f6eadd21bec48bd9b61e256e704"}
     for subset, blob in sosnet.items():
         file = f"sosnet_32x32_{subset}.pth"
-        table[f"sosnet-{subset}"] = PublishedFile(f"sosnet/{file}", _github("yuruntian/SOSNet", f"sosnet-weights/{file}"), "sosnet", (blob,))
+        table[f"sosnet-{subset.replace('_', '-')}"] = PublishedFile(f"sosnet/{file}", _github("yuruntian/SOSNet", f"sosnet-weights/{file}"), "sosnet", (blob,),
+                                                  hpatches_trained=subset.startswith("hpatches"))
     hynet = {"liberty": "30e43b29b92162617e7b34f0c7cc6c454798943d", "notredame": "0592b59d1c560c0fb0c4f702950478dd91fc2408",
              "yosemite": "060fb65541317560504c816e353fe6ea249c80bc"}
     for subset, blob in hynet.items():
@@ -115,7 +118,7 @@ def _registry() -> dict[str, PublishedFile]:
         for suffix, blob in (("", plain), ("+", plus)):
             file = f"L2Net-{code}{suffix}.mat"
             name = f"l2net-{long_names[code]}{'-plus' if suffix else ''}"
-            table[name] = PublishedFile(f"l2net/{file}", _github("yuruntian/L2-Net", f"matlab/{file}"), "l2net", (blob,))
+            table[name] = PublishedFile(f"l2net/{file}", _github("yuruntian/L2-Net", f"matlab/{file}"), "l2net", (blob,), hpatches_trained=code == "HP")
     # the short names: the Liberty-trained files (kornia's defaults)
     for short in ("sosnet", "hynet", "l2net"):
         table[short] = table[f"{short}-liberty"]

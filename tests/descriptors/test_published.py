@@ -99,6 +99,13 @@ def test_names_and_default_root(monkeypatch, tmp_path):
                  "l2net", "l2net-liberty-plus", "hardnet++"):
         assert name in names, name
     assert all(len(blob) == 40 for spec in PUBLISHED.values() for blob in spec.blobs)
+    assert {n for n, spec in PUBLISHED.items() if spec.hpatches_trained} == {"hardnet++", "sosnet-hpatches-a", "l2net-hpatches", "l2net-hpatches-plus"}
+    from benchmarks.suites.descriptors import published_row_name
+
+    assert published_row_name("tfeat_liberty") == ("tfeat-liberty", "liberty") and published_row_name("hynet_notredame")[0] == "hynet-notredame"
+    for refused in ("hardnet++", "sosnet_hpatches_a", "l2net_hpatches"):
+        with pytest.raises(ValueError, match="HPatches"):
+            published_row_name(refused)
     monkeypatch.setenv("DEEPMATCH_DATA", str(tmp_path))
     assert weights_root() == tmp_path / "weights"
 
