@@ -274,10 +274,15 @@ class DescriptorModule(PatchMatchingModule):
         branch_losses: for central-surround L2-Nets (:class:`CSL2Net`, binary too): the L2-Net
             loss on each tower's 128-d half with its own maps, averaged, instead of once on the
             256-d concatenation (the paper does not say which).
+        init_weights: a published network's name (:func:`descriptors.nets.published.load_published`,
+            e.g. ``tfeat-liberty``) whose weights are loaded into ``net`` when training starts
+            (``setup("fit")``, before a resumed checkpoint is restored): fine-tuning from them.
+        weights_root: where the published files lie (None: ``$DEEPMATCH_DATA/weights``).
         Other arguments: see :class:`PatchMatchingModule`.
     """
 
-    def __init__(self, net, loss: str = "hardnet", loss_kwargs: dict | None = None, optimizer=None, scheduler=None, lr_decay: str | None = None, lr_decay_steps: int | None = None, augment: bool = False, branch_losses: bool = False) -> None:
+    def __init__(self, net, loss: str = "hardnet", loss_kwargs: dict | None = None, optimizer=None, scheduler=None, lr_decay: str | None = None, lr_decay_steps: int | None = None, augment: bool = False, branch_losses: bool = False,
+                 init_weights: str | None = None, weights_root: str | None = None) -> None:
         super().__init__(net, optimizer, scheduler, lr_decay, lr_decay_steps, augment)
         if branch_losses and (loss != "l2net" or not isinstance(getattr(net, "float_net", net), CSL2Net)):
             raise ValueError("branch_losses needs a central-surround L2-Net (CSL2Net) and loss l2net")
@@ -292,6 +297,14 @@ class DescriptorModule(PatchMatchingModule):
         self._warned_e2 = False
         # the dimensions E2 decorrelates together: each tower's half on its own under branch_losses
         self._e2_dim = net.descriptor_dim // 2 if branch_losses else net.descriptor_dim
+
+    def setup(self, stage: str) -> None:
+        # loaded here, not in __init__: composing a config needs no weights on disk
+        if stage == "fit" and self.hparams.init_weights:
+            from .nets.published import load_published
+
+            published = load_published(self.hparams.init_weights, self.hparams.weights_root)
+            self.net.load_state_dict(published.state_dict())
 
     # -- descriptors --------------------------------------------------------------------------
     def _train_descriptors(self, x: torch.Tensor, return_features: bool = False):

@@ -48,6 +48,7 @@ from benchmarks.suites.descriptors_tables import (
     table_order,
 )
 from benchmarks.train import train
+from core.errors import DatasetNotFoundError
 from core.timing import device_name
 from descriptors.api import PatchDescriptor, PatchMatcher, as_patch_tensor
 from descriptors.data.brown import subset_digest
@@ -63,12 +64,23 @@ from descriptors.evaluate import (
     used_patches,
 )
 from descriptors.evaluate import pairs_fpr95 as raw_pairs_fpr95
+from descriptors.nets import TFeat
+from descriptors.nets.published import PUBLISHED, load_published
 from descriptors.sift import sift_describe
 
 log = logging.getLogger(__name__)
 
 #: kornia's implementation of the same network (loaded with our weights) for the speed ratio
 KORNIA_PEERS = {"hardnet": "HardNet", "hardnet_plus": "HardNet", "tfeat": "TFeat"}
+#: rows of published weights (evaluated, never trained): suite method -> published name
+#: (:func:`descriptors.nets.published.load_published`) and the set it was trained on
+PUBLISHED_ROWS = {
+    "mkd": ("mkd-concat-pcawt-liberty", "liberty"),
+    "tfeat_liberty": ("tfeat-liberty", "liberty"),
+    "tfeat_notredame": ("tfeat-notredame", "notredame"),
+    "tfeat_yosemite": ("tfeat-yosemite", "yosemite"),
+    "hardtfeat": ("hardtfeat", "not documented"),
+}
 
 
 
@@ -351,6 +363,58 @@ def add_baseline_row(table: ResultTable, name: str, hpatches: HPatchesScorer) ->
     row["device"] = "CPU (OpenCV SIFT, one patch at a time)"
 
 
+def published_row_name(method: str) -> tuple[str, str | None]:
+    """A published row's weights (:data:`PUBLISHED_ROWS`, else the published name with ``_`` for
+    ``-``) and its training set; HPatches-trained weights are refused (HPatches holds graf and
+    v_churchill)."""
+    name, trained_on = PUBLISHED_ROWS.get(method, (method.replace("_", "-"), None))
+    if name not in PUBLISHED:
+        raise ValueError(f"benchmark.published: unknown {method!r}; choose from {sorted(PUBLISHED_ROWS)} or a published name")
+    if PUBLISHED[name].hpatches_trained:
+        raise ValueError(f"benchmark.published: {method} ({name}) was trained on HPatches, which holds the validation and test sequences")
+    return name, trained_on
+
+
+def add_published_row(table: ResultTable, method: str, weights_dir: str | None, hpatches: HPatchesScorer, timing: Timing,
+                      torch_device) -> str | None:
+    """A published network's row (:data:`PUBLISHED_ROWS`, or any published name with ``-`` written
+    ``_``): evaluated like SIFT (test, selection sets, training pairs, HPatches, patches/s),
+    never trained. Returns a note instead when its file is absent."""
+    name, trained_on = published_row_name(method)
+    try:
+        net = load_published(name, weights_dir)
+    except DatasetNotFoundError as error:
+        log.warning("published row %s skipped: %s", method, error)
+        return f"Published row {method} skipped: {error}"
+    model = PatchDescriptor(net, torch_device, batch_size=timing.batch_size)
+    sets = table.sets
+    described = torch.zeros(len(sets.patches), model.descriptor_dim)
+    used = np.unique(sets.matches[:, :2])
+    described[used] = model.describe(sets.patches[used])
+    selection = {"val_fpr95": pairs_fpr95(model.describe, sets.val_patches, sets.val_matches), "val_pairs": int(len(sets.val_matches))}
+    if sets.lookalike_matches is not None:
+        selection["val_lookalike_fpr95"] = pairs_fpr95(model.describe, sets.val_patches, sets.lookalike_matches)
+    if sets.train_matches is not None:
+        selection["train_fpr95"] = pairs_fpr95(model.describe, sets.train_patches, sets.train_matches)
+        selection["train_pairs"] = int(len(sets.train_matches))
+    row = table.add_row(method, indexed_pair_distances(described, sets.matches, False), train=trained_on, dim=model.descriptor_dim,
+                        published={k: v for k, v in net.published.items() if k != "path"}, **selection)
+    row.update(hpatches.scores(lambda p, m=model: m.describe(p).numpy()))
+    sized = as_patch_tensor(timing.patches, model.patch_size)
+    if isinstance(net, TFeat):  # the published TFeat through kornia's TFeat as well
+        peer = kornia_peer("TFeat", net)
+        with torch.inference_mode():
+            row["max_abs_difference_vs_kornia"] = float((peer(sized[:64].to(torch_device)).cpu() - model.describe(sized[:64])).abs().max())
+        ours, theirs = timing.rates([model.describe, lambda x, p=peer: p(x.to(torch_device)).cpu()], sized)
+        row["patches_per_s"], row["kornia_patches_per_s"] = round(ours, 1), round(theirs, 1)
+        row["speed_ratio_vs_kornia"] = round(ours / theirs, 3)
+    else:
+        row["patches_per_s"] = round(timing.rates([model.describe], sized)[0], 1)
+    row["timing_batch_size"] = timing.batch_size
+    row["inference"] = {"fold_batchnorm": True, "channels_last": model.channels_last}
+    return None
+
+
 def method_overrides(method: str, common: list[str], budget: dict | None, quick: bool, quick_overrides: list[str] | None,
                      budget_scale: float) -> list[str]:
     """A method's training overrides: the common ones, its budget, QUICK's or the budget scale."""
@@ -476,8 +540,12 @@ def run_suite(
     seeds: list[int] | None = None,
     lookalike_val_k: int | None = 8,
     train_pairs: int | None = 4000,
+    published: list[str] | None = None,
+    weights_dir: str | None = None,
 ) -> list[dict]:
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    for method in published or []:  # refused before anything runs
+        published_row_name(method)
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     device_label = device_name(torch_device)
     versions = software_versions()
@@ -495,6 +563,11 @@ def run_suite(
 
     for name in baselines:
         add_baseline_row(table, name, scorer)
+    notes = list(notes or [])
+    for method in published or []:
+        note = add_published_row(table, method, weights_dir, scorer, timing, torch_device)
+        if note:
+            notes.append(note)
     for method in methods:
         given = given_checkpoints(method, (checkpoints or {}).get(method), seeds)
         method_seeds = list(given) if None in given or (given and not seeds) else list(seeds or [None])
@@ -523,9 +596,9 @@ def run_suite(
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result = {"quick": quick, "device": device_label, "software": versions, "data_md5": sets.data_digests, "load_start": load_start, "load_end": load,
               "cores": os.cpu_count(), "train": sets.train_name, "test": sets.test_name, "val": sets.val_name, "test_pairs": int(len(sets.labels)),
-              "notes": list(notes or []),
+              "notes": notes,
               "hpatches_sequences": sorted(patch_sets), "rows": table.rows}
-    write_outputs(output, publish_dir, methods, table, result)
+    write_outputs(output, publish_dir, [*(published or []), *methods], table, result)
     return table.rows
 
 

@@ -20,6 +20,12 @@ PAPER_COLUMNS = ("ND→LIB", "YOS→LIB", "LIB→ND", "YOS→ND", "LIB→YOS", "
 PAPER = {
     "sift": ("SIFT", 128, (29.84, None, 22.53, None, 27.29, None, 26.55)),
     "rootsift": ("RootSIFT", 128, (None,) * 7),
+    # published weights, evaluated as released (no numbers of the seed's table)
+    "mkd": ("MKD concat pcawt (published, liberty)", 128, (None,) * 7),
+    "tfeat_liberty": ("TFeat (published, liberty)", 128, (None,) * 7),
+    "tfeat_notredame": ("TFeat (published, notredame)", 128, (None,) * 7),
+    "tfeat_yosemite": ("TFeat (published, yosemite)", 128, (None,) * 7),
+    "hardtfeat": ("HardTFeat (published)", 128, (None,) * 7),
     "matchnet": ("MatchNet", 4096, (6.9, 10.77, 3.87, 5.67, 10.88, 8.39, 7.74)),
     "deepcompare_2ch2stream": ("DeepCompare 2ch-2stream +", 256, (4.85, 7.20, 1.90, 2.11, 5.00, 4.10, 4.19)),
     "deepcompare_2chdeep": ("DeepCompare 2ch-deep +", 256, (4.55, 7.40, 2.01, 2.52, 4.75, 4.38, 4.26)),
@@ -45,6 +51,12 @@ BINARY_OF = {"l2net": "l2net_binary", "l2net_plus": "l2net_binary_plus", "cs_l2n
 FLOAT_OF = {binary: float_ for float_, binary in BINARY_OF.items()}
 #: the hand-crafted rows (not trained)
 BASELINES = ("sift", "rootsift")
+#: rows of published weights (not trained here: neither learned rows of this run nor selected on graf)
+PUBLISHED_METHODS = ("mkd", "tfeat_liberty", "tfeat_notredame", "tfeat_yosemite", "hardtfeat")
+
+
+def _trained_here(row: dict) -> bool:
+    return row["method"] not in BASELINES and row["method"] not in PUBLISHED_METHODS and not row.get("published")
 
 
 def table_order(row: dict) -> tuple[int, bool]:
@@ -121,8 +133,13 @@ def markdown(rows: list[dict], info: dict) -> str:
         if r.get("fpr95_std") is not None:
             ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
         lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {_pct(r.get('val_lookalike_fpr95'))} | {_pct(r.get('train_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
-    learned = [r for r in rows if r["method"] not in BASELINES]
+    learned = [r for r in rows if _trained_here(r)]
     sift = next((r for r in rows if r["method"] == "sift"), None)
+    published = [r for r in rows if r["method"] in PUBLISHED_METHODS or r.get("published")]
+    if sift and published:
+        beat = [r["method"] for r in published if r["fpr95"] < sift["fpr95"]]
+        lines += ["", f"Published weights (evaluated as released, not trained here) below SIFT's FPR95: {len(beat)} of {len(published)}"
+                  + (f" ({', '.join(beat)})." if beat else ".")]
     if sift and learned:
         beat = [r["method"] for r in learned if r["fpr95"] < sift["fpr95"]]
         lines += ["", f"Learned methods below SIFT's FPR95 ({_pct(sift['fpr95'])}%): {len(beat)} of {len(learned)}"
@@ -180,7 +197,7 @@ def selection_agreement(rows: list[dict], key: str = "val_fpr95") -> dict | None
     ranks the learned rows as the test does: Spearman's rank correlation of their selection
     and test FPR95 (rows with a ``key`` number, at least three), and how many beat SIFT on the
     selection set and how many of those also on the test."""
-    learned = [r for r in rows if r["method"] not in BASELINES and r.get(key) is not None]
+    learned = [r for r in rows if _trained_here(r) and r.get(key) is not None]
     if len(learned) < 3:
         return None
     agreement = {"rows": len(learned), "spearman": float(spearmanr([r[key] for r in learned], [r["fpr95"] for r in learned]).statistic)}
@@ -202,7 +219,7 @@ def _plot_val_vs_test(rows: list[dict], path: Path, val_name: str, test_name: st
     figure, axis = plt.subplots(figsize=(7, 5.5))
     for r in shown:
         x, y = 100 * r[key], 100 * r["fpr95"]
-        baseline = r["method"] in BASELINES
+        baseline = not _trained_here(r)
         xs, ys = r.get(f"{key}_seeds") or [r[key]], r.get("fpr95_seeds") or [r["fpr95"]]
         if len(xs) > 1 or len(ys) > 1:
             axis.errorbar(x, y, xerr=[[x - 100 * min(xs)], [100 * max(xs) - x]], yerr=[[y - 100 * min(ys)], [100 * max(ys) - y]],

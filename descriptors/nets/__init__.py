@@ -37,6 +37,7 @@ from .deepcompare import (
     deepcompare_normalize,
 )
 from .gloss import CSSNet, SNet
+from .hynet import HyNet
 from .l2net import BinaryL2Net, CSL2Net, HardNet, L2Net
 from .matchnet import MatchNet, MatchNetTower
 from .tfeat import DeepDesc, TFeat, TNet
@@ -44,7 +45,7 @@ from .tfeat import DeepDesc, TFeat, TNet
 __all__ = [
     "BROWN_MEAN", "BROWN_STD", "NETWORKS", "BinaryL2Net", "CSL2Net", "CSSNet", "CentralSurroundTower", "DeepCompare2ch",
     "DeepCompare2ch2Stream", "DeepCompare2chDeep", "DeepComparePseudoSiamese", "DeepCompareSiamese",
-    "DeepCompareSiamese2Stream", "DeepDesc", "DescriptorNetwork", "HardNet", "L2Net", "L2Norm", "MatchNet",
+    "DeepCompareSiamese2Stream", "DeepDesc", "DescriptorNetwork", "HardNet", "HyNet", "L2Net", "L2Norm", "MatchNet",
     "MatchNetTower", "MetricNetwork", "PatchNetwork", "SNet", "SubtractiveNorm2d", "TFeat", "TNet", "build_network",
     "center_crop", "count_parameters", "deepcompare_normalize", "gaussian_kernel2d", "hamming_from_signs",
     "l2_normalize", "msr_init", "network_from_spec", "network_spec", "sign_straight_through", "standardize_patches",

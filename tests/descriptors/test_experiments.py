@@ -13,6 +13,7 @@ from descriptors.data.samplers import sample_match_pairs
 from tests.conftest import REPO, run_module
 
 EXPERIMENTS = REPO / "conf" / "experiment" / "descriptors"
+FINETUNE = "tfeat_liberty_finetune"
 
 
 def write_brown_fixture(root: Path, subsets=("liberty", "notredame"), n_points: int = 120, per_point: int = 3, seed: int = 0) -> Path:
@@ -54,7 +55,8 @@ def test_every_descriptors_experiment_fast_dev_run(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_module(
         [
-            "benchmarks.train", "-m", "+experiment/descriptors=glob(*)", "++trainer.fast_dev_run=true",
+            # the fine-tuning experiment trains on real data from published weights: test_published runs it
+            "benchmarks.train", "-m", f"+experiment/descriptors=glob(*,exclude={FINETUNE})", "++trainer.fast_dev_run=true",
             f"hydra.sweep.dir={sweep}", f"paths.data_dir={data}", f"paths.cache_dir={tmp_path / 'cache'}",
             "data.n_train=16", "data.batch_size=8", "data.n_val=32", "data.n_test=32", "data.eval_batch_size=32",
             "logger=none", "extras.print_config=false", "trainer=cpu",
@@ -64,7 +66,7 @@ def test_every_descriptors_experiment_fast_dev_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(sweep.glob("*/metrics.json"))
-    assert len(jobs) == len(list(EXPERIMENTS.glob("*.yaml"))) >= 20
+    assert len(jobs) == len(list(EXPERIMENTS.glob("*.yaml"))) - 1 >= 20
     for job in jobs:
         metrics = json.loads(job.read_text())
         assert 0.0 <= metrics["test/fpr95"] <= 1.0, job
