@@ -248,6 +248,7 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
     search_path_checkpoint: str | None = None,
+    search_path_view: int | None = None,
 ) -> list[dict]:
     """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots."""
     output, torch_device = prepare_suite(output_dir, device, num_threads)
@@ -263,6 +264,8 @@ def run_suite(
         from regionsearch.api import RegionSearcher
 
         net = RegionSearcher.from_checkpoint(search_path_checkpoint).net
+        if search_path_view:  # the first look's long side at test time (picked on the training pairs' val split)
+            net.first_glimpse_size = int(search_path_view)
         rows += search_path_rows(net, pairs, label, torch_device)
         matchers["search_path"] = SearchPathMethod(net, box="free", device=torch_device)
         size_methods = (*size_methods, "search_path")
