@@ -88,6 +88,7 @@ class RegionSearchModule(pl.LightningModule):
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
         self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        self._windows: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
         self.best_success = 0.0
         self.last_results: dict[str, dict] = {}
 
@@ -98,7 +99,8 @@ class RegionSearchModule(pl.LightningModule):
         rollouts = self.hparams.rollouts
         if rollouts > 1:
             query, reference, truth = (x.repeat_interleave(rollouts, dim=0) for x in (query, reference, truth))
-        out = self.net(query, reference, sample=True, final_feature=self.hparams.contrastive_weight > 0)
+        sizes = valid_sizes(batch, rollouts)
+        out = self.net(query, reference, sample=True, final_feature=self.hparams.contrastive_weight > 0, **sizes)
         iou = box_iou(out.boxes, truth).detach()
         matched = iou > self.hparams.iou_threshold
         reward = matched.float() if self.hparams.reward == "success" else iou.float()
@@ -172,7 +174,9 @@ class RegionSearchModule(pl.LightningModule):
 
     # -- evaluation -----------------------------------------------------------------
     def _evaluate_batch(self, batch, split: str) -> None:
-        out = self.net(batch["query"], batch["reference"], sample=False)
+        out = self.net(batch["query"], batch["reference"], sample=False, **valid_sizes(batch))
+        if out.windows_evaluated is not None:
+            self._windows[split].append(out.windows_evaluated.detach())
         # IoU of every window on the path: the last row is the answer, earlier rows give "success vs steps".
         ious = box_iou(out.windows, batch["box"].unsqueeze(0).expand_as(out.windows)).float()
         self._outputs[split].append(ious.T.detach())
@@ -192,7 +196,9 @@ class RegionSearchModule(pl.LightningModule):
         gathered = gather_in_sample_order(self, local, lambda: self._dataset_size(split))
         path_ious = gathered.cpu().numpy()  # (N, T+1)
         results = summarize_ious(path_ious, self.hparams.iou_threshold)
-        results["windows_per_query"] = float(self.net.steps)
+        counted = self._windows[split]
+        results["windows_per_query"] = float(torch.cat(counted).mean()) if counted else float(self.net.steps)
+        counted.clear()
         self.last_results[split] = results
         for name in ("success_rate", "mean_iou", "auc", "windows_per_query"):
             self.log(f"{split}/{name}", results[name], prog_bar=name == "success_rate", sync_dist=False)
@@ -236,21 +242,29 @@ class RegionSearchModule(pl.LightningModule):
         )
 
         with torch.no_grad():
-            out = self.net(batch["query"][:8], batch["reference"][:8], sample=False)
+            out = self.net(batch["query"][:8], batch["reference"][:8], sample=False, **{k: v[:8] for k, v in valid_sizes(batch).items()})
         figures = {"search_paths": plot_search_paths(batch["query"][:8], batch["reference"][:8], batch["box"][:8], out.windows)}
         if "val" in self.last_results:
             figures["success_curve"] = plot_success_curves({"search path": self.last_results["val"]["curve"]}, IOU_THRESHOLDS)
         return figures
 
 
+def valid_sizes(batch: dict, rollouts: int = 1) -> dict:
+    """The valid ``(height, width)`` of padded real-photo batches (``query_size``, ``reference_size``), if any."""
+    return {k: batch[k].repeat_interleave(rollouts, dim=0) for k in ("query_size", "reference_size") if k in batch}
+
+
 def map_loss(logits: torch.Tensor, centres: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the first move's map against the cell whose centre is nearest the target's.
 
     Shape:
-        logits: (B, M); centres: (M, 2) reference (x, y); truth: (B, 4) -> scalar
+        logits: (B, M); centres: (M, 2) or per sample (B, M, 2), reference (x, y); truth: (B, 4) -> scalar
     """
     target_centre = (truth[:, :2] + truth[:, 2:]) / 2
-    nearest = torch.cdist(target_centre.float(), centres.float()).argmin(dim=1)
+    if centres.dim() == 3:
+        nearest = torch.cdist(target_centre.float().unsqueeze(1), centres.float()).squeeze(1).argmin(dim=1)
+    else:
+        nearest = torch.cdist(target_centre.float(), centres.float()).argmin(dim=1)
     return torch.nn.functional.cross_entropy(logits, nearest)
 
 
@@ -260,8 +274,9 @@ def net_config(net: SearchPathMatcher) -> dict:
         "in_channels": net.in_channels,
         "glimpse_size": net.glimpse_size,
         "steps": net.steps,
-        "channels": [m.out_channels for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)],
-        "strides": [m.stride[0] for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)],
+        # the pretrained encoder's output width is the last entry of channels (see SearchPathMatcher)
+        "channels": [m.out_channels for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)] if net.encoder_kind == "conv" else [net.encoder.out_dim] * 5,
+        "strides": [m.stride[0] for m in net.encoder.features if isinstance(m, torch.nn.Conv2d)] if net.encoder_kind == "conv" else [2] * 5,
         "hidden_size": net.policy.hidden_size,
         "std": net.policy.std,
         "size_mode": net.size_mode,
@@ -278,4 +293,9 @@ def net_config(net: SearchPathMatcher) -> dict:
         "map_layer": net.map_layer,
         "relative_moves": net.relative_moves,
         "map_hidden": net.map_hidden,
+        "encoder": net.encoder_kind,
+        "freeze_encoder": net.freeze_encoder,
+        "encoder_block": net.encoder_block,
+        "first_view": net.first_view,
+        "size_step": net.size_step,
     }

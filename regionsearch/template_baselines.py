@@ -379,3 +379,62 @@ def build_template_methods(settings: dict[str, dict], device: str | torch.device
         else:
             methods[name] = partial(deep.match_qatm, **kwargs)
     return methods
+
+
+# --------------------------------------------------------------------------------------
+# the learned search path under the same protocol
+
+
+class SearchPathMethod:
+    """A trained search-path matcher (``first_view='reference'``) as a protocol method:
+    ``(template, image) -> MethodResult`` with the final window (``box='free'``, width and
+    height predicted) or a template-sized box at its centre (``box='template'``, the peers'
+    output). ``windows`` counts the first look's placements plus the glimpses.
+
+    The net comes in built (e.g. ``RegionSearcher.from_checkpoint(path).net``): this module
+    imports no checkpoint format.
+    """
+
+    def __init__(self, net: torch.nn.Module, box: str = "free", device: str | torch.device = "cpu") -> None:
+        if box not in ("free", "template"):
+            raise ValueError(f"box must be free or template, got {box!r}")
+        if getattr(net, "first_view", None) != "reference":
+            raise ValueError("the search path on photos needs a matcher built with first_view='reference'")
+        self.net = net.to(device).eval()
+        self.box = box
+        self.device = torch.device(device)
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        array = np.ascontiguousarray(image)
+        tensor = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float()
+        return tensor / 255 if array.dtype == np.uint8 else tensor
+
+    def _result(self, window: np.ndarray, template_hw: tuple[int, int], windows: float) -> MethodResult:
+        if self.box == "template":
+            centre_x, centre_y = (window[0] + window[2]) / 2, (window[1] + window[3]) / 2
+            return MethodResult(template_sized_box(centre_x, centre_y, template_hw[1], template_hw[0]), int(round(windows)))
+        return MethodResult(np.asarray(window, dtype=np.float64), int(round(windows)))
+
+    @torch.inference_mode()
+    def __call__(self, template: np.ndarray, image: np.ndarray) -> MethodResult:
+        out = self.net(self._tensor(template)[None], self._tensor(image)[None])
+        return self._result(out.boxes[0].cpu().numpy(), template.shape[:2], float(out.windows_evaluated[0]))
+
+    @torch.inference_mode()
+    def batch(self, templates: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> list[MethodResult]:
+        """Several pairs in one pass: images zero-padded (bottom, right) to a common size with
+        their valid sizes given to the net. Same answers as one at a time when the images share
+        their size (the first look scales the padded canvas)."""
+        def padded(arrays):
+            height, width = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+            batch = torch.zeros(len(arrays), 3, height, width, device=self.device)
+            for index, array in enumerate(arrays):
+                batch[index, :, : array.shape[0], : array.shape[1]] = self._tensor(array)
+            sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.float32, device=self.device)
+            return batch, sizes
+
+        queries, query_sizes = padded(templates)
+        references, reference_sizes = padded(images)
+        out = self.net(queries, references, query_size=query_sizes, reference_size=reference_sizes)
+        boxes, counts = out.boxes.cpu().numpy(), out.windows_evaluated.cpu().numpy()
+        return [self._result(boxes[i], templates[i].shape[:2], float(counts[i])) for i in range(len(templates))]

@@ -62,3 +62,33 @@ def test_markdown_names_a_subset_and_quick_runs():
     row = {"method": "ssd", "auc": 0.47, "success_rate": 0.5, "mean_iou": 0.4, "ms_per_query": 1.0, "windows_per_query": 10, "n_pairs": 35, "device": "cpu"}
     assert "35 pairs, a subset: pairs 1, 4, 7, ..., 103 (every 3 pairs)" in markdown_table([row], [], False, {}, "pairs 1, 4, 7, ..., 103 (every 3 pairs)")
     assert "QUICK: downscaled subset, not comparable" in markdown_table([row], [], True, {})
+
+
+def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
+    import torch
+
+    from regionsearch.module import net_config
+    from regionsearch.nets.search_path import SearchPathMatcher
+
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=3)
+    publish = tmp_path / "published"
+    baseline = run_suite(output_dir=str(tmp_path / "run0"), data_dir=str(tmp_path / "data"), methods={"ncc": {}}, size_methods=(), publish_dir=str(publish))
+    net = SearchPathMatcher(
+        in_channels=3, glimpse_size=32, steps=2, channels=[32] * 5, hidden_size=32, encoder="efficientnet_lite0", freeze_encoder=True,
+        first_move="map", first_view="reference", size_mode="anisotropic", first_glimpse_size=64, relative_moves=True,
+    )  # fmt: skip
+    checkpoint = tmp_path / "search_path.ckpt"
+    torch.save({"net_config": net_config(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, checkpoint)
+    rows = run_suite(
+        output_dir=str(tmp_path / "run1"), data_dir=str(tmp_path / "data"), methods={}, search_path_checkpoint=str(checkpoint),
+        size_methods=(), sizes=(60, 96), size_pairs=1, publish_dir=str(publish),
+    )  # fmt: skip
+    assert [r["method"] for r in rows] == ["search_path", "search_path_template_box"]
+    for row in rows:
+        assert ROW_KEYS <= set(row) and row["ms_per_query_batched"] > 0 and 0 < row["windows_share_of_exhaustive"]
+    published = json.loads((publish / "regionsearch_real.json").read_text())
+    assert [r["method"] for r in published] == ["ncc", "search_path", "search_path_template_box"] and published[0] == baseline[0]
+    table = (publish / "regionsearch_real.md").read_text()
+    assert "| ncc |" in table and "| search_path |" in table and "## The search path" in table
+    sizes = json.loads((publish / "regionsearch_real_sizes.json").read_text())
+    assert {r["method"] for r in sizes} == {"search_path"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.timing import device_name
 from regionsearch.data.bbs import BBSPair, load_bbs_pairs
 from regionsearch.evaluate import run_method, summarize_real
 from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
-from regionsearch.template_baselines import build_template_methods
+from regionsearch.template_baselines import SearchPathMethod, build_template_methods
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +88,37 @@ def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[d
     return rows
 
 
+def exhaustive_windows(pair: BBSPair) -> int:
+    """Placements of the template in image B at every pixel: what an exhaustive scan evaluates."""
+    (h, w), (height, width) = pair.template().shape[:2], pair.image_b.shape[:2]
+    return max(1, height - h + 1) * max(1, width - w + 1)
+
+
+def search_path_rows(net, pairs: list[BBSPair], device: str, torch_device, batch_size: int = 16) -> list[dict]:
+    """The search path's rows: the free box (width and height predicted) and a template-sized box
+    at its centre; ms per query at batch 1 and batched (pairs whose image B share a size, padded
+    templates), windows per query (first look + glimpses) and their share of an exhaustive scan."""
+    rows = []
+    for name, box in (("search_path", "free"), ("search_path_template_box", "template")):
+        method = SearchPathMethod(net, box=box, device=torch_device)
+        method(pairs[0].template(), pairs[0].image_b)  # warm-up
+        row = evaluate_methods({name: method}, pairs, device)[0]
+        groups: dict[tuple, list[BBSPair]] = {}
+        for pair in pairs:
+            groups.setdefault(pair.image_b.shape, []).append(pair)
+        start = time.perf_counter()
+        for group in groups.values():
+            for first in range(0, len(group), batch_size):
+                chunk = group[first : first + batch_size]
+                method.batch([p.template() for p in chunk], [p.image_b for p in chunk])
+        row["ms_per_query_batched"] = round(1000 * (time.perf_counter() - start) / len(pairs), 3)
+        shares = [method(p.template(), p.image_b).windows / exhaustive_windows(p) for p in pairs]
+        row["windows_share_of_exhaustive"] = round(statistics.fmean(shares), 5)
+        rows.append(row)
+        log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", name, row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
+    return rows
+
+
 def time_versus_size(methods: dict, pairs: list[BBSPair], sizes: list[int]) -> list[dict]:
     """ms per query when image B is resized so that its long side is each of ``sizes`` while the
     template keeps its own size (shrunk only where it would exceed half of B's side); the
@@ -113,6 +143,36 @@ def time_versus_size(methods: dict, pairs: list[BBSPair], sizes: list[int]) -> l
     return rows
 
 
+def search_path_notes(rows: list[dict]) -> list[str]:
+    """The search path against the issue's targets: AUC >= 0.64 (DDIS), at most 1 % of an
+    exhaustive scan's windows, >= 40x faster per query than our BBS and DDIS."""
+    by_method = {r["method"]: r for r in rows}
+    lines = []
+    for name in ("search_path", "search_path_template_box"):
+        row = by_method.get(name)
+        if row is None:
+            continue
+        speed = ", ".join(f"{by_method[b]['ms_per_query'] / row['ms_per_query']:.0f}x faster than {b}" for b in ("bbs", "ddis") if b in by_method)
+        share = row.get("windows_share_of_exhaustive")
+        lines.append(
+            f"- {name} ({'free box: width and height predicted' if name == 'search_path' else 'template-sized box at the final window centre'}): "
+            f"AUC {row['auc']:.3f} (target >= 0.64), {row['windows_per_query']:.0f} windows per query"
+            + (f" = {100 * share:.2f} % of an exhaustive scan (target <= 1 %)" if share is not None else "")
+            + f", {row['ms_per_query']:.1f} ms per query at batch 1"
+            + (f" ({row['ms_per_query_batched']:.1f} batched)" if row.get("ms_per_query_batched") else "")
+            + (f": {speed} (target >= 40x; timings of one run, same CPU)" if speed else "")
+            + "."
+        )
+    if lines:
+        lines = [
+            "",
+            "## The search path (trained on real_pairs only, zero-shot here; its first look's placements count as windows)",
+            "",
+            *lines,
+        ]
+    return lines
+
+
 def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, versions: dict, subset: str = "") -> str:
     """Our rows beside the published AUCs; rows off their published AUC by more than GAP say so."""
     n = rows[0]["n_pairs"] if rows else 0
@@ -122,7 +182,7 @@ def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, version
         "",
         "Peers' protocol: template = image A cut at the rounded box; one template-sized box per pair in image B; "
         "success(t) = share of pairs with IoU > t, t = 0, 0.05, ..., 1; AUC = mean of the first 20 values. "
-        "Every method zero-shot (BBS105 is a test set). ms per query: wall clock, batch 1 (no method here has a batched path), "
+        "Every method zero-shot (BBS105 is a test set). ms per query: wall clock, batch 1 (only the search path has a batched path), "
         f"on {rows[0]['device'] if rows else '?'}.",
         "",
         "| method | AUC | published AUC | ours - published | success (IoU > 0.5) | mean IoU | ms / query | windows / query |",
@@ -157,6 +217,7 @@ def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, version
         "RGB patch, template shrunk to at most 1024 px, exact NN field, exp(1 - kappa) / (1 + r), every window, the authors' localisation (map box-filtered over a third of the template, centre of mass). "
         "Deep = EfficientNet-Lite0 ImageNet blocks 4 + 10 at stride 4: ZNCC, and QATM (alpha 25).",
     ]
+    lines += search_path_notes(rows)
     if size_rows:
         sizes = sorted({r["long_side"] for r in size_rows})
         lines += ["", "## ms per query against the reference's long side (template at its own size, shrunk only where it exceeds half of B's side)", "", "| method | " + " | ".join(f"{s} px" for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
@@ -186,16 +247,28 @@ def run_suite(
     device: str = "cpu",
     num_threads: int | None = None,
     publish_dir: str | None = None,
+    search_path_checkpoint: str | None = None,
+    search_path_view: int | None = None,
 ) -> list[dict]:
     """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots."""
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     label = device_name(torch_device)
-    methods = methods or {name: {} for name in ("ssd", "ncc", "zncc", "bbs", "ddis", "deep_zncc", "deep_qatm")}
+    if methods is None:
+        methods = {name: {} for name in ("ssd", "ncc", "zncc", "bbs", "ddis", "deep_zncc", "deep_qatm")}
     limit, side = (quick_pairs, quick_max_side) if quick else (n_pairs, max_side)
     pairs = rescale_pairs(load_bbs_pairs(Path(data_dir) / dataset_dir, limit)[::pair_step], side)
     log.info("BBS105: %d pairs%s", len(pairs), f", long side <= {side} px" if side else "")
-    matchers = build_template_methods(methods, device=torch_device)
+    matchers = build_template_methods(methods, device=torch_device) if methods else {}
     rows = evaluate_methods(matchers, pairs, label)
+    if search_path_checkpoint:
+        from regionsearch.api import RegionSearcher
+
+        net = RegionSearcher.from_checkpoint(search_path_checkpoint).net
+        if search_path_view:  # the first look's long side at test time (picked on the training pairs' val split)
+            net.first_glimpse_size = int(search_path_view)
+        rows += search_path_rows(net, pairs, label, torch_device)
+        matchers["search_path"] = SearchPathMethod(net, box="free", device=torch_device)
+        size_methods = (*size_methods, "search_path")
 
     size_matchers = {name: matchers[name] for name in size_methods if name in matchers}
     size_pairs_used = pairs[: quick_size_pairs if quick else size_pairs]
@@ -214,9 +287,20 @@ def run_suite(
     if size_rows:
         plot_time_vs_size(size_rows, output / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
     if publish_dir:
-        publish, _ = merge_published(publish_dir, "regionsearch_real", rows, lambda r: r.get("dataset") == DATASET)
-        for name in ("regionsearch_real_sizes.json", "regionsearch_real.md", "regionsearch_real_success.png", "regionsearch_real_time_vs_auc.png", "regionsearch_real_time_vs_size.png"):
-            if (output / name).is_file():
-                shutil.copy(output / name, publish / name)
+        # a partial run (e.g. methods={} + a search-path checkpoint) replaces only the methods it
+        # measured: the other published rows stay, and the tables are rebuilt from the merge
+        measured = {r["method"] for r in rows}
+        publish, merged = merge_published(publish_dir, "regionsearch_real", rows, lambda r: r.get("dataset") == DATASET and r.get("method") in measured)
+        sizes_path = publish / "regionsearch_real_sizes.json"
+        timed = {r["method"] for r in size_rows}
+        published_sizes = json.loads(sizes_path.read_text()) if sizes_path.is_file() else []
+        merged_sizes = [r for r in published_sizes if r.get("method") not in timed] + size_rows
+        sizes_path.write_text(json.dumps(merged_sizes, indent=2))
+        merged = [r for r in merged if r.get("dataset") == DATASET]
+        (publish / "regionsearch_real.md").write_text(markdown_table(merged, merged_sizes, quick, versions, subset))
+        plot_real_success_curves(merged, publish / "regionsearch_real_success.png", title)
+        plot_time_vs_auc(merged, publish / "regionsearch_real_time_vs_auc.png", title)
+        if merged_sizes:
+            plot_time_vs_size(merged_sizes, publish / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
     return rows
 

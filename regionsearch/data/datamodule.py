@@ -22,6 +22,7 @@ from core.errors import DatasetNotFoundError
 from .canvases import cached_pairs, get_spec
 from .logos import cached_logo_pairs
 from .mnist import load_mnist
+from .real_pairs import cached_real_pairs
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +251,60 @@ class LogoRegionDataModule(_PairDataModule):
                 kwargs["split_fraction"] = self.split_fractions
             pairs = cached_logo_pairs(self.cache_dir, f"{self.dataset}-{split}", kwargs)
             self.splits[split] = PairArrayDataset(pairs)
+
+
+class RealPairDataset(PairArrayDataset):
+    """:class:`PairArrayDataset` of padded real-photo pairs: items also carry the valid
+    ``query_size`` and ``reference_size`` (height, width) of the padded images."""
+
+    def __init__(self, pairs: dict[str, np.ndarray]) -> None:
+        super().__init__(pairs)
+        self.query_sizes = torch.as_tensor(pairs["query_sizes"], dtype=torch.float32)
+        self.reference_sizes = torch.as_tensor(pairs["reference_sizes"], dtype=torch.float32)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(index)
+        item["query_size"], item["reference_size"] = self.query_sizes[index], self.reference_sizes[index]
+        return item
+
+
+class RealPairDataModule(_PairDataModule):
+    """Query/reference pairs cut from real photos (:mod:`regionsearch.data.real_pairs`):
+    Oxford / HPatches sequences, COIL-100 views, FlickrLogos-27 and scikit-image photos.
+    ``val`` is the builder's own validation split (other scenes, objects and photos); ``test``
+    reuses it (``n_test`` is accepted for the shared overrides and ignored): the real test set
+    (BBS105) is scored by the benchmark suite, never trained on."""
+
+    def __init__(
+        self,
+        data_root: str | None = None,
+        reference_size: int = 192,
+        query_size: int = 96,
+        sources: tuple[str, ...] = ("sequences", "coil", "logos", "photos"),
+        n_train: int = 2000,
+        n_val: int = 300,
+        n_test: int | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = 50,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, eval_batch_size)
+        self.data_root = data_root
+        self.builder = {"reference_size": reference_size, "query_size": query_size, "sources": tuple(sources), "seed": seed}
+        self.sizes = {"train": n_train, "val": n_val}
+        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
+
+    @property
+    def in_channels(self) -> int:
+        return 3
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if self.data_root is None:
+            raise DatasetNotFoundError("no data root configured for the real pairs", "<unset>", "set DEEPMATCH_DATA or data.data_root")
+        for split, n in self.sizes.items():
+            self.splits[split] = RealPairDataset(cached_real_pairs(self.cache_dir, self.data_root, split=split, n_pairs=n, **self.builder))
+        self.splits["test"] = self.splits["val"]

@@ -21,6 +21,8 @@ from torchvision.ops import roi_align
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 INPUT_NORMS = ("none", "batch", "layer")
 FIRST_MOVES = ("gaussian", "map")
+ENCODERS = ("conv", "efficientnet_lite0")
+FIRST_VIEWS = ("glimpse", "reference")
 
 
 def crop_windows(images: torch.Tensor, boxes: torch.Tensor, size: int, batch_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,6 +100,70 @@ class SiameseEncoder(nn.Module):
             x = self.features(x)
         feature = x.mean(dim=(2, 3))
         return (F.normalize(feature, dim=1) if self.normalize else feature), feature_map
+
+
+class PretrainedEncoder(nn.Module):
+    """The first MBConv blocks of the offline ImageNet EfficientNet-Lite0 (:mod:`core.backbones`)
+    plus a small trainable head: colour glimpses -> a unit-norm feature that keeps the layout.
+
+    The head (1x1 Conv-ReLU, then a linear map of the flattened cells) keeps *where* in the
+    glimpse a pattern sits, as the five-layer encoder's 1x1 output does: the policy needs it.
+    ``freeze``: the backbone gets no gradient and stays in eval mode (its BatchNorm statistics
+    never move); only the head learns.
+
+    Shape:
+        (B, 3, glimpse_size, glimpse_size) RGB in [0, 1] -> (B, out_dim); the map of
+        :meth:`forward_with_map` is block ``block``'s output, stride :attr:`map_stride`.
+    """
+
+    def __init__(self, glimpse_size: int = 64, block: int = 4, out_dim: int = 128, freeze: bool = True, pretrained: bool = True) -> None:
+        super().__init__()
+        from core.backbones import LITE0_BLOCK_STRIDES, EfficientNetLite0Blocks
+
+        self.backbone = EfficientNetLite0Blocks((block,), pretrained=pretrained)
+        self.map_stride = LITE0_BLOCK_STRIDES[block]
+        self.map_channels = self.backbone.channels[0]
+        cells = math.ceil(glimpse_size / self.map_stride)
+        self.head = nn.Sequential(nn.Conv2d(self.map_channels, 16, 1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(16 * cells * cells, out_dim))
+        self.in_channels = 3
+        self.out_dim = out_dim
+        self.freeze = freeze
+        if freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()  # frozen: BatchNorm keeps its ImageNet statistics
+        return self
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
+        return self.backbone(self.backbone.normalize(x))[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x)[0]
+
+    def forward_with_map(self, x: torch.Tensor, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.feature_map(x)
+        return F.normalize(self.head(feature_map), dim=1), feature_map
+
+    def pool_windows(self, feature_map: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of windows read off an already computed map (Fast R-CNN's RoI pooling):
+        ``boxes`` in the pixels of the image the map came from. A glimpse then costs no
+        backbone pass, whatever its size.
+
+        Shape:
+            feature_map: (B, C, h, w); boxes: (K, 4) -> (K, out_dim)
+        """
+        if batch_index is None:
+            batch_index = torch.arange(boxes.shape[0], device=boxes.device)
+        rois = torch.cat([batch_index.to(feature_map.device, torch.float32).unsqueeze(1), boxes.to(feature_map.device, torch.float32)], dim=1)
+        cells = math.isqrt(self.head[-1].in_features // 16)
+        pooled = roi_align(feature_map.float(), rois, output_size=(cells, cells), spatial_scale=1 / self.map_stride, sampling_ratio=2, aligned=True)
+        return F.normalize(self.head(pooled), dim=1)
 
 
 def correlate(reference_map: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
@@ -233,7 +299,8 @@ class SearchOutput:
     window_features: torch.Tensor  # (T, B, D), features of windows 0..T-1 (what the policy saw)
     final_feature: torch.Tensor | None  # (B, D), feature of the answer window when asked for
     first_logits: torch.Tensor | None = None  # (B, M), categorical first move over M map cells ("map")
-    first_centres: torch.Tensor | None = None  # (M, 2), reference-pixel (x, y) centre of each cell
+    first_centres: torch.Tensor | None = None  # (M, 2) or per sample (B, M, 2): reference-pixel (x, y) centre of each cell
+    windows_evaluated: torch.Tensor | None = None  # (B,), map placements + glimpses (``first_view='reference'``)
 
     @property
     def boxes(self) -> torch.Tensor:
@@ -307,8 +374,24 @@ class SearchPathMatcher(nn.Module):
         map_layer: int = 4,
         relative_moves: bool = False,
         map_hidden: int = 0,
+        encoder: str = "conv",
+        freeze_encoder: bool = False,
+        encoder_block: int = 4,
+        pretrained: bool = True,
+        first_view: str = "glimpse",
+        size_step: float = 1.5,
     ) -> None:
         super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if first_view not in FIRST_VIEWS:
+            raise ValueError(f"first_view must be one of {FIRST_VIEWS}, got {first_view!r}")
+        if first_view == "reference" and (first_move != "map" or size_mode != "anisotropic" or not first_glimpse_size):
+            raise ValueError("first_view='reference' needs first_move='map', size_mode='anisotropic' and first_glimpse_size (the view's long side)")
+        if first_view == "reference" and encoder != "efficientnet_lite0":
+            raise ValueError("first_view='reference' reads its glimpses off the pretrained encoder's map: use encoder='efficientnet_lite0'")
+        if encoder == "efficientnet_lite0" and in_channels != 3:
+            raise ValueError("the EfficientNet-Lite0 encoder takes colour input: in_channels must be 3")
         if first_move not in FIRST_MOVES:
             raise ValueError(f"first_move must be one of {FIRST_MOVES}, got {first_move!r}")
         if not 1 <= map_layer <= 5:
@@ -322,7 +405,15 @@ class SearchPathMatcher(nn.Module):
             raise ValueError(f"size_mode must be one of {SIZE_MODES}, got {size_mode!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.encoder = SiameseEncoder(in_channels, channels, strides)
+        if encoder == "efficientnet_lite0":
+            self.encoder = PretrainedEncoder(glimpse_size, encoder_block, tuple(channels)[-1], freeze_encoder, pretrained)
+        else:
+            self.encoder = SiameseEncoder(in_channels, channels, strides)
+        self.encoder_kind = encoder
+        self.freeze_encoder = freeze_encoder
+        self.encoder_block = encoder_block
+        self.first_view = first_view
+        self.size_step = size_step
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
         self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm, steps)
         self.glimpse_size = glimpse_size
@@ -333,7 +424,16 @@ class SearchPathMatcher(nn.Module):
         self.map_layer = map_layer
         self.relative_moves = relative_moves
         self.map_hidden = map_hidden
-        self.similarity_map = SimilarityMap(tuple(channels)[map_layer - 1], map_hidden) if first_move == "map" else None
+        map_channels = self.encoder.map_channels if encoder == "efficientnet_lite0" else tuple(channels)[map_layer - 1]
+        self.similarity_map = SimilarityMap(map_channels, map_hidden) if first_move == "map" else None
+        if first_view == "reference":
+            # start from plain feature correlation (identity projection) and refinements that keep
+            # the window (zero mean): training then only has to improve on both
+            if map_hidden == 0:
+                nn.init.eye_(self.similarity_map.projection.weight.view(map_channels, map_channels))
+                nn.init.zeros_(self.similarity_map.projection.bias)
+            nn.init.zeros_(self.policy.mean_head[-1].weight)
+            nn.init.zeros_(self.policy.mean_head[-1].bias)
         self.steps = steps
         self.size_mode = size_mode
         self.window_size = window_size
@@ -410,10 +510,18 @@ class SearchPathMatcher(nn.Module):
         return features[0], features[1:].permute(1, 0, 2).flatten(1)
 
     def forward(
-        self, query: torch.Tensor, reference: torch.Tensor, sample: bool = False, final_feature: bool = False
+        self,
+        query: torch.Tensor,
+        reference: torch.Tensor,
+        sample: bool = False,
+        final_feature: bool = False,
+        query_size: torch.Tensor | None = None,
+        reference_size: torch.Tensor | None = None,
     ) -> SearchOutput:
         if query.dim() != 4 or reference.dim() != 4 or query.shape[:2] != reference.shape[:2]:
             raise ValueError(f"expected query (B,C,h,w) and reference (B,C,H,W), got {tuple(query.shape)}, {tuple(reference.shape)}")
+        if self.first_view == "reference":
+            return self.forward_at_reference_scale(query, reference, sample, final_feature, query_size, reference_size)
         batch, _, height, width = reference.shape
         window = reference.new_tensor([0.0, 0.0, width, height]).expand(batch, 4)
         first_logits = first_centres = None
@@ -485,6 +593,120 @@ class SearchPathMatcher(nn.Module):
         centre = centres[cell]
         action = torch.stack([2 * centre[:, 0] / width - 1, 2 * centre[:, 1] / height - 1], dim=1)
         return action.clamp(-1.0, 1.0), log_prob
+
+    # -- real photos: the first view at the reference's own scale and aspect ------------------
+    def forward_at_reference_scale(
+        self,
+        query: torch.Tensor,
+        reference: torch.Tensor,
+        sample: bool = False,
+        final_feature: bool = False,
+        query_size: torch.Tensor | None = None,
+        reference_size: torch.Tensor | None = None,
+    ) -> SearchOutput:
+        """The search path for photos of any size and aspect (``first_view='reference'``).
+
+        Images may be padded to a batch (bottom and right); ``query_size`` / ``reference_size``
+        (B, 2) give each valid ``(height, width)`` (default: the whole tensor). The first move
+        is the map: the reference scaled as a whole so that its tensor's long side is
+        ``first_glimpse_size`` (aspect kept), the query scaled by the same factor (template
+        matching's same-scale prior) and correlated with it at every placement. Window 1 is the
+        best (or a sampled) placement with the query's size; each later move shifts the window
+        by up to half its side and rescales its width and height by up to ``size_step``.
+        Every glimpse (the whole reference, each window, the query) is read off the one feature
+        map of the view and of the query (RoI pooling): two backbone passes per query in all.
+        ``windows_evaluated`` counts the map's placements inside the reference plus the glimpses.
+        """
+        batch, _, canvas_h, canvas_w = reference.shape
+        ref_hw = self._valid_sizes(reference_size, batch, canvas_h, canvas_w, reference)
+        query_hw = self._valid_sizes(query_size, batch, query.shape[-2], query.shape[-1], reference)
+        scale = self.first_glimpse_size / max(canvas_h, canvas_w)
+        view = F.interpolate(reference, size=(max(1, round(canvas_h * scale)), max(1, round(canvas_w * scale))), mode="bilinear", antialias=scale < 1, align_corners=False)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            view_map = self.encoder.feature_map(view)
+        stride = self.encoder.map_stride
+        rows, columns = view_map.shape[-2:]
+        projected_view = self.similarity_map.projection(view_map)
+        logits, centres, query_features = [], [], []
+        for index in range(batch):  # each query has its own size: one correlation per pair
+            qh, qw = (int(v) for v in query_hw[index].tolist())
+            size = (max(stride, round(qh * scale)), max(stride, round(qw * scale)))
+            template = F.interpolate(query[index : index + 1, :, :qh, :qw], size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+                raw_template_map = self.encoder.feature_map(template)
+            query_features.append(self.encoder.pool_windows(raw_template_map, template.new_tensor([[0.0, 0.0, size[1], size[0]]])))
+            template_map = self.similarity_map.projection(raw_template_map)
+            k, kw = template_map.shape[-2:]
+            scores = F.conv2d(F.normalize(projected_view[index : index + 1], dim=1), F.normalize(template_map, dim=1), padding=(k // 2, kw // 2))
+            logits.append(scores[0, 0, :rows, :columns].flatten() / (k * kw))
+            # cell (i, j) places the template's first cell at (i - k // 2, j - kw // 2): its centre
+            ys = ((torch.arange(rows, device=view.device) - k // 2) * stride + k * stride / 2) / scale
+            xs = ((torch.arange(columns, device=view.device) - kw // 2) * stride + kw * stride / 2) / scale
+            cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+            centres.append(torch.stack([cx.flatten(), cy.flatten()], dim=1))
+        centres = torch.stack(centres)  # (B, M, 2)
+        inside = (centres[..., 0] < ref_hw[:, 1:2]) & (centres[..., 1] < ref_hw[:, 0:1]) & (centres >= 0).all(dim=2)
+        first_logits = (self.similarity_map.log_scale.exp() * torch.stack(logits)).masked_fill(~inside, -1e4)
+
+        whole = torch.cat([torch.zeros_like(ref_hw), ref_hw.flip(1)], dim=1)
+        query_feature = torch.cat(query_features)
+
+        def glimpse(boxes: torch.Tensor) -> torch.Tensor:
+            return self.encoder.pool_windows(view_map, boxes * scale)
+
+        state = self.policy.initial_state(batch, reference.device, reference.dtype)
+        window = whole
+        windows, log_probs, baselines, features = [window], [], [], []
+        for step in range(1, self.steps + 1):
+            window_feature = glimpse(window)
+            features.append(window_feature)
+            location = self._relative_location(window, ref_hw)
+            inputs = (query_feature.detach(), window_feature.detach()) if self.detach_policy_features else (query_feature, window_feature)
+            mean, baseline, state = self.policy(inputs[0], inputs[1], location, state, None, step - 1)
+            if step == 1:
+                # the map's best placement, also in training: the map learns from its cross-entropy
+                # (the module's map_weight), the moves from REINFORCE starting where the map points
+                cell, log_prob = first_logits.argmax(dim=1), torch.zeros_like(baseline)
+                centre = centres[torch.arange(batch, device=centres.device), cell]
+                half = query_hw.flip(1) / 2
+                window = torch.cat([centre - half, centre + half], dim=1)
+            else:
+                if sample:
+                    action, log_prob = self.policy.sample(mean)
+                else:
+                    action, log_prob = mean, torch.zeros_like(baseline)
+                window = self._refine(window, action, ref_hw)
+            windows.append(window)
+            log_probs.append(log_prob)
+            baselines.append(baseline)
+        final = glimpse(window) if final_feature else None
+        evaluated = inside.sum(dim=1).float() + self.steps + (1 if final_feature else 0)
+        return SearchOutput(
+            torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final, first_logits, centres, evaluated
+        )
+
+    @staticmethod
+    def _valid_sizes(sizes: torch.Tensor | None, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        if sizes is None:
+            return like.new_tensor([float(height), float(width)]).expand(batch, 2)
+        if sizes.shape != (batch, 2):
+            raise ValueError(f"expected valid sizes (B, 2) = (height, width), got {tuple(sizes.shape)}")
+        return sizes.to(device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def _relative_location(windows: torch.Tensor, ref_hw: torch.Tensor) -> torch.Tensor:
+        scale = ref_hw.flip(1).repeat(1, 2)  # (w, h, w, h)
+        x1, y1, x2, y2 = (windows / scale).unbind(1)
+        return torch.stack([x1 + x2 - 1, y1 + y2 - 1, 2 * (x2 - x1) - 1, 2 * (y2 - y1) - 1], dim=1)
+
+    def _refine(self, window: torch.Tensor, action: torch.Tensor, ref_hw: torch.Tensor) -> torch.Tensor:
+        """Shift the window by up to half its side (centre kept inside the reference) and scale
+        its width and height by ``size_step ** action``."""
+        size = window[:, 2:] - window[:, :2]
+        centre = (window[:, :2] + window[:, 2:]) / 2 + action[:, :2] * size / 2
+        centre = torch.minimum(centre.clamp(min=0), ref_hw.flip(1))
+        size = size * torch.exp(action[:, 2:] * math.log(self.size_step))
+        return torch.cat([centre - size / 2, centre + size / 2], dim=1)
 
     @torch.no_grad()
     def search(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
