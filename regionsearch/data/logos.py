@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
+from core.files import atomic_file
 from core.readers.flickrlogos import (
     FLICKRLOGOS27_URL,
     FLICKRLOGOS32_SPLITS,
@@ -402,12 +402,6 @@ def cached_logo_pairs(
         kwargs["annotations"] = read_logo_dataset(str(dataset), root, **reader_kwargs)
     pairs = load_logo_pairs(**kwargs)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **pairs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez(tmp, **pairs)
     return pairs

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import DatasetNotFoundError
+from core.files import atomic_file
 from core.readers.flickrlogos import read_flickrlogos27
 
 SOURCES = ("sequences", "coil", "logos", "photos")
@@ -328,12 +328,6 @@ def cached_real_pairs(cache_dir: str | os.PathLike, data_root: str | os.PathLike
             pass  # unreadable cache: rebuild it
     pairs = build_real_pairs(data_root, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".real_pairs-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **pairs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez(tmp, **pairs)
     return pairs
