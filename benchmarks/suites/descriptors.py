@@ -22,7 +22,6 @@ as ``descriptors_roc_<methods>.png``).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -39,6 +38,12 @@ import torch
 from hydra import compose
 
 from benchmarks.suite import merge_published, prepare_suite, software_versions
+from benchmarks.suites.descriptors_speed import (
+    KORNIA_PEERS,
+    _throughput,
+    kornia_peer,
+    with_kornia_input_eps,
+)
 from benchmarks.suites.descriptors_tables import (
     BINARY_OF,
     _plot_fit_vs_test,
@@ -71,7 +76,6 @@ from descriptors.sift import sift_describe
 log = logging.getLogger(__name__)
 
 #: kornia's implementation of the same network (loaded with our weights) for the speed ratio
-KORNIA_PEERS = {"hardnet": "HardNet", "hardnet_plus": "HardNet", "tfeat": "TFeat"}
 #: rows of published weights (evaluated, never trained): suite method -> published name
 #: (:func:`descriptors.nets.published.load_published`) and the set it was trained on
 PUBLISHED_ROWS = {
@@ -152,47 +156,6 @@ def pairs_fpr95(describe, patches: np.ndarray, pairs: np.ndarray, binary: bool =
 
 def _fpr95(distances: np.ndarray, labels: np.ndarray) -> float:
     return round(float(fpr_at_recall(distances, labels)), 6)
-
-
-def _throughput(fns, patches: torch.Tensor, batch_size: int, repeats: int) -> list[float]:
-    """Median patches per second of each function over batches of ``patches`` (one warm-up
-    pass each); the functions take turns in every repeat, so a change of machine load hits
-    them alike."""
-    rates: list[list[float]] = [[] for _ in fns]
-    with torch.inference_mode():
-        for fn in fns:
-            fn(patches[:batch_size])
-        for _ in range(repeats):
-            for fn, fn_rates in zip(fns, rates):
-                start = time.perf_counter()
-                for i in range(0, len(patches), batch_size):
-                    fn(patches[i : i + batch_size])
-                fn_rates.append(len(patches) / (time.perf_counter() - start))
-    return [statistics.median(r) for r in rates]
-
-
-def kornia_peer(name: str, net: torch.nn.Module) -> torch.nn.Module:
-    """kornia.feature.<name> with ``net``'s weights (pretrained=False: nothing downloaded)."""
-    import kornia.feature as KF
-
-    peer = getattr(KF, name)(pretrained=False)
-    peer.load_state_dict(net.state_dict())
-    return peer.to(next(net.parameters()).device).eval()
-
-
-#: kornia.feature.HardNet standardises each patch with eps 1e-6
-KORNIA_INPUT_EPS = 1e-6
-
-
-def with_kornia_input_eps(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``net`` whose per-patch standardisation uses kornia's eps: the reference for
-    checking that kornia's network is ours when ours was trained with a contrast floor
-    (``input_eps``), which kornia's does not have (the computation is the same either way)."""
-    net = copy.deepcopy(net)
-    for module in net.modules():
-        if hasattr(module, "input_eps"):
-            module.input_eps = KORNIA_INPUT_EPS
-    return net
 
 
 def _hpatches_set(hpatches_root, data_dir, cache: Path, settings: dict, split: str, list_sizes: dict):

@@ -273,7 +273,7 @@ def test_budget_scale_counts_whole_batches():
 
 
 def test_kornia_reference_of_a_net_with_a_contrast_floor():
-    from benchmarks.suites.descriptors import kornia_peer, with_kornia_input_eps
+    from benchmarks.suites.descriptors_speed import kornia_peer, with_kornia_input_eps
     from descriptors.nets import HardNet
 
     torch.manual_seed(0)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from regionsearch.module import RegionSearchModule, net_config
-from regionsearch.nets.search_path import SearchPathMatcher, crop_windows
+from regionsearch.nets.blocks import crop_windows
+from regionsearch.nets.search_path import SearchPathMatcher
 
 TINY = {"channels": (8, 8, 8, 8, 8), "hidden_size": 16, "window_size": 0.28}
 

@@ -11,13 +11,9 @@ import torch
 from regionsearch.evaluate import box_iou
 from regionsearch.losses import baseline_loss, contrastive_loss, reinforce_loss
 from regionsearch.module import RegionSearchModule
+from regionsearch.nets.blocks import SiameseEncoder, crop_windows
 from regionsearch.nets.exhaustive import ExhaustiveCNNMatcher
-from regionsearch.nets.search_path import (
-    SearchPathMatcher,
-    SearchPathPolicy,
-    SiameseEncoder,
-    crop_windows,
-)
+from regionsearch.nets.search_path import SearchPathMatcher, SearchPathPolicy
 
 
 # -- batched crops -----------------------------------------------------------------------

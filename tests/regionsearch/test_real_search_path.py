@@ -19,7 +19,8 @@ from regionsearch.data import real_pairs
 from regionsearch.data.datamodule import RealPairDataset
 from regionsearch.evaluate import box_iou
 from regionsearch.module import RegionSearchModule
-from regionsearch.nets.search_path import PretrainedEncoder, SearchPathMatcher
+from regionsearch.nets.blocks import PretrainedEncoder
+from regionsearch.nets.search_path import SearchPathMatcher
 from regionsearch.template_baselines import SearchPathMethod
 
 

@@ -10,7 +10,8 @@ import torch
 
 from regionsearch.losses import baseline_loss, discounted_returns, reinforce_loss
 from regionsearch.module import RegionSearchModule, map_loss, net_config
-from regionsearch.nets.search_path import SearchPathMatcher, SimilarityMap, correlate
+from regionsearch.nets.blocks import SimilarityMap, correlate
+from regionsearch.nets.search_path import SearchPathMatcher
 
 TINY = {"channels": (8, 8, 8, 8, 8), "hidden_size": 16, "window_size": 0.28}
 MAP = {**TINY, "first_move": "map", "first_glimpse_size": 112}
