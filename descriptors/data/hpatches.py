@@ -33,6 +33,8 @@ import numpy as np
 from core.errors import CorruptDatasetError, DatasetNotFoundError
 from core.files import atomic_file
 
+from .plain_csv import MAX_NAME, parse_plain_csv
+
 HPATCHES_URL = "https://huggingface.co/datasets/vbalnt/hpatches/resolve/main/hpatches-release.zip"
 #: md5 of the former ``hpatches-release.tar.gz`` (vbalnt/tfeat); the zip's is not published.
 HPATCHES_TAR_MD5 = "0ab830d37fceb2b4c86cb1cc6cc79a61"
@@ -316,117 +318,20 @@ def _read_csv_rows(path: Path, columns: list[str]) -> list[tuple]:
     return rows
 
 
-_ASCII_ZEROS = np.uint64(0x3030303030303030)
-#: ``_LOW_BYTES[c]``: a uint64 mask of the c (0..8) lowest bytes
-_LOW_BYTES = np.array([(1 << (8 * c)) - 1 for c in range(9)], dtype=np.uint64)
-#: the longest sequence name the word-wise parse reads (longer ones go through the csv module);
-#: the generated sets have names like ``v_synth_astronaut`` (17 bytes)
-_MAX_NAME = 32
-_NAME_MULTIPLIERS = (0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
-
-
-def _codes_of(key: np.ndarray, unique: np.ndarray) -> np.ndarray:
-    """Index of each key in the sorted ``unique`` keys: a multiplicative hash that has no
-    collision among the few unique keys, then a table look-up (a binary search per key costs
-    more than the rest of the parse)."""
-    bits = max(8, 2 * len(unique).bit_length() + 2)
-    for multiplier in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93):
-        slot = (unique * np.uint64(multiplier)) >> np.uint64(64 - bits)
-        if len(np.unique(slot)) == len(unique):
-            table = np.zeros(1 << bits, dtype=np.int64)
-            table[slot] = np.arange(len(unique))
-            return table[(key * np.uint64(multiplier)) >> np.uint64(64 - bits)]
-    return np.searchsorted(unique, key)
-
-
-def _parse_task_body(buffer: np.ndarray, start: int, end: int, columns: list[str]):
-    """Columns of a plain ``a,b,...`` CSV body ``buffer[start:end]`` (uint8, ending with a
-    newline, 8 spare bytes before, a name's words after) with numpy only, or None when it is not plain (then
-    the csv module decides). Every field is read as 8-byte words: a number of up to 8 digits
-    from the word that ends with it, a name of up to 32 bytes from its words.
-    Name columns come back as codes into one sorted name table."""
-    k = len(columns)
-    # digits and name characters are all above ','; a '+', '"', CR, space, tab or NUL is not.
-    # Scanned in blocks: no file-sized temporary
-    step = 1 << 22
-    position = np.int32 if len(buffer) < 2**31 else np.int64  # half the memory traffic
-    ends = np.concatenate([(np.flatnonzero(buffer[i : min(i + step, end)] <= 44) + i).astype(position) for i in range(start, end, step)])
-    if len(ends) % k:
-        return None
-    ends = ends.reshape(-1, k)
-    if not ((buffer[ends[:, :-1]] == 44).all() and (buffer[ends[:, -1]] == 10).all()):
-        return None
-    # field j starts one past the end of field j - 1 (of the previous row for j = 0)
-    row_starts = np.empty(len(ends), dtype=position)
-    row_starts[0] = start
-    row_starts[1:] = ends[:-1, -1] + 1
-
-    def field_start(j: int) -> np.ndarray:
-        return row_starts if j == 0 else ends[:, j - 1] + 1
-
-    # the 8 bytes from every position as one little-endian uint64 (an unaligned strided view)
-    words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
-    out = {}
-    for j, column in enumerate(columns):
-        if column.startswith("s"):
-            continue
-        width = ends[:, j] - field_start(j)
-        if width.min() < 1 or width.max() > 8:
-            return None
-        keep = ~_LOW_BYTES[8 - width]  # the field's digits are the high bytes
-        digits = ((words[ends[:, j] - 8] & keep) | (_ASCII_ZEROS & ~keep)) - _ASCII_ZEROS
-        if (((digits + np.uint64(0x7676767676767676)) | digits) & np.uint64(0x8080808080808080)).any():
-            return None  # a byte that is not 0-9
-        # byte 0 is the most significant digit: combine neighbours, then pairs, then quads
-        digits = (digits * np.uint64(10) + (digits >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
-        digits = (digits * np.uint64(100) + (digits >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-        digits = (digits * np.uint64(10000) + (digits >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-        out[column] = digits.view(np.int64)
-    text = [j for j, c in enumerate(columns) if c.startswith("s")]
-    names = np.zeros(0, dtype=str)
-    if text:
-        first, last = np.concatenate([field_start(j) for j in text]), np.concatenate([ends[:, j] for j in text])
-        width = (last - first).astype(np.int64)
-        if width.min() < 1 or width.max() > _MAX_NAME:
-            return None
-        # a name is its 8-byte words (bytes past its end masked off) and its length; a hash of
-        # them finds the distinct names
-        parts = [words[first + 8 * w] & _LOW_BYTES[np.clip(width - 8 * w, 0, 8)] for w in range(-(-int(width.max()) // 8))]
-        key = width.view(np.uint64).copy()
-        for w, part in enumerate(parts):
-            key = key * np.uint64(0x9E3779B97F4A7C15) + part * np.uint64(_NAME_MULTIPLIERS[w])
-        unique = np.unique(key)
-        codes = _codes_of(key, unique)
-        representative = np.empty(len(unique), dtype=np.int64)
-        representative[codes] = np.arange(len(codes))
-        same = width == width[representative][codes]
-        for part in parts:
-            same &= part == part[representative][codes]
-        if not same.all():  # two names with one hash: let the csv module do it
-            return None
-        found = np.array([bytes(buffer[first[r] : last[r]]).decode() for r in representative], dtype=str)
-        order = np.argsort(found, kind="stable")
-        names = found[order]
-        codes = np.argsort(order)[codes]  # codes into the sorted names
-        n = len(ends)
-        out.update({columns[j]: codes[i * n : (i + 1) * n] for i, j in enumerate(text)})
-    return names, out
-
-
 def read_task_columns(path: str | os.PathLike, columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """An official task list as columns: ``(names, {column: array})``; sequence-name columns
     (``s``, ``s1``, ``s2``) hold int64 codes into the sorted ``names``, the others int64 values.
 
-    One read into a padded buffer, one scan for separators, then 8-byte words per field: the
-    three 1M-row verification lists of a split read faster than with ``pandas.read_csv``,
-    where a ``csv`` row loop takes ~15 s. Lists that are not plain digits and names (quotes,
+    One read into a padded buffer, then :func:`~descriptors.data.plain_csv.parse_plain_csv`
+    (a scan for separators, 8-byte words per field, in numpy): about the CPU time of
+    ``pandas.read_csv`` on the 1M-row verification lists, where a ``csv`` row loop takes ~15 s. Lists that are not plain digits and names (quotes,
     CRLF, signs, spaces, longer fields) go through the ``csv`` module, which also words the errors.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError("HPatches task list not found", path, "Copy the tasks/ folder of hpatches-benchmark, or leave tasks_dir unset to generate the lists")
     size = path.stat().st_size
-    buffer = np.zeros(size + 9 + _MAX_NAME, dtype=np.uint8)  # 8 spare, the file, a newline, room for a name's words
+    buffer = np.zeros(size + 9 + MAX_NAME, dtype=np.uint8)  # 8 spare, the file, a newline, room for a name's words
     with open(path, "rb") as handle:
         size = handle.readinto(memoryview(buffer)[8 : 8 + size])
     end = 8 + size
@@ -440,8 +345,8 @@ def read_task_columns(path: str | os.PathLike, columns: list[str]) -> tuple[np.n
     if header.decode(errors="replace").split(",") == columns:
         if end == 8 + newline + 1:
             parsed = np.zeros(0, dtype=str), {c: np.zeros(0, dtype=np.int64) for c in columns}
-        elif not (buffer[8:end] == 34).any() and not (buffer[8:end] == 13).any():
-            parsed = _parse_task_body(buffer, 8 + newline + 1, end, columns)
+        else:  # quotes and CR are below ',': the parse gives None on them
+            parsed = parse_plain_csv(buffer, 8 + newline + 1, end, columns)
     if parsed is None:
         rows = _read_csv_rows(path, columns)
         text = [c for c in columns if c.startswith("s")]

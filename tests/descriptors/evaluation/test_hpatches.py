@@ -274,6 +274,21 @@ def test_list_reader_reads_long_names_word_wise(tmp_path, monkeypatch):
     assert names_read[columns["s2"]].tolist() == [r[3] for r in rows]
 
 
+def test_list_reader_tells_long_names_apart_by_their_middle(tmp_path, monkeypatch):
+    # names of over 16 bytes with the same length, first and last 8 bytes: only the bytes between
+    # tell them apart (the key hashes them too, so the word-wise parse still reads them)
+    names = ["v_synth_" + middle + "_astronaut" for middle in ("aaaa", "aaab", "baaa")] + ["v_" + "x" * 30, "v_" + "x" * 29 + "y", "i_dc"]
+    rows = [(names[i % 6], i % 6, i, names[(i * 5) % 6], 3, 2 * i) for i in range(60)]
+    path = tmp_path / "verif_pos_split-x.csv"
+    path.write_text("s1,t1,idx1,s2,t2,idx2\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    monkeypatch.setattr(H, "_read_csv_rows", lambda *args: pytest.fail("fell back to the csv module"))
+    names_read, columns = H.read_task_columns(path, ["s1", "t1", "idx1", "s2", "t2", "idx2"])
+    assert list(names_read) == sorted(names)
+    assert names_read[columns["s1"]].tolist() == [r[0] for r in rows]
+    assert names_read[columns["s2"]].tolist() == [r[3] for r in rows]
+    assert columns["t2"].tolist() == [3] * 60 and columns["idx2"].tolist() == [2 * i for i in range(60)]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -291,7 +306,7 @@ def test_list_reader_on_odd_but_valid_files(tmp_path, text):
     assert list(zip(names[columns["s"]].tolist(), columns["idx"].tolist())) == _reference_parse(path, ["s", "idx"])
 
 
-@pytest.mark.parametrize("text, message", [("s,idx\nv_a,1,2\n", "line 2 has 3 columns"), ("s,idx\nv_a,x1\n", "line 2"), ("s,idx\nv_a,1\n,\n", "line 3"), ("", "header")])
+@pytest.mark.parametrize("text, message", [("s,idx\nv_a,1,2\n", "line 2 has 3 columns"), ("s,idx\nv_a,x1\n", "line 2"), ("s,idx\nv_a,1\nv_b,x\n", "line 3"), ("s,idx\nv_a,1\n,\n", "line 3"), ("", "header")])
 def test_list_reader_errors_name_the_line(tmp_path, text, message):
     path = tmp_path / "retr_queries_split-x.csv"
     path.write_text(text)
