@@ -26,7 +26,7 @@ _LOW_BYTES = np.array([(1 << (8 * c)) - 1 for c in range(9)], dtype=np.uint64)
 _KEY_STEP = _U(0x9E3779B97F4A7C15)
 _PART_MULTIPLIERS = (_U(0xC2B2AE3D27D4EB4F), _U(0x165667B19E3779F9))
 _MIDDLE_MULTIPLIERS = (0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
-_SCAN_BLOCK = 1 << 22
+_SCAN_BLOCK = 1 << 20
 
 
 def _hash_slots(unique: np.ndarray) -> tuple[np.uint64, int] | None:
