@@ -29,6 +29,7 @@ from core.errors import CorruptDatasetError, DatasetError, DatasetNotFoundError
 from core.files import atomic_build
 
 from ..brown import PER_TILE, TILE
+from .tracks import is_track_set
 from .writer import missing_photo_sources, sequences_folder, write_real_brown, write_real_hpatches
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ REAL_BROWN_VERSION = 4
 REAL_HPATCHES_VERSION = 1
 #: build_real_brown options added after sets were cached, with the default that means "as before"
 _KEY_NEUTRAL_DEFAULTS = {"val_sequences": [], "max_tilt": 1.0}
+#: build_real_brown options that only shape the patches of multi-view tracks: part of the key
+#: only when a track set is used (then all of them, so that a new default is a new set)
+_TRACK_OPTIONS = ("track_sets", "track_radius", "track_scale_spread", "track_min_ncc")
 
 
 def _set_folder(cache_dir, kind: str, settings: dict) -> Path:
@@ -245,6 +249,10 @@ def build_real_brown(
     val_sequences: Sequence[str] = (),
     max_tilt: float = 1.0,
     allow_partial_sources: bool = False,
+    track_sets: Sequence[str] = (),
+    track_radius: float = 10.0,
+    track_scale_spread: float = 0.5,
+    track_min_ncc: float | None = 0.3,
 ) -> Path:
     """Build (once, cached) a real-data Brown root with two subsets: ``train_name`` (photos
     under random homographies + the real ``train_sequences``) and ``test_sequence`` (held out,
@@ -276,12 +284,23 @@ def build_real_brown(
     Photos asked for (``n_coil``, ``n_logos`` not 0) whose folder under ``data_root``
     (``coil100/``, ``flickrlogos27/images/``) is missing or empty raise DatasetNotFoundError
     naming it, unless ``allow_partial_sources``: then the set is built from the photos that
-    are there (cached under a key of its own, so that it is rebuilt once they are added)."""
-    if test_sequence in train_sequences:
-        raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)}")
-    leaked = [name for name in val_sequences if name in train_sequences or name == test_sequence]
+    are there (cached under a key of its own, so that it is rebuilt once they are added).
+
+    ``track_sets``: multi-view sets (folders under ``<data_root>/multiview/``, e.g.
+    ``vgg_dinosaur``) whose point tracks join the training subset, one Brown point per track
+    (:mod:`descriptors.data.real.tracks`: patch radius ``track_radius`` pixels at the set's
+    median depth, per-track scales within ``2**±track_scale_spread``, views whose patch has an
+    NCC below ``track_min_ncc`` with the track's reference view dropped). ``val_sequences`` and
+    ``test_sequence`` may name such a set too: its subset is cut from its tracks.
+    Photos, sequences and tracks compose freely (``conf/data/brown_real*.yaml``)."""
+    held_in = [*train_sequences, *track_sets]
+    if test_sequence in held_in:
+        raise ValueError(f"the test sequence {test_sequence!r} must stay held out of train_sequences {list(train_sequences)} and track_sets {list(track_sets)}")
+    leaked = [name for name in val_sequences if name in held_in or name == test_sequence]
     if leaked:
-        raise ValueError(f"validation sequences {leaked} must be neither training sequences {list(train_sequences)} nor the test sequence {test_sequence!r}")
+        raise ValueError(f"validation sequences {leaked} must be neither training sequences {held_in} nor the test sequence {test_sequence!r}")
+    if len(set(held_in)) != len(held_in):
+        raise ValueError(f"a training source is named twice: train_sequences {list(train_sequences)}, track_sets {list(track_sets)}")
     if len(set(val_sequences)) != len(val_sequences) or train_name in val_sequences or train_name == test_sequence:
         raise ValueError(f"subset names must differ: train {train_name!r}, validation {list(val_sequences)}, test {test_sequence!r}")
     missing = missing_photo_sources(data_root, n_coil, n_logos) if data_root else []
@@ -293,7 +312,7 @@ def build_real_brown(
             f"Put them there, leave them out ({' and '.join(f'data.real_data.{m[0]}=0' for m in missing)}) or build the "
             "smaller set from the photos that are there (data.real_data.allow_partial_sources=true)",
         )
-    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked", "missing", "allow_partial_sources")}
+    settings = {k: v for k, v in locals().items() if k not in ("data_root", "cache_dir", "leaked", "missing", "allow_partial_sources", "held_in")}
     if missing:  # the photos actually used are part of the key (absent = all there, as before)
         settings["missing_sources"] = [str(path) for _, _, path in missing]
     settings["train_sequences"] = list(train_sequences)
@@ -301,6 +320,10 @@ def build_real_brown(
     # options added later stay out of the key at their defaults: the sets built before keep theirs
     for name, default in _KEY_NEUTRAL_DEFAULTS.items():
         if settings[name] == default:
+            settings.pop(name)
+    settings["track_sets"] = list(track_sets)
+    if not track_sets and not any(is_track_set(data_root, name) for name in [*val_sequences, test_sequence]):
+        for name in _TRACK_OPTIONS:  # no track is cut: they change nothing
             settings.pop(name)
     settings["data_root"] = str(Path(data_root).resolve()) if data_root else None
     settings["version"] = REAL_BROWN_VERSION
@@ -311,7 +334,7 @@ def build_real_brown(
     scope = dict(locals())
     arguments = {name: scope[name] for name in _BROWN_ARGUMENTS}
     request = {**arguments, "data_root": str(data_root), "settings": settings,
-               "train_sequences": list(train_sequences), "val_sequences": list(val_sequences)}
+               "train_sequences": list(train_sequences), "val_sequences": list(val_sequences), "track_sets": list(track_sets)}
     atomic_build(folder, lambda private: _run_portable("brown", private, request), real_brown_complete)
     report = json.loads((folder / "done.json").read_text())
     log.info("real Brown set in %s: %s", folder, {k: report[k] for k in ("train", "val", "test") if k in report})

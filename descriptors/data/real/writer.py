@@ -357,23 +357,46 @@ def sequences_folder(data_root) -> Path:
     return root / "sequences" if (root / "sequences").is_dir() else root
 
 
+def _held_out_subset(data_root, name: str, test_keypoints, magnification, min_ncc, track_options: dict):
+    """The correspondences of a validation / test subset and what they were cut from: a real
+    sequence with the exact frames and the NCC check, or a multi-view set's tracks."""
+    from . import tracks as multiview  # (here: tracks builds on this module)
+
+    if multiview.is_track_set(data_root, name):
+        source = multiview.read_track_set(multiview.tracks_folder(data_root, name))
+        return multiview.extract_track_correspondences(source, **track_options), source
+    source = read_image_sequence(sequences_folder(data_root) / name)
+    return extract_correspondences(source, test_keypoints, magnification, min_ncc), source
+
+
 def write_real_brown(
     folder: Path, *, build: dict, data_root, settings: dict, train_sequences, test_sequence, train_name, n_coil, n_logos, skimage_photos,
     views_per_photo, keypoints_per_image, test_keypoints, magnification, min_ncc, n_train_pairs, n_test_pairs, seed,
     perspective, max_rotation, max_scale, realistic_photometric, redetect, scene_negatives, min_compression,
     degrade_reference, keypoint_density, frame_jitter, val_sequences, max_tilt,
+    track_sets=(), track_radius=10.0, track_scale_spread=0.5, track_min_ncc=0.3,
 ) -> None:
     """The body of :func:`build_real_brown` (run in its portable process): writes the subsets
-    and ``done.json`` into ``folder``, a private build folder that the caller publishes."""
+    and ``done.json`` into ``folder``, a private build folder that the caller publishes.
+    ``val_sequences`` and ``test_sequence`` may name a multi-view set (its tracks are cut)."""
+    from . import tracks as multiview  # (here: tracks builds on this module)
+
     sequences_dir = sequences_folder(data_root)
     tmp = Path(folder)
     report: dict = {"settings": settings, "build": build, "pairs": {}}
+    track_options = {"radius": track_radius, "scale_spread": track_scale_spread, "min_ncc": track_min_ncc, "seed": seed}
     train_corr, train_seqs = [], []
     for name in train_sequences:
         seq = read_image_sequence(sequences_dir / name)
         corr = extract_correspondences(seq, test_keypoints, magnification, min_ncc, redetect=redetect, min_compression=min_compression)
         train_corr.append(corr)
         train_seqs.append(seq)
+        report["pairs"][name] = corr.report
+    for name in track_sets:
+        track_set = multiview.read_track_set(multiview.tracks_folder(data_root, name))
+        corr = multiview.extract_track_correspondences(track_set, **track_options)
+        train_corr.append(corr)
+        train_seqs.append(track_set)  # (the Brown writer reads its images only)
         report["pairs"][name] = corr.report
     photos = photo_sources(data_root, n_coil, n_logos, skimage_photos, seed)
     for k, (name, image) in enumerate(tqdm(photos, desc="real Brown set: photos", mininterval=2)):
@@ -387,14 +410,12 @@ def write_real_brown(
     report["train"] = write_brown_set(tmp / train_name, train_corr, train_seqs, n_train_pairs, seed, scene_negatives=scene_negatives)
     for k, name in enumerate(val_sequences):
         # exactly as the test subset is cut (exact frames, NCC check, one scene)
-        val_seq = read_image_sequence(sequences_dir / name)
-        val_corr = extract_correspondences(val_seq, test_keypoints, magnification, min_ncc)
+        val_corr, val_source = _held_out_subset(data_root, name, test_keypoints, magnification, min_ncc, track_options)
         report["pairs"][name] = val_corr.report
-        report.setdefault("val", {})[name] = write_brown_set(tmp / name, [val_corr], [val_seq], n_test_pairs, seed + 2 + k)
-    test_seq = read_image_sequence(sequences_dir / test_sequence)
-    test_corr = extract_correspondences(test_seq, test_keypoints, magnification, min_ncc)
+        report.setdefault("val", {})[name] = write_brown_set(tmp / name, [val_corr], [val_source], n_test_pairs, seed + 2 + k)
+    test_corr, test_source = _held_out_subset(data_root, test_sequence, test_keypoints, magnification, min_ncc, track_options)
     report["pairs"][test_sequence] = test_corr.report
-    report["test"] = write_brown_set(tmp / test_sequence, [test_corr], [test_seq], n_test_pairs, seed + 1)
+    report["test"] = write_brown_set(tmp / test_sequence, [test_corr], [test_source], n_test_pairs, seed + 1)
     (tmp / "done.json").write_text(json.dumps(report, indent=2))
 
 
