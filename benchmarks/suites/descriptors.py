@@ -87,7 +87,6 @@ PUBLISHED_ROWS = {
 }
 
 
-
 class EpochTimer(pl.Callback):
     """Wall seconds of every training epoch (validation excluded), appended to a JSON file."""
 
@@ -266,6 +265,13 @@ class HPatchesScorer:
 
     def scores(self, describe) -> dict:
         return _hpatches_scores(self.patch_sets, self.lists, describe, self.split, self.cache, self.device)
+
+
+class NoHPatches:
+    """The scorer of a run without the HPatches columns (``score_hpatches=False``)."""
+
+    def scores(self, describe) -> dict:  # noqa: ARG002
+        return {}
 
 
 @dataclass
@@ -505,6 +511,7 @@ def run_suite(
     train_pairs: int | None = 4000,
     published: list[str] | None = None,
     weights_dir: str | None = None,
+    score_hpatches: bool = True,
 ) -> list[dict]:
     load_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     for method in published or []:  # refused before anything runs
@@ -519,8 +526,11 @@ def run_suite(
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
     sets = EvalSets(*load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common,
                                       test_pairs, lookalike_val_k, train_pairs))
-    patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
-    scorer = HPatchesScorer(patch_sets, lists, hpatches_split, cache, torch_device)
+    if score_hpatches:
+        patch_sets, lists = _hpatches_set(hpatches_root, data_dir, cache, dict((quick_hpatches if quick else hpatches) or {}), hpatches_split, dict(hpatches_lists or {}))
+        scorer = HPatchesScorer(patch_sets, lists, hpatches_split, cache, torch_device)
+    else:  # rows keep None in the HPatches columns
+        patch_sets, scorer = {}, NoHPatches()
     timing = Timing(torch.rand(timing_patches, 1, 32, 32, generator=torch.Generator().manual_seed(0)), timing_batch_size, timing_repeats)
     table = ResultTable(sets, device_label, versions)
 

@@ -1,0 +1,173 @@
+"""The leave-one-sequence-out protocol of the patch-descriptor benchmark.
+
+Over the seven real "sequences" of the data root (graf, wall, bark, bikes, leuven, v_churchill
+and the Dinosaur's point tracks; :mod:`descriptors.data.real.protocols`): one fold per sequence,
+trained on the others but its validation sequence (graf, or wall in graf's fold), validated on
+that one, tested on the one left out. Each fold is one run of the descriptor suite
+(:func:`benchmarks.suites.descriptors.run_suite`: SIFT, RootSIFT, the published weights and every
+method trained with its budget) on that fold's real Brown-layout set, without the HPatches columns;
+this suite keeps every fold's FPR95 and reports their mean.
+
+Writes ``descriptors_loo.json``, ``descriptors_loo.md`` and ``descriptors_loo.png`` (FPR95 per
+fold) under the run's output dir (each fold's own tables under ``fold_<test>/``); copies them to
+``publish_dir`` when set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+from pathlib import Path
+
+from benchmarks.suites import descriptors as descriptor_suite
+from descriptors.data.real.protocols import (
+    REAL_SEQUENCES,
+    VAL_PREFERENCE,
+    Fold,
+    leave_one_out_folds,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _listed(values) -> str:
+    return "[" + ",".join(values) + "]"
+
+
+def fold_overrides(fold: Fold, track_sets: set[str]) -> list[str]:
+    """The ``data=brown_real`` overrides of one fold: its training sequences and track sets,
+    its validation and test subsets."""
+    return [
+        f"data.real_data.train_sequences={_listed(n for n in fold.train if n not in track_sets)}",
+        f"++data.real_data.track_sets={_listed(n for n in fold.train if n in track_sets)}",
+        f"data.real_data.val_sequences=[{fold.val}]",
+        f"data.real_data.test_sequence={fold.test}",
+        f"data.val_subset={fold.val}",
+        f"data.test_subset={fold.test}",
+    ]
+
+
+def combine_folds(folds: list[Fold], fold_rows: dict[str, list[dict]]) -> list[dict]:
+    """One row per method: FPR95 (and graf / wall validation FPR95) per fold, the mean over the
+    folds the method has, and how many folds it beats SIFT on; the seed spread of each fold when
+    the folds were run with several seeds."""
+    methods: list[str] = []
+    for rows in fold_rows.values():
+        methods += [r["method"] for r in rows if r["method"] not in methods]
+    sift = {test: next((r["fpr95"] for r in rows if r["method"] == "sift"), None) for test, rows in fold_rows.items()}
+    combined = []
+    for method in methods:
+        row: dict = {"method": method, "fpr95": {}, "val_fpr95": {}, "fpr95_std": {}, "train": None, "published": False}
+        for fold in folds:
+            found = next((r for r in fold_rows.get(fold.test, []) if r["method"] == method), None)
+            if found is None:
+                continue
+            row["train"], row["published"] = found.get("train"), "published" in found
+            row["fpr95"][fold.test] = found["fpr95"]
+            row["val_fpr95"][fold.test] = found.get("val_fpr95")
+            if "fpr95_std" in found:
+                row["fpr95_std"][fold.test] = found["fpr95_std"]
+        values = list(row["fpr95"].values())
+        row["folds"] = len(values)
+        row["mean_fpr95"] = round(statistics.mean(values), 6) if values else None
+        row["beats_sift"] = sum(1 for test, v in row["fpr95"].items() if sift.get(test) is not None and v < sift[test])
+        combined.append(row)
+    return sorted(combined, key=lambda r: (r["folds"] < len(folds), r["mean_fpr95"] if r["mean_fpr95"] is not None else float("inf")))
+
+
+def markdown(rows: list[dict], folds: list[Fold], info: dict) -> str:
+    tests = [fold.test for fold in folds]
+    lines = [
+        f"# Leave-one-sequence-out FPR95 (%){' (QUICK smoke run)' if info['quick'] else ''}",
+        "",
+        "One fold per real sequence: trained on the others except the fold's validation sequence, "
+        "validated there (every choice), tested on the one left out; m50 pairs of the held-out sequence, half matching. "
+        "Folds (test / validation): " + ", ".join(f"{f.test} / {f.val}" for f in folds) + ". "
+        f"Device: {info['device']}. Seeds: {info['seeds'] or 'one run'}. Lower is better; "
+        "published rows are evaluated, never trained; `beats SIFT` counts the folds.",
+        "",
+        "| method | trained on | " + " | ".join(tests) + " | mean | beats SIFT |",
+        "|---|---|" + "---|" * len(tests) + "---|---|",
+    ]
+    for r in rows:
+        cells = []
+        for test in tests:
+            value = r["fpr95"].get(test)
+            spread = r["fpr95_std"].get(test)
+            cells.append("" if value is None else f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if spread is not None else ""))
+        mean = "" if r["mean_fpr95"] is None else f"{100 * r['mean_fpr95']:.2f}" + ("" if r["folds"] == len(tests) else f" ({r['folds']} folds)")
+        trained_on = r["train"] if r["published"] else ("" if r["train"] is None else "the fold's training sequences")
+        lines.append(f"| {r['method']} | {trained_on} | " + " | ".join(cells) + f" | {mean} | {r['beats_sift']}/{r['folds']} |")
+    order = [r["method"] for r in rows if r["mean_fpr95"] is not None]
+    lines += ["", "Order by mean FPR95 (best first): " + " < ".join(order) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], folds: list[Fold], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = [fold.test for fold in folds]
+    fig, ax = plt.subplots(figsize=(1.2 * len(tests) + 4, 4.5))
+    for r in rows:
+        xs = [i for i, t in enumerate(tests) if t in r["fpr95"]]
+        ax.plot(xs, [100 * r["fpr95"][tests[i]] for i in xs], marker="o", label=r["method"],
+                linestyle="--" if r["method"] in ("sift", "rootsift") else "-")
+    ax.set_xticks(range(len(tests)), tests)
+    ax.set_ylabel("FPR95 (%) on the held-out sequence")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_suite(
+    output_dir: str,
+    sequences: list[str] = REAL_SEQUENCES,
+    val_preference: list[str] = VAL_PREFERENCE,
+    track_sets: list[str] = ("vgg_dinosaur",),
+    quick: bool = False,
+    quick_sequences: list[str] | None = None,
+    quick_methods: list[str] | None = None,
+    data_overrides: list[str] | None = None,
+    publish_dir: str | None = None,
+    **suite_arguments,
+) -> list[dict]:
+    """Every fold through :func:`benchmarks.suites.descriptors.run_suite` (``suite_arguments``:
+    its methods, baselines, published rows, budgets, seeds ...; the fold's data overrides are
+    added to ``data_overrides``), then the per-fold table. ``quick``: the folds of
+    ``quick_sequences`` only, training ``quick_methods``."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if quick and quick_methods is not None:
+        suite_arguments["methods"] = list(quick_methods)
+    folds = leave_one_out_folds(quick_sequences if quick and quick_sequences else sequences, val_preference)
+    tracks = set(track_sets)
+    fold_rows: dict[str, list[dict]] = {}
+    for number, fold in enumerate(folds, start=1):
+        log.info("fold %d/%d: test %s, validation %s, train %s", number, len(folds), fold.test, fold.val, list(fold.train))
+        fold_rows[fold.test] = descriptor_suite.run_suite(
+            output_dir=str(output / f"fold_{fold.test}"), quick=quick, publish_dir=None, score_hpatches=False,
+            data_overrides=[*(data_overrides or []), *fold_overrides(fold, tracks)], **suite_arguments,
+        )
+    rows = combine_folds(folds, fold_rows)
+    first = next(iter(fold_rows.values()), [])
+    device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")
+    info = {"quick": quick, "device": device, "seeds": suite_arguments.get("seeds")}
+    result = {**info, "folds": [{"test": f.test, "val": f.val, "train": list(f.train)} for f in folds], "rows": rows,
+              "fold_rows": fold_rows}
+    (output / "descriptors_loo.json").write_text(json.dumps(result, indent=2))
+    (output / "descriptors_loo.md").write_text(markdown(rows, folds, info))
+    _plot(rows, folds, output / "descriptors_loo.png")
+    if publish_dir:
+        publish = Path(publish_dir)
+        publish.mkdir(parents=True, exist_ok=True)
+        for name in ("descriptors_loo.json", "descriptors_loo.md", "descriptors_loo.png"):
+            shutil.copy(output / name, publish / name)
+    print((output / "descriptors_loo.md").read_text())
+    return rows

@@ -1,0 +1,88 @@
+"""The leave-one-sequence-out suite: its folds' overrides, the per-fold table, the wiring."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from benchmarks.suites import descriptors as descriptor_suite
+from benchmarks.suites import descriptors_loo as loo
+from descriptors.data.real.protocols import leave_one_out_folds
+
+SEVEN = ["graf", "wall", "bark", "bikes", "leuven", "v_churchill", "vgg_dinosaur"]
+
+
+def test_fold_overrides_put_tracks_apart_and_hold_the_test_out():
+    folds = {fold.test: fold for fold in leave_one_out_folds(SEVEN, ["graf", "wall"])}
+    overrides = loo.fold_overrides(folds["bark"], {"vgg_dinosaur"})
+    assert overrides == [
+        "data.real_data.train_sequences=[wall,bikes,leuven,v_churchill]",
+        "++data.real_data.track_sets=[vgg_dinosaur]",
+        "data.real_data.val_sequences=[graf]",
+        "data.real_data.test_sequence=bark",
+        "data.val_subset=graf",
+        "data.test_subset=bark",
+    ]
+    graf = loo.fold_overrides(folds["graf"], {"vgg_dinosaur"})
+    assert "data.val_subset=wall" in graf and "graf" not in graf[0] + graf[1] + graf[2]
+    dinosaur = loo.fold_overrides(folds["vgg_dinosaur"], {"vgg_dinosaur"})
+    assert dinosaur[1] == "++data.real_data.track_sets=[]" and dinosaur[3] == "data.real_data.test_sequence=vgg_dinosaur"
+
+
+def _rows(test: str, values: dict) -> list[dict]:
+    published = {"tfeat_liberty"}
+    return [{"method": m, "fpr95": v, "val_fpr95": v / 2, "train": "liberty" if m in published else (None if m == "sift" else "real_train"),
+             "device": "CPU", **({"published": {"name": m}} if m in published else {})} for m, v in values.items()]
+
+
+def test_combine_folds_means_and_counts_by_hand():
+    folds = leave_one_out_folds(["graf", "wall", "bark"], ["graf", "wall"])
+    fold_rows = {
+        "graf": _rows("graf", {"sift": 0.10, "hardnet": 0.05, "tfeat_liberty": 0.20}),
+        "wall": _rows("wall", {"sift": 0.20, "hardnet": 0.30, "tfeat_liberty": 0.10}),
+        "bark": _rows("bark", {"sift": 0.30, "hardnet": 0.10}),  # a row missing in one fold
+    }
+    rows = {r["method"]: r for r in loo.combine_folds(folds, fold_rows)}
+    assert rows["sift"]["mean_fpr95"] == pytest.approx(0.2) and rows["sift"]["beats_sift"] == 0
+    assert rows["hardnet"]["mean_fpr95"] == pytest.approx(0.15) and rows["hardnet"]["beats_sift"] == 2
+    assert rows["tfeat_liberty"]["folds"] == 2 and rows["tfeat_liberty"]["mean_fpr95"] == pytest.approx(0.15)
+    order = [r["method"] for r in loo.combine_folds(folds, fold_rows)]
+    assert order == ["hardnet", "sift", "tfeat_liberty"]  # complete rows first, by mean
+    text = loo.markdown(loo.combine_folds(folds, fold_rows), folds, {"quick": False, "device": "CPU", "seeds": None})
+    assert "| hardnet | the fold's training sequences | 5.00 | 30.00 | 10.00 | 15.00 | 2/3 |" in text
+    assert "| tfeat_liberty | liberty | 20.00 | 10.00 |  | 15.00 (2 folds) | 1/2 |" in text
+
+
+def test_run_suite_runs_every_fold_with_its_overrides(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_suite(output_dir, quick, publish_dir, score_hpatches, data_overrides, **arguments):
+        calls.append({"output_dir": output_dir, "data_overrides": data_overrides, "score_hpatches": score_hpatches, **arguments})
+        test = next(o.split("=")[1] for o in data_overrides if o.startswith("data.test_subset="))
+        return _rows(test, {"sift": 0.2, "l2net": 0.1 if test != "wall" else 0.3})
+
+    monkeypatch.setattr(descriptor_suite, "run_suite", fake_suite)
+    publish = tmp_path / "published"
+    rows = loo.run_suite(str(tmp_path / "run"), sequences=["graf", "wall", "bark", "vgg_dinosaur"], val_preference=["graf", "wall"],
+                         data_overrides=["data=brown_real"], publish_dir=str(publish), methods=["l2net"], seeds=[1, 2])
+    assert len(calls) == 4 and all(not c["score_hpatches"] and c["methods"] == ["l2net"] and c["seeds"] == [1, 2] for c in calls)
+    for call in calls:
+        test = next(o.split("=")[1] for o in call["data_overrides"] if o.startswith("data.test_subset="))
+        training = [o for o in call["data_overrides"] if o.startswith(("data.real_data.train_sequences=", "++data.real_data.track_sets="))]
+        assert call["data_overrides"][0] == "data=brown_real" and all(test not in o.split("=")[1] for o in training)
+        assert call["output_dir"].endswith(f"fold_{test}")
+    l2net = next(r for r in rows if r["method"] == "l2net")
+    assert l2net["mean_fpr95"] == pytest.approx(0.15) and l2net["beats_sift"] == 3
+    saved = json.loads((publish / "descriptors_loo.json").read_text())
+    assert [f["test"] for f in saved["folds"]] == ["graf", "wall", "bark", "vgg_dinosaur"]
+    assert (publish / "descriptors_loo.md").is_file() and (publish / "descriptors_loo.png").stat().st_size > 0
+
+
+def test_config_keys_are_the_suites_arguments(make_cfg):
+    cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
+    accepted = set(inspect.signature(loo.run_suite).parameters) | set(inspect.signature(descriptor_suite.run_suite).parameters)
+    unknown = [key for key in cfg.benchmark if key != "_target_" and key not in accepted]
+    assert not unknown, f"benchmark=descriptors_loo keys no suite takes: {unknown}"
+    assert list(cfg.benchmark.sequences) == SEVEN and "data.real_data.n_coil=0" in cfg.benchmark.data_overrides
