@@ -1,7 +1,8 @@
 """Use a trained matcher without Hydra: ``RegionSearcher.from_checkpoint(path).search(query, reference)``.
 
 The classical matchers the paper compares against are here too: ``match_ncc``, ``match_mtm``,
-``match_bbs`` (or ``get_baseline(name)``), each ``(query, reference) -> MatchResult``.
+``match_bbs`` (or ``get_baseline(name)``), each ``(query, reference) -> MatchResult``;
+``sizes=aspect_template_sizes(reference.shape, aspect, scales)`` searches a logo at its true aspect.
 """
 
 from __future__ import annotations
@@ -27,12 +28,21 @@ from core.validation import (
     require_same_count,
 )
 
-from .baselines import BASELINES, MatchResult, get_baseline, match_bbs, match_mtm, match_ncc
+from .baselines import (
+    BASELINES,
+    MatchResult,
+    aspect_template_sizes,
+    get_baseline,
+    match_bbs,
+    match_mtm,
+    match_ncc,
+)
 from .evaluate import box_iou
 from .nets.search_path import SearchPathMatcher
 
 __all__ = [
-    "BASELINES", "MatchResult", "RegionSearcher", "evaluate_search_path", "get_baseline", "match_bbs", "match_mtm", "match_ncc",
+    "BASELINES", "MatchResult", "RegionSearcher", "aspect_template_sizes", "evaluate_search_path", "get_baseline", "match_bbs", "match_mtm",
+    "match_ncc",
 ]
 
 TRAIN_HINT = "Train one with `python -m benchmarks.train experiment=regionsearch/translated`"

@@ -44,6 +44,8 @@ __all__ = [
     "match_mtm",
     "match_bbs",
     "resize_template",
+    "resize_template_to",
+    "aspect_template_sizes",
     "BASELINES",
     "get_baseline",
 ]
@@ -110,33 +112,71 @@ def resize_template(query: np.ndarray, scale: float) -> np.ndarray:
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be positive and finite, got {scale}")
     h, w = query.shape[:2]
-    new_w = max(3, int(round(w * scale)))
-    new_h = max(3, int(round(h * scale)))
-    if (new_w, new_h) == (w, h):
+    return resize_template_to(query, max(3, int(round(w * scale))), max(3, int(round(h * scale))))
+
+
+def resize_template_to(query: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize ``query`` to exactly ``width`` x ``height`` pixels (its aspect may change);
+    the same size returns an unchanged copy."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise ValueError(f"template size must be at least 1x1, got {width}x{height} (w x h)")
+    h, w = query.shape[:2]
+    if (width, height) == (w, h):
         return query.copy()
     # INTER_AREA averages the source pixels when shrinking (no aliasing); it degrades
     # to nearest-like blocks when enlarging, where bilinear is the sensible choice.
-    interp = cv2.INTER_AREA if new_w * new_h < w * h else cv2.INTER_LINEAR
-    return cv2.resize(query, (new_w, new_h), interpolation=interp)
+    interp = cv2.INTER_AREA if width * height < w * h else cv2.INTER_LINEAR
+    return cv2.resize(query, (width, height), interpolation=interp)
 
 
-def _scaled_templates(query: np.ndarray, reference: np.ndarray, scales, min_side: int = 1):
-    """``[(scale, template)]`` for every scale whose template fits in the reference.
+def aspect_template_sizes(reference_shape, aspect: float, scales: Sequence[float]) -> list[tuple[int, int]]:
+    """Template ``(width, height)`` per scale for a multi-scale search that keeps an aspect.
 
-    Raises ValueError when no scale fits, naming the sizes involved.
+    ``aspect`` is the template's width / height in reference pixels; ``scales`` are relative
+    to the reference: ``sqrt(width * height) = scale * sqrt(H * W)``. Sides are rounded,
+    at least 3 pixels; sizes that do not fit the ``(H, W)`` reference are dropped (the
+    matchers say so when none is left).
     """
-    scales = _check_scales(scales)
+    aspect = float(aspect)
+    if not np.isfinite(aspect) or aspect <= 0:
+        raise ValueError(f"aspect must be positive and finite, got {aspect}")
+    H, W = (int(v) for v in tuple(reference_shape)[:2])
+    side = np.sqrt(H * W)
+    sizes = []
+    for s in _check_scales(scales):
+        width = max(3, int(round(s * side * np.sqrt(aspect))))
+        height = max(3, int(round(s * side / np.sqrt(aspect))))
+        if width <= W and height <= H and (width, height) not in sizes:
+            sizes.append((width, height))
+    return sizes
+
+
+def _check_sizes(sizes) -> tuple[tuple[int, int], ...]:
+    sizes = tuple(tuple(int(v) for v in size) for size in sizes)
+    if not sizes or any(len(size) != 2 or min(size) < 1 for size in sizes):
+        raise ValueError(f"sizes must be a non-empty list of (width, height) >= 1, got {sizes}")
+    return sizes
+
+
+def _scaled_templates(query: np.ndarray, reference: np.ndarray, scales, min_side: int = 1, sizes=None):
+    """``[(scale, template)]`` for every scale (or every ``(width, height)`` of ``sizes``,
+    which replaces ``scales``) whose template fits in the reference. With ``sizes`` the
+    scale is the square root of the template's area over the query's.
+
+    Raises ValueError when no template fits, naming the sizes involved.
+    """
     H, W = reference.shape[:2]
-    fitted = []
-    for s in scales:
-        t = resize_template(query, s)
-        th, tw = t.shape[:2]
-        if th <= H and tw <= W and th >= min_side and tw >= min_side:
-            fitted.append((s, t))
+    h, w = query.shape[:2]
+    if sizes is None:
+        candidates = [(s, resize_template(query, s)) for s in _check_scales(scales)]
+    else:
+        candidates = [(float(np.sqrt(tw * th / (w * h))), resize_template_to(query, tw, th)) for tw, th in _check_sizes(sizes)]
+    fitted = [(s, t) for s, t in candidates if min_side <= t.shape[0] <= H and min_side <= t.shape[1] <= W]
     if not fitted:
-        h, w = query.shape[:2]
+        asked = f"resized to {list(_check_sizes(sizes))} (w x h)" if sizes is not None else f"scaled by {list(_check_scales(scales))}"
         raise ValueError(
-            f"the template ({h}x{w} HxW, scaled by {list(scales)}) is larger than the "
+            f"the template ({h}x{w} HxW, {asked}) is larger than the "
             f"reference ({H}x{W} HxW) at every scale"
             + (f" or smaller than {min_side}x{min_side}" if min_side > 1 else "")
             + "; pass a smaller query or smaller scale factors"
@@ -153,8 +193,19 @@ def _box(col: int, row: int, tw: int, th: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def match_ncc(query, reference, scales=(1.0,)) -> MatchResult:
-    """Zero-mean normalised cross-correlation (OpenCV ``TM_CCOEFF_NORMED``), grayscale."""
+def match_ncc(query, reference, scales=(1.0,), sizes=None, area_exponent=0.0) -> MatchResult:
+    """Zero-mean normalised cross-correlation (OpenCV ``TM_CCOEFF_NORMED``), grayscale.
+
+    ``scales`` resize the query by factors; ``sizes`` (a list of ``(width, height)``, e.g.
+    from :func:`aspect_template_sizes` or the true box size) replace them (likewise in
+    :func:`match_mtm` and :func:`match_bbs`). Across template sizes the best window is the
+    one with the largest ``NCC * (template pixels) ** area_exponent``: with the plain maximum
+    (``0``) small templates win by chance (their NCC over few pixels is noisier), a size
+    prior ``> 0`` evens that out. ``score`` is that weighted value.
+    """
+    area_exponent = float(area_exponent)
+    if not np.isfinite(area_exponent):
+        raise ValueError(f"area_exponent must be finite, got {area_exponent}")
     q = _to_gray(_as_float_image(query, "query"))
     ref = _to_gray(_as_float_image(reference, "reference"))
     # OpenCV's float32 window variances cancel catastrophically on mostly-flat images
@@ -164,7 +215,7 @@ def match_ncc(query, reference, scales=(1.0,)) -> MatchResult:
     ref, q = ref - offset, q - offset
     best = None
     windows = 0
-    for s, t in _scaled_templates(q, ref, scales):
+    for s, t in _scaled_templates(q, ref, scales, sizes=sizes):
         th, tw = t.shape
         resp = cv2.matchTemplate(ref, t, cv2.TM_CCOEFF_NORMED)
         # Constant windows (or a constant template) divide by zero: NaN/inf in some
@@ -172,6 +223,8 @@ def match_ncc(query, reference, scales=(1.0,)) -> MatchResult:
         resp = np.clip(np.nan_to_num(resp, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
         windows += resp.size
         _, max_val, _, (col, row) = cv2.minMaxLoc(resp)
+        if area_exponent:
+            max_val *= float(th * tw) ** area_exponent
         if best is None or max_val > best.score:
             best = MatchResult(_box(col, row, tw, th), float(max_val), 0, s)
     best.windows = windows
@@ -241,7 +294,7 @@ def _mtm_distance_map(template: np.ndarray, reference: np.ndarray, bins: int) ->
     return dist
 
 
-def match_mtm(query, reference, scales=(1.0,), bins=8) -> MatchResult:
+def match_mtm(query, reference, scales=(1.0,), bins=8, sizes=None) -> MatchResult:
     """Matching by Tone Mapping (Hel-Or et al.), PWC, pattern-to-window, grayscale.
 
     ``score`` is the negative MTM distance (in [-1, 0] for non-flat windows; 0 is a
@@ -254,7 +307,7 @@ def match_mtm(query, reference, scales=(1.0,), bins=8) -> MatchResult:
     ref = _to_gray(_as_float_image(reference, "reference"))
     best = None
     windows = 0
-    for s, t in _scaled_templates(q, ref, scales):
+    for s, t in _scaled_templates(q, ref, scales, sizes=sizes):
         th, tw = t.shape
         dist = _mtm_distance_map(t, ref, bins)
         windows += dist.size
@@ -334,7 +387,7 @@ def _bbs_count(w_aug: torch.Tensor, t_aug: torch.Tensor) -> torch.Tensor:
     return (back == torch.arange(n)[None, :]).sum(dim=1)
 
 
-def match_bbs(query, reference, scales=(1.0,), patch_size=3, gamma=2.0, stride=1) -> MatchResult:
+def match_bbs(query, reference, scales=(1.0,), patch_size=3, gamma=2.0, stride=1, sizes=None) -> MatchResult:
     """Best-Buddies Similarity (Dekel et al.), exhaustive over windows at ``stride``.
 
     Template and each window are split into non-overlapping ``patch_size`` squares;
@@ -370,7 +423,7 @@ def match_bbs(query, reference, scales=(1.0,), patch_size=3, gamma=2.0, stride=1
 
     best = None
     windows = 0
-    for s, t in _scaled_templates(q, ref, scales, min_side=patch_size):
+    for s, t in _scaled_templates(q, ref, scales, min_side=patch_size, sizes=sizes):
         th, tw = t.shape[:2]
         dy, dx = _bbs_grid((th, tw), patch_size)
         n = dy.size
@@ -421,7 +474,7 @@ def match_bbs(query, reference, scales=(1.0,), patch_size=3, gamma=2.0, stride=1
 BASELINES = {"ncc": match_ncc, "mtm": match_mtm, "bbs": match_bbs}
 
 
-def match_ncc_skimage(query, reference, scales=(1.0,)) -> MatchResult:
+def match_ncc_skimage(query, reference, scales=(1.0,), sizes=None) -> MatchResult:
     """NCC with scikit-image's ``match_template``: the same measure as :func:`match_ncc`,
     kept as an independent peer implementation for timing and cross-checking."""
     from skimage.feature import match_template
@@ -429,7 +482,7 @@ def match_ncc_skimage(query, reference, scales=(1.0,)) -> MatchResult:
     query = _to_gray(_as_float_image(query, "query"))
     reference = _to_gray(_as_float_image(reference, "reference"))
     best, windows = None, 0
-    for scale, template in _scaled_templates(query, reference, scales):
+    for scale, template in _scaled_templates(query, reference, scales, sizes=sizes):
         scores = np.nan_to_num(match_template(reference, template), nan=-1.0)
         windows += scores.size
         row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)

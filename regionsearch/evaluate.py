@@ -88,15 +88,17 @@ def prior_box_ious(train_boxes: torch.Tensor, test_boxes: torch.Tensor) -> np.nd
     return box_iou(prior.expand_as(test_boxes), test_boxes.double()).numpy()
 
 
-def evaluate_matcher(name: str, matcher, pairs, indices: np.ndarray, **kwargs) -> dict:
+def evaluate_matcher(name: str, matcher, pairs, indices: np.ndarray, pair_kwargs: Callable[[int], dict] | None = None, **kwargs) -> dict:
     """Run an exhaustive matcher (a baseline or :class:`ExhaustiveCNNMatcher`) pair by pair on
-    uint8 ``pairs``: returns the IoUs, the median ms per query and the mean windows per query."""
+    uint8 ``pairs``: returns the IoUs, the median ms per query and the mean windows per query.
+    ``pair_kwargs(i)`` adds pair ``i``'s own keyword arguments (e.g. its template sizes)."""
     ious, times, windows = [], [], []
     for i in tqdm(indices, desc=f"  {name}", leave=False, mininterval=2):
         query = _to_hwc(pairs.queries[i])
         reference = _to_hwc(pairs.references[i])
+        extra = pair_kwargs(int(i)) if pair_kwargs is not None else {}
         start = time.perf_counter()
-        result = matcher(query, reference, **kwargs)
+        result = matcher(query, reference, **kwargs, **extra)
         times.append((time.perf_counter() - start) * 1000)
         ious.append(float(box_iou(np.asarray(result.box, dtype=np.float64), pairs.boxes[i].double().numpy())))
         windows.append(result.windows)

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
 import hydra
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,7 +25,8 @@ from benchmarks.suite import merge_published, prepare_suite
 from benchmarks.train import train
 from core.timing import device_name, timed_median
 from regionsearch.api import RegionSearcher, evaluate_search_path
-from regionsearch.baselines import get_baseline
+from regionsearch.baselines import aspect_template_sizes, get_baseline
+from regionsearch.data.logos import query_aspects_in_reference
 from regionsearch.evaluate import (
     IOU_THRESHOLDS,
     evaluate_matcher,
@@ -152,6 +154,45 @@ def baseline_settings(settings: dict | None, n_pairs: int, quick: bool, cap: int
     return settings, n
 
 
+TEMPLATES = ("query", "query_aspect", "box_size")
+
+
+def template_sizes(pairs, template: str, scales=(1.0,)):
+    """Per-pair template sizes of a baseline row, as ``pair_kwargs`` for ``evaluate_matcher``:
+    ``query`` (None: the square query scaled by ``scales``), ``query_aspect`` (the query at its
+    true aspect in reference pixels, ``scales`` relative to the reference; logo pairs only) or
+    ``box_size`` (the true box's width and height: the scale given, only the position searched)."""
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    if template == "query":
+        return None
+    shape = tuple(pairs.references.shape[-2:])
+    if template == "box_size":
+        boxes = pairs.boxes.double().numpy()
+        sides = np.maximum(1, np.round(boxes[:, 2:] - boxes[:, :2])).astype(int)
+        return lambda i: {"sizes": [tuple(sides[i])]}
+    sources = getattr(pairs, "sources", {})
+    if "query_boxes" not in sources or "reference_images" not in sources:
+        raise ValueError("template=query_aspect needs logo pairs (their query boxes and reference images)")
+    aspects = query_aspects_in_reference(sources["query_boxes"], sources["reference_images"], shape)
+    return lambda i: {"sizes": aspect_template_sizes(shape, aspects[i], scales) or [(3, 3)]}
+
+
+def run_baseline(name: str, settings: dict, pairs, n_pairs: int, searcher, torch_device) -> dict:
+    """One baseline row's results on the first ``n_pairs`` pairs. ``settings`` may name the
+    ``matcher`` (default: the row's name) and its ``template`` (see :func:`template_sizes`)."""
+    settings = dict(settings)
+    matcher_name = settings.pop("matcher", name)
+    template = settings.pop("template", "query")
+    # with the query's aspect the scales are relative to the reference and set the sizes
+    pair_kwargs = template_sizes(pairs, template, settings.pop("scales", (1.0,)) if template == "query_aspect" else (1.0,))
+    indices = np.arange(n_pairs)
+    if matcher_name == "exhaustive_cnn":
+        matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=settings.pop("scales", (1.0,)))
+        return evaluate_matcher(name, matcher, pairs, indices, **settings)
+    return evaluate_matcher(name, get_baseline(matcher_name), pairs, indices, pair_kwargs=pair_kwargs, **settings)
+
+
 def run_suite(
     output_dir: str,
     datasets: list[str],
@@ -168,8 +209,18 @@ def run_suite(
     publish_dir: str | None = None,
     num_threads: int | None = None,
     compile: bool = True,
+    baselines_only: bool = False,
+    eval_split: str = "test",
 ) -> list[dict]:
+    """``baselines_only``: run only the listed baselines (no training, no search path, no prior
+    box; ``exhaustive_cnn`` needs ``checkpoints[dataset]``) and, when publishing, keep every other
+    published row. ``eval_split="val"`` scores on the validation pairs, to choose a baseline's
+    settings there (never publish such a run)."""
+    if publish_dir and eval_split != "test":
+        raise ValueError(f"only test-split runs are published, got eval_split={eval_split!r}")
     output, torch_device = prepare_suite(output_dir, device, num_threads)
+    if num_threads:
+        cv2.setNumThreads(num_threads)  # the OpenCV baselines (NCC, MTM) run on as many threads
     device_label = device_name(torch_device)
     rows: list[dict] = []
     per_step: dict[str, np.ndarray] = {}
@@ -177,55 +228,63 @@ def run_suite(
         log.info("== %s", dataset)
         overrides = dataset_overrides(dataset, n_test, base_overrides, train_overrides, quick, quick_overrides)
         checkpoint = (checkpoints or {}).get(dataset)
+        splits = load_splits(dataset, overrides)
+        pairs = splits[eval_split]
+        curves = {}
+        searcher = None
         if checkpoint:
-            checkpoint = Path(checkpoint)
-        else:
+            searcher = RegionSearcher.from_checkpoint(Path(checkpoint), device=torch_device)
+        elif not baselines_only:
             start = time.perf_counter()
             checkpoint = train_matcher(dataset, output / "train" / dataset, overrides)
             log.info("trained %s in %.0f s", dataset, time.perf_counter() - start)
-        searcher = RegionSearcher.from_checkpoint(checkpoint, device=torch_device)
-        splits = load_splits(dataset, overrides)
-        pairs = splits["test"]
-        path_ious, answers = evaluate_search_path(searcher, pairs)
-        per_step[DATASET_TITLES[dataset]] = (path_ious > 0.5).mean(axis=0)
-        final = path_ious[:, -1]
-        curves = {"search path (ours)": success_curve(final)}
-        timings = search_path_timings(searcher.net, torch_device, pairs.queries.float() / 255, pairs.references.float() / 255, batch_sizes, timing_repeats, compile)
-        # ms_per_query is the batch-1 time: the baselines also answer one query at a time.
-        ours = _row(dataset, "search_path", final, timings.pop("ms_per_query"), searcher.net.steps, device_label, checkpoint=str(checkpoint))
-        ours.update(timings)
-        rows.append(ours)
-        _plot_paths(searcher, pairs, output / f"search_paths_{dataset}.png")
-        prior = prior_box_ious(splits["train"].boxes, pairs.boxes)
-        rows.append(_row(dataset, "prior_box", prior, 0.0, 1, "-"))
-        curves["prior box (no matching)"] = success_curve(prior)
+            searcher = RegionSearcher.from_checkpoint(checkpoint, device=torch_device)
+        if not baselines_only:
+            path_ious, answers = evaluate_search_path(searcher, pairs)
+            per_step[DATASET_TITLES[dataset]] = (path_ious > 0.5).mean(axis=0)
+            final = path_ious[:, -1]
+            curves["search path (ours)"] = success_curve(final)
+            timings = search_path_timings(searcher.net, torch_device, pairs.queries.float() / 255, pairs.references.float() / 255, batch_sizes, timing_repeats, compile)
+            # ms_per_query is the batch-1 time: the baselines also answer one query at a time.
+            ours = _row(dataset, "search_path", final, timings.pop("ms_per_query"), searcher.net.steps, device_label, checkpoint=str(checkpoint))
+            ours.update(timings)
+            rows.append(ours)
+            _plot_paths(searcher, pairs, output / f"search_paths_{dataset}.png")
+            prior = prior_box_ious(splits["train"].boxes, pairs.boxes)
+            rows.append(_row(dataset, "prior_box", prior, 0.0, 1, "-"))
+            curves["prior box (no matching)"] = success_curve(prior)
 
         for name, settings in (baselines or {}).get(dataset, {}).items():
             settings, n_pairs = baseline_settings(settings, len(pairs), quick)
-            indices = np.arange(n_pairs)
-            if name == "exhaustive_cnn":
-                matcher = ExhaustiveCNNMatcher(searcher.net, stride=settings.pop("stride", 2), device=torch_device, scales=settings.pop("scales", (1.0,)))
-                result = evaluate_matcher(name, matcher, pairs, indices, **settings)
-            else:
-                result = evaluate_matcher(name, get_baseline(name), pairs, indices, **settings)
-            rows.append(_row(dataset, name, result["ious"], result["ms_per_query"], result["windows_per_query"], "CPU" if name != "exhaustive_cnn" else device_label))
+            if searcher is None and settings.get("matcher", name) == "exhaustive_cnn":
+                log.warning("%s %s skipped: it needs checkpoints.%s", dataset, name, dataset)
+                continue
+            result = run_baseline(name, settings, pairs, n_pairs, searcher, torch_device)
+            row = _row(dataset, name, result["ious"], result["ms_per_query"], result["windows_per_query"], "CPU" if name != "exhaustive_cnn" else device_label)
+            if baselines_only or eval_split != "test":
+                row.update(threads=torch.get_num_threads(), split=eval_split)
+            rows.append(row)
             curves[name] = success_curve(result["ious"])
             log.info("%s %s: %s", dataset, name, rows[-1])
         _save_success_curves(curves, output / f"success_curves_{dataset}.png", DATASET_TITLES[dataset])
 
-    _save_success_per_step(per_step, output / "success_vs_steps.png")
+    if per_step:
+        _save_success_per_step(per_step, output / "success_vs_steps.png")
     add_ratios(rows)
     (output / "regionsearch.json").write_text(json.dumps(rows, indent=2))
     (output / "regionsearch.md").write_text(markdown_table(rows, device_label, quick))
     if publish_dir:
-        # Re-running some datasets keeps the published rows of the others.
-        publish, merged = merge_published(publish_dir, "regionsearch", rows, lambda r: r["dataset"] in datasets)
+        # Re-running some datasets (or some baselines of them) keeps the other published rows.
+        rerun = {(r["dataset"], r["method"]) for r in rows}
+        publish, merged = merge_published(publish_dir, "regionsearch", rows, lambda r: (r["dataset"], r["method"]) in rerun if baselines_only else r["dataset"] in datasets)
         merged = in_dataset_order(merged)
+        add_ratios(merged)  # against the published search path when it was not re-run
         (publish / "regionsearch.json").write_text(json.dumps(merged, indent=2))
         (publish / "regionsearch.md").write_text(markdown_table(merged, device_summary(merged, device_label), quick))
-        shutil.copy(output / "success_vs_steps.png", publish / f"success_vs_steps_{'_'.join(datasets)}.png")
-        for dataset in datasets:
-            shutil.copy(output / f"search_paths_{dataset}.png", publish / f"search_paths_{dataset}.png")
+        if per_step:
+            shutil.copy(output / "success_vs_steps.png", publish / f"success_vs_steps_{'_'.join(datasets)}.png")
+            for dataset in datasets:
+                shutil.copy(output / f"search_paths_{dataset}.png", publish / f"search_paths_{dataset}.png")
     print((output / "regionsearch.md").read_text())
     return rows
 
@@ -270,6 +329,15 @@ def markdown_table(rows: list[dict], device: str, quick: bool) -> str:
         "All times are per query at batch 1 (the search path's batched time and speed-ups are in the detail table); the search path's",
         "time is compiled ahead of time (torch.export + AOTInductor) where its JSON row has `compiled: true` (eager times beside it; `make benchmark-regionsearch-speed`",
         "times every dataset's search path eager and compiled against NCC / MTM / BBS in one run).",
+    ]
+    for dataset in datasets:
+        alone = [r for r in rows if r["dataset"] == dataset and "threads" in r]
+        if alone:
+            lines.append(
+                f"{DATASET_TITLES.get(dataset, dataset)}: {', '.join(r['method'] for r in alone)} re-run on their own (`benchmark.baselines_only`) "
+                f"at {alone[0]['threads']} torch / OpenCV thread(s), beside the published search-path row (timed at its own thread count)."
+            )
+    lines += [
         "",
         "| dataset | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),

@@ -41,6 +41,9 @@ class PairArrayDataset(Dataset):
         self.references = _to_nchw(pairs["references"])
         self.boxes = torch.as_tensor(pairs["boxes"], dtype=torch.float32)
         self.labels = torch.as_tensor(pairs["query_labels"], dtype=torch.long)
+        # where each logo pair came from (query box in its image, image paths): the baselines that
+        # keep the query's true aspect need it; absent for MNIST canvases
+        self.sources = {k: np.asarray(pairs[k]) for k in ("query_boxes", "query_images", "reference_images") if k in pairs}
         distractors = pairs.get("distractor_boxes")
         has_distractors = distractors is not None and np.asarray(distractors).ndim == 3 and np.asarray(distractors).shape[1] > 0
         self.distractor_boxes = torch.as_tensor(distractors, dtype=torch.float32) if has_distractors else None

@@ -63,6 +63,7 @@ __all__ = [
     "LogoAnnotation",
     "cached_logo_pairs",
     "load_logo_pairs",
+    "query_aspects_in_reference",
     "read_flickrlogos27",
     "read_flickrlogos32",
     "read_logo_dataset",
@@ -344,6 +345,35 @@ def load_logo_pairs(
         "reference_images": np.array([str(t.image_path) for t, _ in plan], dtype=str),
         "query_boxes": out_query_boxes,
     }
+
+
+def query_aspects_in_reference(
+    query_boxes: np.ndarray, reference_images: Sequence[str], reference_shape: tuple[int, int]
+) -> np.ndarray:
+    """Width / height of each pair's query, at its true aspect, in its reference's pixels.
+
+    The pairs squash the query crop to a square and the scene to ``reference_shape``
+    ``(H, W)``; a template that keeps the logo's shape in the scene must therefore be
+    ``(qw / qh) * (W / w_img) / (H / h_img)`` wide per unit of height, where ``qw x qh``
+    is the query box in its own image (``query_boxes``) and ``w_img x h_img`` the
+    reference image's size (read from its header). Uses only what a user has at query
+    time: the query's crop and the reference image.
+    """
+    query_boxes = np.asarray(query_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(reference_images) != len(query_boxes):
+        raise ValueError(f"{len(query_boxes)} query boxes but {len(reference_images)} reference images")
+    widths, heights = query_boxes[:, 2] - query_boxes[:, 0], query_boxes[:, 3] - query_boxes[:, 1]
+    if (widths <= 0).any() or (heights <= 0).any():
+        raise ValueError("every query box needs a positive width and height")
+    sizes: dict[str, tuple[int, int]] = {}
+    H, W = reference_shape
+    aspects = np.empty(len(query_boxes))
+    for i, path in enumerate(reference_images):
+        if path not in sizes:
+            sizes[path] = _image_size(Path(path))
+        image_w, image_h = sizes[path]
+        aspects[i] = widths[i] / heights[i] * (W / image_w) / (H / image_h)
+    return aspects
 
 
 # --------------------------------------------------------------------------- cache
