@@ -88,9 +88,10 @@ def markdown(rows: list[dict], folds: list[Fold], info: dict) -> str:
         f"Device: {info['device']}. Seeds: {info['seeds'] or 'one run'}. Lower is better; "
         "published rows are evaluated, never trained; `beats SIFT` counts the folds.",
         "",
-        "| method | trained on | " + " | ".join(tests) + " | mean | beats SIFT |",
-        "|---|---|" + "---|" * len(tests) + "---|---|",
+        "| method | trained on | " + " | ".join(tests) + " | mean | beats SIFT | main protocol (photos → v_churchill) |",
+        "|---|---|" + "---|" * len(tests) + "---|---|---|",
     ]
+    main = info.get("main_protocol") or {}
     for r in rows:
         cells = []
         for test in tests:
@@ -99,10 +100,26 @@ def markdown(rows: list[dict], folds: list[Fold], info: dict) -> str:
             cells.append("" if value is None else f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if spread is not None else ""))
         mean = "" if r["mean_fpr95"] is None else f"{100 * r['mean_fpr95']:.2f}" + ("" if r["folds"] == len(tests) else f" ({r['folds']} folds)")
         trained_on = r["train"] if r["published"] else ("" if r["train"] is None else "the fold's training sequences")
-        lines.append(f"| {r['method']} | {trained_on} | " + " | ".join(cells) + f" | {mean} | {r['beats_sift']}/{r['folds']} |")
+        lines.append(f"| {r['method']} | {trained_on} | " + " | ".join(cells) + f" | {mean} | {r['beats_sift']}/{r['folds']} | {_pct(main.get(r['method']))} |")
     order = [r["method"] for r in rows if r["mean_fpr95"] is not None]
     lines += ["", "Order by mean FPR95 (best first): " + " < ".join(order) + "."]
+    if main:
+        lines += ["", "Main protocol column: the published `descriptors.json` of `make benchmark-descriptors` (trained on photos, "
+                  "graf validation, v_churchill test; other runs, other budgets' seeds), for comparison."]
     return "\n".join(lines) + "\n"
+
+
+def _pct(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def main_protocol_fpr95(publish_dir: str | None) -> dict[str, float]:
+    """FPR95 per method of the published main-protocol table (``descriptors.json`` in
+    ``publish_dir``), or {} when there is none."""
+    path = Path(publish_dir) / "descriptors.json" if publish_dir else None
+    if path is None or not path.is_file():
+        return {}
+    return {r["method"]: r["fpr95"] for r in json.loads(path.read_text()) if r.get("fpr95") is not None}
 
 
 def _plot(rows: list[dict], folds: list[Fold], path: Path) -> None:
@@ -158,7 +175,7 @@ def run_suite(
     rows = combine_folds(folds, fold_rows)
     first = next(iter(fold_rows.values()), [])
     device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")
-    info = {"quick": quick, "device": device, "seeds": suite_arguments.get("seeds")}
+    info = {"quick": quick, "device": device, "seeds": suite_arguments.get("seeds"), "main_protocol": main_protocol_fpr95(publish_dir)}
     result = {**info, "folds": [{"test": f.test, "val": f.val, "train": list(f.train)} for f in folds], "rows": rows,
               "fold_rows": fold_rows}
     (output / "descriptors_loo.json").write_text(json.dumps(result, indent=2))
