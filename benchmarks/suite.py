@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,14 @@ def software_versions(packages: tuple[str, ...] = ("torch", "lightning", "numpy"
     return found
 
 
+def publish_files(output: Path, publish_dir: str | None, names: list[str]) -> None:
+    """Copy a run's result files (``names`` in ``output``) to ``publish_dir``, when set."""
+    if not publish_dir:
+        return
+    publish = Path(publish_dir)
+    publish.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(output / name, publish / name)
 
 
 def prepare_suite(output_dir: str, device: str, num_threads: int | None) -> tuple[Path, torch.device]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import statistics
 from pathlib import Path
 
+from benchmarks.suite import publish_files
 from benchmarks.suites import descriptors as descriptor_suite
 from descriptors.data.real.protocols import (
     REAL_SEQUENCES,
@@ -181,10 +181,6 @@ def run_suite(
     (output / "descriptors_loo.json").write_text(json.dumps(result, indent=2))
     (output / "descriptors_loo.md").write_text(markdown(rows, folds, info))
     _plot(rows, folds, output / "descriptors_loo.png")
-    if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        for name in ("descriptors_loo.json", "descriptors_loo.md", "descriptors_loo.png"):
-            shutil.copy(output / name, publish / name)
+    publish_files(output, publish_dir, ["descriptors_loo.json", "descriptors_loo.md", "descriptors_loo.png"])
     print((output / "descriptors_loo.md").read_text())
     return rows

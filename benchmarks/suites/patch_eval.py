@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import prepare_suite
+from benchmarks.suite import prepare_suite, publish_files
 from core.timing import device_name
 from descriptors import evaluate as E
 from descriptors.data import hpatches as H
@@ -129,13 +128,8 @@ def run_suite(
     (output / "patch_eval.md").write_text(markdown(result))
     _plot_roc(roc_curves, output / "patch_eval_roc.png")
     _plot_per_pair(per_pair, output / "patch_eval_matching_per_pair.png")
-    if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        names = ["patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png"]
-        names += ["patch_eval_brown_roc.png"] if brown_rows else []
-        for name in names:
-            shutil.copy(output / name, publish / name)
+    names = ["patch_eval.json", "patch_eval.md", "patch_eval_roc.png", "patch_eval_matching_per_pair.png"]
+    publish_files(output, publish_dir, names + (["patch_eval_brown_roc.png"] if brown_rows else []))
     print((output / "patch_eval.md").read_text())
     return rows
 
