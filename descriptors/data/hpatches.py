@@ -331,10 +331,11 @@ def read_task_columns(path: str | os.PathLike, columns: list[str]) -> tuple[np.n
     if not path.is_file():
         raise DatasetNotFoundError("HPatches task list not found", path, "Copy the tasks/ folder of hpatches-benchmark, or leave tasks_dir unset to generate the lists")
     size = path.stat().st_size
-    buffer = np.zeros(size + 9 + MAX_NAME, dtype=np.uint8)  # 8 spare, the file, a newline, room for a name's words
+    buffer = np.empty(size + 9 + MAX_NAME, dtype=np.uint8)  # 8 spare, the file, a newline, room for a name's words
     with open(path, "rb") as handle:
         size = handle.readinto(memoryview(buffer)[8 : 8 + size])
     end = 8 + size
+    buffer[:8] = buffer[end:] = 0  # only the padding needs clearing, not the whole file's bytes
     if size and buffer[end - 1] != 10:
         buffer[end] = 10
         end += 1
