@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hydra import compose
 
-from benchmarks.suite import merge_published, prepare_suite
+from benchmarks.suite import merge_published, prepare_suite, publish_files
 from benchmarks.train import train
 from core.timing import device_name, timed_median
 from regionsearch.api import RegionSearcher, evaluate_search_path
@@ -515,10 +515,6 @@ def run_speed_suite(
     (output / "regionsearch_speed.json").write_text(json.dumps(result, indent=2))
     (output / "regionsearch_speed.md").write_text(speed_markdown(rows, verdicts, device_label))
     _plot_speed(rows, output / "regionsearch_speed.png")
-    if publish_dir:
-        publish = Path(publish_dir)
-        publish.mkdir(parents=True, exist_ok=True)
-        for name in ("regionsearch_speed.json", "regionsearch_speed.md", "regionsearch_speed.png"):
-            shutil.copy(output / name, publish / name)
+    publish_files(output, publish_dir, ["regionsearch_speed.json", "regionsearch_speed.md", "regionsearch_speed.png"])
     print((output / "regionsearch_speed.md").read_text())
     return rows
