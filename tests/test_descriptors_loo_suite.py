@@ -90,3 +90,13 @@ def test_config_keys_are_the_suites_arguments(make_cfg):
     unknown = [key for key in cfg.benchmark if key != "_target_" and key not in accepted]
     assert not unknown, f"benchmark=descriptors_loo keys no suite takes: {unknown}"
     assert list(cfg.benchmark.sequences) == SEVEN and "data.real_data.n_coil=0" in cfg.benchmark.data_overrides
+
+
+def test_only_folds_runs_those_folds_as_defined_by_all_sequences(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(descriptor_suite, "run_suite", lambda data_overrides, **kw: calls.append(data_overrides) or _rows("x", {"sift": 0.2}))
+    loo.run_suite(str(tmp_path), sequences=SEVEN, only_folds=["v_churchill"], data_overrides=[])
+    assert len(calls) == 1 and "data.test_subset=v_churchill" in calls[0]
+    assert "data.real_data.train_sequences=[wall,bark,bikes,leuven]" in calls[0]  # graf validates, the rest trains
+    with pytest.raises(ValueError, match="only_folds"):
+        loo.run_suite(str(tmp_path), sequences=SEVEN, only_folds=["nowhere"], data_overrides=[])

@@ -151,6 +151,7 @@ def run_suite(
     quick: bool = False,
     quick_sequences: list[str] | None = None,
     quick_methods: list[str] | None = None,
+    only_folds: list[str] | None = None,
     data_overrides: list[str] | None = None,
     publish_dir: str | None = None,
     **suite_arguments,
@@ -158,12 +159,19 @@ def run_suite(
     """Every fold through :func:`benchmarks.suites.descriptors.run_suite` (``suite_arguments``:
     its methods, baselines, published rows, budgets, seeds ...; the fold's data overrides are
     added to ``data_overrides``), then the per-fold table. ``quick``: the folds of
-    ``quick_sequences`` only, training ``quick_methods``."""
+    ``quick_sequences`` only, training ``quick_methods``. ``only_folds``: run only the folds
+    that test these sequences (the folds themselves still come from all of ``sequences``), e.g.
+    more seeds for one fold."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if quick and quick_methods is not None:
         suite_arguments["methods"] = list(quick_methods)
     folds = leave_one_out_folds(quick_sequences if quick and quick_sequences else sequences, val_preference)
+    if only_folds is not None:
+        unknown = sorted(set(only_folds) - {fold.test for fold in folds})
+        if unknown:
+            raise ValueError(f"benchmark.only_folds: {unknown} are not among the folds' test sequences {[f.test for f in folds]}")
+        folds = [fold for fold in folds if fold.test in only_folds]
     tracks = set(track_sets)
     fold_rows: dict[str, list[dict]] = {}
     for number, fold in enumerate(folds, start=1):
