@@ -270,7 +270,7 @@ class HPatchesScorer:
 class NoHPatches:
     """The scorer of a run without the HPatches columns (``score_hpatches=False``)."""
 
-    def scores(self, describe) -> dict:  # noqa: ARG002
+    def scores(self, describe) -> dict:
         return {}
 
 
@@ -517,12 +517,10 @@ def run_suite(
     for method in published or []:  # refused before anything runs
         published_row_name(method)
     output, torch_device = prepare_suite(output_dir, device, num_threads)
-    device_label = device_name(torch_device)
-    versions = software_versions()
+    device_label, versions = device_name(torch_device), software_versions()
     cache = Path(cache_dir) if cache_dir else output / "cache"
     common = [*(base_overrides or []), *(data_overrides or [])]
     test_pairs = quick_test_pairs if quick else n_test_pairs
-
     # (QUICK's overrides too: SIFT's val pairs are then the trained methods' smaller val set)
     sets = EvalSets(*load_eval_splits(methods[0] if methods else "hardnet", [*common, *(quick_overrides or [])] if quick else common,
                                       test_pairs, lookalike_val_k, train_pairs))
