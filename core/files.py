@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -143,3 +145,19 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def cached_arrays(path: str | os.PathLike, build: Callable[[], dict]) -> dict:
+    """The arrays stored in ``path`` (an ``.npz``), or, when it is missing or unreadable,
+    ``build()``'s arrays, written there atomically (:func:`atomic_file`) and returned."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError):
+            pass  # unreadable cache: rebuild it
+    arrays = build()
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return arrays

@@ -59,6 +59,11 @@ class L2Net(DescriptorNetwork):
             # oneDNN's CPU convolutions skip a layout reorder per layer with channels-last input
             # (what kornia.feature.HardNet does); values are unchanged
             h = h.to(memory_format=torch.channels_last)
+        return self.describe_normalized(h, return_features)
+
+    def describe_normalized(self, h: torch.Tensor, return_features: bool = False):
+        """The trunk on already normalised patches: unit descriptors and, with
+        ``return_features``, the first and last BN outputs (CS L2-Net's intermediate losses)."""
         if not return_features:
             return l2_normalize(self.features(h).flatten(1))
         maps = []

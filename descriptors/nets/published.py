@@ -188,15 +188,7 @@ class SOSNet(HardNet):
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         self.check_patches(x)
-        h = self.input_norm(x)
-        if not return_features:
-            return l2_normalize(self.features(h).flatten(1))
-        maps = []
-        for index, layer in enumerate(self.features):
-            h = layer(h)
-            if index in (self.first_bn_index, self.last_bn_index):
-                maps.append(h.flatten(1))
-        return l2_normalize(h.flatten(1)), maps
+        return self.describe_normalized(self.input_norm(x), return_features)
 
 
 class OfficialL2Net(L2Net):
@@ -250,6 +242,10 @@ def _state_dict_of(obj, path: Path, name: str, expected: str) -> dict:
     return dict(obj)
 
 
+def _file_state_dict(path: Path, name: str, expected: str) -> dict:
+    return _state_dict_of(_torch_file(path, name, expected), path, name, expected)
+
+
 def _load_exactly(net: nn.Module, state: dict, path: Path, name: str, expected: str) -> None:
     """``load_state_dict(strict=True)`` with the keys and shapes checked first, so a file of
     another network fails with one line naming what differs."""
@@ -273,13 +269,13 @@ def _load_exactly(net: nn.Module, state: dict, path: Path, name: str, expected: 
 def _tfeat(path: Path, name: str, spec: PublishedFile) -> nn.Module:
     expected = "a TFeat state dict (features.1, features.4, descr.0: kornia.feature.TFeat's keys)"
     net = TFeat()
-    _load_exactly(net, _state_dict_of(_torch_file(path, name, expected), path, name, expected), path, name, expected)
+    _load_exactly(net, _file_state_dict(path, name, expected), path, name, expected)
     return net
 
 
 def _hardtfeat(path: Path, name: str, spec: PublishedFile) -> nn.Module:
     expected = "a HardTFeat checkpoint ({'state_dict': features.0/3, classifier.1[, SIFT.*]})"
-    state = _state_dict_of(_torch_file(path, name, expected), path, name, expected)
+    state = _file_state_dict(path, name, expected)
     net = HardTFeat()
     _load_exactly(net, {k: v for k, v in state.items() if not k.startswith("SIFT.")}, path, name, expected)
     return net
@@ -288,13 +284,13 @@ def _hardtfeat(path: Path, name: str, spec: PublishedFile) -> nn.Module:
 def _hardnet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
     expected = "a HardNet checkpoint ({'state_dict': features.0 ... features.20}: kornia.feature.HardNet's keys)"
     net = HardNet()
-    _load_exactly(net, _state_dict_of(_torch_file(path, name, expected), path, name, expected), path, name, expected)
+    _load_exactly(net, _file_state_dict(path, name, expected), path, name, expected)
     return net
 
 
 def _sosnet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
     expected = "a SOSNet state dict (layers.1 ... layers.21: kornia.feature.SOSNet's keys)"
-    state = _state_dict_of(_torch_file(path, name, expected), path, name, expected)
+    state = _file_state_dict(path, name, expected)
     renamed = {}
     for key, value in state.items():
         head, _, rest = key.partition(".")
@@ -308,7 +304,7 @@ def _sosnet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
 def _hynet(path: Path, name: str, spec: PublishedFile) -> nn.Module:
     expected = "a HyNet state dict (layer1 ... layer7: kornia.feature.HyNet's keys)"
     net = HyNet()
-    _load_exactly(net, _state_dict_of(_torch_file(path, name, expected), path, name, expected), path, name, expected)
+    _load_exactly(net, _file_state_dict(path, name, expected), path, name, expected)
     return net
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from core.files import atomic_file
+from core.files import cached_arrays
 from core.readers.flickrlogos import (
     FLICKRLOGOS27_URL,
     FLICKRLOGOS32_SPLITS,
@@ -415,23 +415,16 @@ def cached_logo_pairs(
     kwargs = dict(builder_kwargs)
     key_material = {"version": _CACHE_VERSION, "kwargs": _jsonable(kwargs)}
     digest = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir).expanduser()
-    path = cache_dir / f"{name}-{digest}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError):
-            pass  # unreadable cache: rebuild it
-    if "annotations" not in kwargs:
-        dataset = kwargs.pop("dataset", None)
-        root = kwargs.pop("root", None)
-        if dataset is None or root is None:
-            raise ValueError("builder_kwargs needs 'annotations' or both 'dataset' and 'root'")
-        reader_kwargs = dict(kwargs.pop("reader_kwargs", None) or {})
-        kwargs["annotations"] = read_logo_dataset(str(dataset), root, **reader_kwargs)
-    pairs = load_logo_pairs(**kwargs)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, suffix=".npz") as tmp:
-        np.savez(tmp, **pairs)
-    return pairs
+    path = Path(cache_dir).expanduser() / f"{name}-{digest}.npz"
+
+    def build() -> dict[str, np.ndarray]:
+        if "annotations" not in kwargs:
+            dataset = kwargs.pop("dataset", None)
+            root = kwargs.pop("root", None)
+            if dataset is None or root is None:
+                raise ValueError("builder_kwargs needs 'annotations' or both 'dataset' and 'root'")
+            reader_kwargs = dict(kwargs.pop("reader_kwargs", None) or {})
+            kwargs["annotations"] = read_logo_dataset(str(dataset), root, **reader_kwargs)
+        return load_logo_pairs(**kwargs)
+
+    return cached_arrays(path, build)

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import DatasetNotFoundError
-from core.files import atomic_file
+from core.files import cached_arrays
 from core.readers.flickrlogos import read_flickrlogos27
 
 SOURCES = ("sequences", "coil", "logos", "photos")
@@ -320,14 +320,4 @@ def cached_real_pairs(cache_dir: str | os.PathLike, data_root: str | os.PathLike
     """:func:`build_real_pairs` memoised in ``cache_dir/real_pairs-<split>-<hash>.npz`` (hash of the arguments)."""
     key = json.dumps({"version": _CACHE_VERSION, "root": str(Path(data_root).resolve()), **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}, sort_keys=True)
     path = Path(cache_dir).expanduser() / f"real_pairs-{kwargs.get('split', 'train')}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError):
-            pass  # unreadable cache: rebuild it
-    pairs = build_real_pairs(data_root, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, suffix=".npz") as tmp:
-        np.savez(tmp, **pairs)
-    return pairs
+    return cached_arrays(path, lambda: build_real_pairs(data_root, **kwargs))
