@@ -3,13 +3,16 @@ lists: ``s1,t1,idx1,s2,t2,idx2`` a row, a million rows a list).
 
 Every field is read as 8-byte little-endian words of the byte buffer: a number of up to 8
 digits from the word that ends with it, a name of up to :data:`MAX_NAME` bytes from its words.
-The arithmetic runs in place on preallocated arrays (fresh 8 MB temporaries cost more in page
-faults than the operations themselves). Anything that is not plain (quotes, CR, signs,
+A body is parsed in parts of ~2 MB (a few dozen passes over each part's arrays then run in
+the CPU caches rather than from memory), in threads. Anything that is not plain (quotes, CR, signs,
 spaces, longer fields, two names with one hash) makes :func:`parse_plain_csv` return None, so
 that the caller can fall back to the ``csv`` module, which also words the errors.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,6 +30,8 @@ _KEY_STEP = _U(0x9E3779B97F4A7C15)
 _PART_MULTIPLIERS = (_U(0xC2B2AE3D27D4EB4F), _U(0x165667B19E3779F9))
 _MIDDLE_MULTIPLIERS = (0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
 _SCAN_BLOCK = 1 << 20
+#: a body is cut into parts of about this size (see :func:`parse_plain_csv`)
+_PART_BYTES = 2 << 20
 
 
 def _hash_slots(unique: np.ndarray) -> tuple[np.uint64, int] | None:
@@ -43,7 +48,7 @@ def _distinct_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     into a collision-free hash table; when every key is found there (a task list has a few
     hundred names in millions of fields) that one look-up replaces a full ``np.unique`` and a
     search per key; otherwise the same with all distinct keys, or a binary search."""
-    sample = np.unique(key[:: max(1, len(key) // 65536)])
+    sample = np.unique(key[:: max(1, len(key) // 4096)])
     for unique in (sample, None):
         if unique is None:
             unique = np.unique(key)
@@ -68,13 +73,22 @@ def _separators(buffer: np.ndarray, start: int, end: int, n_columns: int, positi
     byte at or below ',' other than those two occurs or a row has another number of fields.
     Digits and name characters are all above ','; a '+', '"', CR, space, tab or NUL is not.
     Scanned in blocks: no file-sized temporary."""
-    found, n_commas, n_newlines = [], 0, 0
+    # every field has a byte before its separator: at most half the bytes (+1) are separators;
+    # the positions go straight into one array (no per-block pieces to concatenate)
+    ends = np.empty((end - start) // 2 + 1, dtype=position)
+    mask = np.empty(min(_SCAN_BLOCK, end - start), dtype=bool)
+    n_found = n_commas = n_newlines = 0
     for i in range(start, end, _SCAN_BLOCK):
         block = buffer[i : min(i + _SCAN_BLOCK, end)]
-        found.append((np.flatnonzero(block <= 44) + i).astype(position, copy=False))
-        n_commas += int(np.count_nonzero(block == 44))
-        n_newlines += int(np.count_nonzero(block == 10))
-    ends = np.concatenate(found)
+        here = np.flatnonzero(np.less_equal(block, 44, out=mask[: len(block)]))
+        found = block[here]
+        n_commas += int(np.count_nonzero(found == 44))
+        n_newlines += int(np.count_nonzero(found == 10))
+        if n_found + len(here) > len(ends):
+            return None
+        np.add(here, i, out=ends[n_found : n_found + len(here)], casting="unsafe")
+        n_found += len(here)
+    ends = ends[:n_found]
     n_rows = n_newlines
     if len(ends) != n_rows * n_columns or n_commas != n_rows * (n_columns - 1):
         return None
@@ -90,6 +104,9 @@ def _read_integers(buffer: np.ndarray, words: np.ndarray, field_end: np.ndarray,
     when a field holds a byte that is not 0-9."""
     if width.min() < 1 or width.max() > 8:
         return None
+    if width.max() == 1:  # one digit a field (the lists' image indices t1, t2): one byte each
+        digits = buffer[field_end - 1] - np.uint8(48)
+        return digits.astype(np.int64) if (digits < 10).all() else None
     low = _LOW_BYTES[8 - width]  # the bytes before the field: set to '0'
     digits = words[field_end - 8]
     scratch = np.bitwise_xor(digits, _ASCII_ZEROS)
@@ -133,32 +150,72 @@ def _name_codes(buffer: np.ndarray, words: np.ndarray, first: np.ndarray, width:
     key += scratch
     # names of over 16 bytes: the words between head and tail join their key
     long = np.flatnonzero(width > 16)
+    long_first, long_width = first[long], width[long]
     middles = []
-    for w in range(1, -(-int(width.max()) // 8) - 1):
-        middle = words[first[long] + 8 * w] & _LOW_BYTES[np.clip(width[long] - 8 * w, 0, 8)]
-        middles.append(middle)
-        key[long] += middle * _U(_MIDDLE_MULTIPLIERS[w - 1])
+    if len(long):
+        extra = np.zeros(len(long), dtype=np.uint64)
+        for w in range(1, -(-int(long_width.max()) // 8) - 1):
+            middle = words[long_first + 8 * w]
+            middle &= _LOW_BYTES[np.clip(long_width - 8 * w, 0, 8)]
+            middles.append(middle)
+            extra += middle * _U(_MIDDLE_MULTIPLIERS[w - 1])
+        key[long] += extra
     unique, codes = _distinct_codes(key)
     representative = np.empty(len(unique), dtype=np.int64)
     representative[codes] = np.arange(len(codes))
     same = width == width[representative][codes]
     same &= head == head[representative][codes]
     same &= tail == tail[representative][codes]
-    for w, middle in enumerate(middles, start=1):
-        expected = words[first[representative] + 8 * w] & _LOW_BYTES[np.clip(width[representative] - 8 * w, 0, 8)]
-        same[long] &= middle == expected[codes[long]]
     if not same.all():
         return None
+    long_codes = codes[long]
+    for w, middle in enumerate(middles, start=1):
+        expected = words[first[representative] + 8 * w] & _LOW_BYTES[np.clip(width[representative] - 8 * w, 0, 8)]
+        if not (middle == expected[long_codes]).all():
+            return None
     found = np.array([bytes(buffer[first[r] : first[r] + width[r]]).decode() for r in representative], dtype=str)
     order = np.argsort(found, kind="stable")
     return found[order], np.argsort(order)[codes]
 
 
-def parse_plain_csv(buffer: np.ndarray, start: int, end: int, columns: list[str]):
+def parse_plain_csv(buffer: np.ndarray, start: int, end: int, columns: list[str], workers: int | None = None):
     """Columns of a plain ``a,b,...`` CSV body ``buffer[start:end]`` (uint8, ending with a
     newline, 8 spare bytes before, :data:`MAX_NAME` after) as ``(names, {column: int64
     array})``, or None when it is not plain. Columns named ``s*`` are names: they come back
-    as codes into one sorted name table shared by all of them; the others are integers."""
+    as codes into one sorted name table shared by all of them; the others are integers.
+
+    The body is cut at newlines into parts of about :data:`_PART_BYTES`, whose arrays stay in
+    the CPU caches through the dozens of passes over them, parsed by ``workers`` threads
+    (default: the cores this process may use; numpy releases the GIL), then merged."""
+    n_parts = max(1, (end - start) // _PART_BYTES)
+    cuts = [start]
+    for k in range(1, n_parts):
+        cut = start + (end - start) * k // n_parts
+        newline = np.flatnonzero(buffer[cut : cut + _PART_BYTES] == 10)[:1]  # the row that ends at or after the cut
+        if len(newline) and cuts[-1] < cut + int(newline[0]) + 1 < end:
+            cuts.append(cut + int(newline[0]) + 1)
+    cuts.append(end)
+    if len(cuts) == 2:
+        return _parse_part(buffer, start, end, columns)
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(cuts) - 1))
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda k: _parse_part(buffer, cuts[k], cuts[k + 1], columns), range(len(cuts) - 1)))
+    if any(part is None for part in parts):
+        return None
+    names = np.unique(np.concatenate([part_names for part_names, _ in parts]))
+    # a part's codes index its own sorted names: map them into the merged table
+    to_merged = [np.searchsorted(names, part_names) for part_names, _ in parts]
+    out = {}
+    for column in columns:
+        pieces = [mapping[values[column]] if column.startswith("s") else values[column] for mapping, (_, values) in zip(to_merged, parts)]
+        out[column] = np.concatenate(pieces)
+    return names, out
+
+
+def _parse_part(buffer: np.ndarray, start: int, end: int, columns: list[str]):
+    """:func:`parse_plain_csv` of whole rows ``buffer[start:end]`` in this thread."""
     n_columns = len(columns)
     position = np.int32 if len(buffer) < 2**31 else np.int64  # half the memory traffic
     ends = _separators(buffer, start, end, n_columns, position)

@@ -260,6 +260,33 @@ def test_list_reader_equals_a_reference_parse(tmp_path):
     np.testing.assert_array_equal(pairs.codes2, reference.codes2)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_list_reader_in_parts_equals_a_reference_parse(tmp_path, monkeypatch, workers):
+    # large lists are parsed in parts of ~_PART_BYTES (in threads) whose name tables are merged:
+    # with tiny parts, names found in one part only and a quoted row in the last part (-> the csv
+    # module for the whole file) must give the one-part result
+    from descriptors.data import plain_csv
+
+    monkeypatch.setattr(plain_csv, "_PART_BYTES", 512)
+    rng = np.random.default_rng(1)
+    columns = ["s1", "t1", "idx1", "s2", "t2", "idx2"]
+    names = [f"v_seq{i}" for i in range(40)] + ["v_synth_" + "m" * 20, "i_only_in_the_first_part"]
+    rows = [(rng.choice(names[:41]), int(rng.integers(0, 6)), int(rng.integers(0, 10**6)), rng.choice(names[:41]), int(rng.integers(0, 6)), int(rng.integers(0, 4000))) for _ in range(2000)]
+    rows[3] = (names[-1],) + rows[3][1:]
+    path = tmp_path / "verif_pos_split-x.csv"
+    fallback = H._read_csv_rows
+    for last_row in ("", '"v_seq1",1,2,v_seq2,3,4\n'):
+        path.write_text("s1,t1,idx1,s2,t2,idx2\n" + "".join(",".join(map(str, row)) + "\n" for row in rows) + last_row)
+        parsed = plain_csv.parse_plain_csv
+        monkeypatch.setattr(H, "parse_plain_csv", lambda *args, parsed=parsed: parsed(*args, workers=workers))
+        monkeypatch.setattr(H, "_read_csv_rows", (lambda *args: pytest.fail("fell back to the csv module")) if not last_row else fallback)
+        names_read, columns_read = H.read_task_columns(path, columns)
+        assert list(names_read) == sorted(set(names_read.tolist())) and len(names_read) == len({r[0] for r in rows} | {r[3] for r in rows} | ({"v_seq1", "v_seq2"} if last_row else set()))
+        read = list(zip(*(names_read[columns_read[c]].tolist() if c.startswith("s") else columns_read[c].tolist() for c in columns)))
+        assert read == _reference_parse(path, columns)
+        assert all(columns_read[c].dtype == np.int64 for c in columns)
+
+
 def test_list_reader_reads_long_names_word_wise(tmp_path, monkeypatch):
     # the generated sets name sequences like v_synth_astronaut (17 bytes): the word-wise parse reads
     # names up to 32 bytes; the csv module (20-40x slower on 1M rows) must not be asked
