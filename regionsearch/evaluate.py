@@ -171,13 +171,21 @@ def real_pair_ious(boxes: np.ndarray, truths: np.ndarray) -> np.ndarray:
 def run_method(method: Callable[[np.ndarray, np.ndarray], MethodResult], pairs) -> list[PairOutcome]:
     """Run ``method(template, image_b)`` on every pair (batch 1), timing each call; the template
     is cut from image A at the rounded box. IoU is against the pair's ground-truth box in B."""
-    outcomes = []
+    return run_methods({"method": method}, pairs)["method"]
+
+
+def run_methods(methods: dict[str, Callable[[np.ndarray, np.ndarray], MethodResult]], pairs) -> dict[str, list[PairOutcome]]:
+    """:func:`run_method` for several methods, interleaved: every pair is run by each method in
+    turn, so that a load that changes during the run (a shared machine) weighs on all of them
+    alike and their time ratios stay fair."""
+    outcomes: dict[str, list[PairOutcome]] = {name: [] for name in methods}
     for pair in pairs:
         template = pair.template()
-        start = time.perf_counter()
-        result = method(template, pair.image_b)
-        seconds = time.perf_counter() - start
-        box = np.asarray(result.box, dtype=np.float64)
-        iou = float(real_pair_ious(box[None], pair.box_b[None])[0])
-        outcomes.append(PairOutcome(box, iou, int(result.windows), seconds))
+        for name, method in methods.items():
+            start = time.perf_counter()
+            result = method(template, pair.image_b)
+            seconds = time.perf_counter() - start
+            box = np.asarray(result.box, dtype=np.float64)
+            iou = float(real_pair_ious(box[None], pair.box_b[None])[0])
+            outcomes[name].append(PairOutcome(box, iou, int(result.windows), seconds))
     return outcomes

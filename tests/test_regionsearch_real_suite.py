@@ -92,3 +92,32 @@ def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
     assert "| ncc |" in table and "| search_path |" in table and "## The search path" in table
     sizes = json.loads((publish / "regionsearch_real_sizes.json").read_text())
     assert {r["method"] for r in sizes} == {"search_path"}
+
+
+def test_search_path_at_several_first_look_views(tmp_path):
+    import torch
+
+    from regionsearch.module import net_config
+    from regionsearch.nets.search_path import SearchPathMatcher
+
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=2)
+    net = SearchPathMatcher(
+        in_channels=3, glimpse_size=32, steps=2, channels=[32] * 5, hidden_size=32, encoder="efficientnet_lite0", freeze_encoder=True,
+        first_move="map", first_view="reference", size_mode="anisotropic", first_glimpse_size=64, relative_moves=True,
+    )  # fmt: skip
+    checkpoint = tmp_path / "search_path.ckpt"
+    torch.save({"net_config": net_config(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, checkpoint)
+    rows = run_suite(
+        output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), methods={"ncc": {}}, search_path_checkpoint=str(checkpoint),
+        search_path_view=[96, 48], size_methods=(), sizes=(60,), size_pairs=1,
+    )  # fmt: skip
+    names = ["ncc", "search_path", "search_path_template_box", "search_path_at_48px", "search_path_at_48px_template_box"]
+    assert [r["method"] for r in rows] == names
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["search_path"]["first_look_view"] == 96 and by_method["search_path_at_48px"]["first_look_view"] == 48
+    # a smaller first look places the template at fewer cells: fewer windows
+    assert by_method["search_path_at_48px"]["windows_per_query"] < by_method["search_path"]["windows_per_query"]
+    sizes = json.loads((tmp_path / "run" / "regionsearch_real_sizes.json").read_text())
+    assert {r["method"] for r in sizes} == {"search_path", "search_path_at_48px"}
+    table = (tmp_path / "run" / "regionsearch_real.md").read_text()
+    assert "- search_path_at_48px (free box: width and height predicted; first look 48 px)" in table

@@ -13,6 +13,7 @@ import json
 import logging
 import statistics
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ import cv2
 from benchmarks.suite import merge_published, prepare_suite, software_versions
 from core.timing import device_name
 from regionsearch.data.bbs import BBSPair, load_bbs_pairs
-from regionsearch.evaluate import run_method, summarize_real
+from regionsearch.evaluate import run_methods, summarize_real
 from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
 from regionsearch.template_baselines import SearchPathMethod, build_template_methods
 
@@ -62,12 +63,15 @@ def rescale_pairs(pairs: list[BBSPair], max_side: int | None) -> list[BBSPair]:
 
 
 def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[dict]:
-    """One row per method: the protocol's numbers, time and windows per query (batch 1)."""
-    rows = []
-    for name, method in methods.items():
+    """One row per method: the protocol's numbers, time and windows per query (batch 1). The
+    methods take turns on every pair (:func:`~regionsearch.evaluate.run_methods`): their time
+    ratios hold on a machine whose load changes during the run."""
+    for method in methods.values():
         method(pairs[0].template(), pairs[0].image_b)  # warm-up (first-call allocations, the backbone)
-        outcomes = run_method(method, pairs)
-        summary = summarize_real([o.iou for o in outcomes])
+    outcomes = run_methods(methods, pairs) if methods else {}
+    rows = []
+    for name in methods:
+        summary = summarize_real([o.iou for o in outcomes[name]])
         rows.append(
             {
                 "dataset": DATASET,
@@ -75,9 +79,9 @@ def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[d
                 "auc": round(summary["auc"], 4),
                 "success_rate": round(summary["success_rate"], 4),
                 "mean_iou": round(summary["mean_iou"], 4),
-                "ms_per_query": round(1000 * statistics.fmean(o.seconds for o in outcomes), 3),
+                "ms_per_query": round(1000 * statistics.fmean(o.seconds for o in outcomes[name]), 3),
                 "ms_per_query_batched": None,  # one pair at a time: no batched path
-                "windows_per_query": round(statistics.fmean(o.windows for o in outcomes), 1),
+                "windows_per_query": round(statistics.fmean(o.windows for o in outcomes[name]), 1),
                 "n_pairs": len(pairs),
                 "device": device,
                 "success_curve": [round(v, 4) for v in summary["curve"]],
@@ -94,29 +98,41 @@ def exhaustive_windows(pair: BBSPair) -> int:
     return max(1, height - h + 1) * max(1, width - w + 1)
 
 
-def search_path_rows(net, pairs: list[BBSPair], device: str, torch_device, batch_size: int = 16) -> list[dict]:
-    """The search path's rows: the free box (width and height predicted) and a template-sized box
-    at its centre; ms per query at batch 1 and batched (pairs whose image B share a size, padded
-    templates), windows per query (first look + glimpses) and their share of an exhaustive scan."""
-    rows = []
-    for name, box in (("search_path", "free"), ("search_path_template_box", "template")):
-        method = SearchPathMethod(net, box=box, device=torch_device)
-        method(pairs[0].template(), pairs[0].image_b)  # warm-up
-        row = evaluate_methods({name: method}, pairs, device)[0]
-        groups: dict[tuple, list[BBSPair]] = {}
-        for pair in pairs:
-            groups.setdefault(pair.image_b.shape, []).append(pair)
+def search_path_matchers(net, views: list[int | None], torch_device) -> dict[str, SearchPathMethod]:
+    """The search path as protocol methods, per first-look view (None: the checkpoint's): the
+    free box (width and height predicted) and a template-sized box at its centre. The first view
+    is named ``search_path``; the others ``search_path_at_<view>px``."""
+    matchers = {}
+    for index, view in enumerate(views):
+        copy = deepcopy(net)
+        if view:
+            copy.first_glimpse_size = int(view)
+        name = "search_path" if index == 0 else f"search_path_at_{copy.first_glimpse_size}px"
+        matchers[name] = SearchPathMethod(copy, box="free", device=torch_device)
+        matchers[f"{name}_template_box"] = SearchPathMethod(copy, box="template", device=torch_device)
+    return matchers
+
+
+def add_search_path_columns(rows: list[dict], matchers: dict[str, SearchPathMethod], pairs: list[BBSPair], batch_size: int = 16) -> None:
+    """The search path's own columns: ms per query batched (pairs whose image B share a size,
+    padded templates) and the share of an exhaustive scan's windows its first look and glimpses are."""
+    groups: dict[tuple, list[BBSPair]] = {}
+    for pair in pairs:
+        groups.setdefault(pair.image_b.shape, []).append(pair)
+    for row in rows:
+        method = matchers.get(row["method"])
+        if method is None:
+            continue
         start = time.perf_counter()
         for group in groups.values():
             for first in range(0, len(group), batch_size):
                 chunk = group[first : first + batch_size]
                 method.batch([p.template() for p in chunk], [p.image_b for p in chunk])
         row["ms_per_query_batched"] = round(1000 * (time.perf_counter() - start) / len(pairs), 3)
+        row["first_look_view"] = method.net.first_glimpse_size
         shares = [method(p.template(), p.image_b).windows / exhaustive_windows(p) for p in pairs]
         row["windows_share_of_exhaustive"] = round(statistics.fmean(shares), 5)
-        rows.append(row)
-        log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", name, row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
-    return rows
+        log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", row["method"], row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
 
 
 def time_versus_size(methods: dict, pairs: list[BBSPair], sizes: list[int]) -> list[dict]:
@@ -148,14 +164,15 @@ def search_path_notes(rows: list[dict]) -> list[str]:
     exhaustive scan's windows, >= 40x faster per query than our BBS and DDIS."""
     by_method = {r["method"]: r for r in rows}
     lines = []
-    for name in ("search_path", "search_path_template_box"):
-        row = by_method.get(name)
-        if row is None:
+    for row in rows:
+        name = row["method"]
+        if not name.startswith("search_path"):
             continue
         speed = ", ".join(f"{by_method[b]['ms_per_query'] / row['ms_per_query']:.0f}x faster than {b}" for b in ("bbs", "ddis") if b in by_method)
         share = row.get("windows_share_of_exhaustive")
         lines.append(
-            f"- {name} ({'free box: width and height predicted' if name == 'search_path' else 'template-sized box at the final window centre'}): "
+            f"- {name} ({'template-sized box at the final window centre' if name.endswith('_template_box') else 'free box: width and height predicted'}"
+            + (f"; first look {row['first_look_view']} px" if row.get("first_look_view") else "") + "): "
             f"AUC {row['auc']:.3f} (target >= 0.64), {row['windows_per_query']:.0f} windows per query"
             + (f" = {100 * share:.2f} % of an exhaustive scan (target <= 1 %)" if share is not None else "")
             + f", {row['ms_per_query']:.1f} ms per query at batch 1"
@@ -183,7 +200,8 @@ def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, version
         "Peers' protocol: template = image A cut at the rounded box; one template-sized box per pair in image B; "
         "success(t) = share of pairs with IoU > t, t = 0, 0.05, ..., 1; AUC = mean of the first 20 values. "
         "Every method zero-shot (BBS105 is a test set). ms per query: wall clock, batch 1 (only the search path has a batched path), "
-        f"on {rows[0]['device'] if rows else '?'}.",
+        f"on {rows[0]['device'] if rows else '?'}; the methods of one run take turns on every pair, so their time ratios hold "
+        "under a changing load (a partial re-run's rows replace only the methods it ran).",
         "",
         "| method | AUC | published AUC | ours - published | success (IoU > 0.5) | mean IoU | ms / query | windows / query |",
         "|---|---|---|---|---|---|---|---|",
@@ -248,7 +266,7 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
     search_path_checkpoint: str | None = None,
-    search_path_view: int | None = None,
+    search_path_view: int | list[int] | None = None,
 ) -> list[dict]:
     """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots."""
     output, torch_device = prepare_suite(output_dir, device, num_threads)
@@ -259,16 +277,19 @@ def run_suite(
     pairs = rescale_pairs(load_bbs_pairs(Path(data_dir) / dataset_dir, limit)[::pair_step], side)
     log.info("BBS105: %d pairs%s", len(pairs), f", long side <= {side} px" if side else "")
     matchers = build_template_methods(methods, device=torch_device) if methods else {}
-    rows = evaluate_methods(matchers, pairs, label)
+    searchers = {}
     if search_path_checkpoint:
         from regionsearch.api import RegionSearcher
 
-        net = RegionSearcher.from_checkpoint(search_path_checkpoint).net
-        if search_path_view:  # the first look's long side at test time (picked on the training pairs' val split)
-            net.first_glimpse_size = int(search_path_view)
-        rows += search_path_rows(net, pairs, label, torch_device)
-        matchers["search_path"] = SearchPathMethod(net, box="free", device=torch_device)
-        size_methods = (*size_methods, "search_path")
+        # the first look's long side at test time (picked on the training pairs' val split); a list
+        # gives one pair of rows per view, the first named search_path
+        views = [search_path_view] if search_path_view is None or isinstance(search_path_view, int) else list(search_path_view)
+        searchers = search_path_matchers(RegionSearcher.from_checkpoint(search_path_checkpoint).net, views, torch_device)
+        size_methods = (*size_methods, *(name for name in searchers if not name.endswith("_template_box")))
+    # every method (baselines and search path) takes its turn on each pair: one run's time ratios
+    rows = evaluate_methods({**matchers, **searchers}, pairs, label)
+    add_search_path_columns(rows, searchers, pairs)
+    matchers.update(searchers)
 
     size_matchers = {name: matchers[name] for name in size_methods if name in matchers}
     size_pairs_used = pairs[: quick_size_pairs if quick else size_pairs]

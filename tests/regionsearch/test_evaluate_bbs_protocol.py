@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from regionsearch.data.bbs import BBSPair
-from regionsearch.evaluate import MethodResult, run_method, summarize_real
+from regionsearch.evaluate import MethodResult, run_method, run_methods, summarize_real
 
 
 def test_summary_of_a_hand_computed_iou_list():
@@ -48,3 +48,17 @@ def test_run_method_cuts_the_template_and_scores_the_box_against_b():
     assert seen["shape"] == (5, 10, 3)  # rounded box: x 2..12, y 4..9
     assert outcome.iou == pytest.approx(50 / 150)  # overlap 5 x 10, union 150
     assert outcome.windows == 7 and outcome.seconds >= 0
+
+
+def test_methods_take_turns_on_every_pair():
+    # timing on a shared machine: every pair runs through each method before the next pair
+    image = np.zeros((20, 30, 3), np.uint8)
+    pairs = [BBSPair(n, "v", 1, 21, image, np.array([2.0, 2.0, 12.0, 8.0]), image, np.array([5.0, 5.0, 15.0, 10.0])) for n in (1, 2)]
+    calls = []
+
+    def method(name, box):
+        return lambda template, search: calls.append(name) or MethodResult(np.array(box), windows=1)
+
+    outcomes = run_methods({"a": method("a", [5.0, 5.0, 15.0, 10.0]), "b": method("b", [0.0, 0.0, 1.0, 1.0])}, pairs)
+    assert calls == ["a", "b", "a", "b"]
+    assert [o.iou for o in outcomes["a"]] == [1.0, 1.0] and [o.iou for o in outcomes["b"]] == [0.0, 0.0]
