@@ -158,3 +158,14 @@ def test_a_table_from_before_runs_were_recorded_names_its_run_by_its_checkpoints
     table = {"fold_rows": {"graf": [{"method": "sift"}, {"method": "l2net", "checkpoint": "/x/logs/benchmark/runs/2026-12-07_03-04-01_1/fold_graf/a.ckpt"}]}}
     assert loo._legacy_run_id(table) == "2026-12-07_03-04-01_1"
     assert loo._legacy_run_id({"fold_rows": {}}) == "earlier run"
+
+
+def test_heldout_protocol_is_the_loo_fold_that_tests_v_churchill(make_cfg):
+    # benchmark=descriptors_heldout spells out one fold's overrides: they must stay the LOO suite's
+    heldout = make_cfg(["benchmark=descriptors_heldout"], config_name="benchmark", fast=False).benchmark
+    folds = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False).benchmark
+    fold = next(f for f in leave_one_out_folds(list(folds.sequences), list(folds.val_preference)) if f.test == "v_churchill")
+    assert list(heldout.data_overrides) == [*folds.data_overrides, *loo.fold_overrides(fold, set(folds.track_sets))]
+    assert heldout._target_ == "benchmarks.suites.descriptors.run_suite" and len(heldout.seeds) == 3
+    unknown = [key for key in heldout if key != "_target_" and key not in inspect.signature(descriptor_suite.run_suite).parameters]
+    assert not unknown, f"benchmark=descriptors_heldout keys the suite does not take: {unknown}"
