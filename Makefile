@@ -35,7 +35,7 @@ demo: ## train + test the search-path matcher on Translated MNIST from the embed
 train: ## train anything: make train ARGS="experiment=regionsearch/cluttered trainer=gpu"
 	$(PY) -m benchmarks.train $(ARGS)
 
-benchmark: benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-descriptors benchmark-descriptors-loo benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
+benchmark: benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-descriptors benchmark-descriptors-loo benchmark-descriptors-heldout benchmark-retrieval benchmark-search ## every benchmark suite (QUICK=1 for smoke runs)
 
 benchmark-quick: ## smoke run of every suite in a few minutes
 	$(MAKE) benchmark QUICK=1
@@ -57,6 +57,9 @@ benchmark-descriptors: ## patch descriptors: every method trained on real patche
 
 benchmark-descriptors-loo: ## patch descriptors, leave-one-sequence-out over the 7 real sequences: FPR95 per fold and mean (QUICK=1: 3 folds)
 	$(PY) -m benchmarks.run benchmark=descriptors_loo $(PUBLISH) $(ARGS)
+
+benchmark-descriptors-heldout: ## patch descriptors trained on the real sequences + tracks, tested on v_churchill: 3 seeds, HPatches columns (QUICK=1)
+	$(PY) -m benchmarks.run benchmark=descriptors_heldout $(if $(filter 1 true yes,$(QUICK)),benchmark.quick=true,benchmark.publish_dir=$(CURDIR)/benchmarks/results/descriptors_heldout) $(ARGS)
 
 benchmark-retrieval: ## image retrieval: poolings / PCAw / QE / regional attention on FlickrLogos-27 + COIL-100 (QUICK=1: ~3 min)
 	$(PY) -m benchmarks.run benchmark=retrieval $(PUBLISH) $(ARGS)
@@ -87,4 +90,4 @@ clean: ## remove caches and run outputs (not the venv)
 clean-cache: ## remove generated canvases and pair caches
 	rm -rf $${DEEPMATCH_CACHE:-$$HOME/.cache/deepmatch}
 
-.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors benchmark-descriptors-loo gpu-prepare gpu-check sweep-example lint format clean clean-cache
+.PHONY: help install install-locked test test-full demo train benchmark benchmark-quick benchmark-regionsearch benchmark-regionsearch-speed benchmark-regionsearch-real benchmark-patch-eval benchmark-retrieval benchmark-search benchmark-descriptors benchmark-descriptors-loo benchmark-descriptors-heldout gpu-prepare gpu-check sweep-example lint format clean clean-cache

@@ -100,3 +100,72 @@ def test_only_folds_runs_those_folds_as_defined_by_all_sequences(tmp_path, monke
     assert "data.real_data.train_sequences=[wall,bark,bikes,leuven]" in calls[0]  # graf validates, the rest trains
     with pytest.raises(ValueError, match="only_folds"):
         loo.run_suite(str(tmp_path), sequences=SEVEN, only_folds=["nowhere"], data_overrides=[])
+
+
+def test_merge_fold_rows_keeps_what_did_not_run_and_replaces_what_did():
+    published = {
+        "graf": [*_rows("graf", {"sift": 0.10, "tfeat": 0.20, "deepdesc": 0.40}), {"method": "l2net_binary", "fpr95": 0.3}],
+        "wall": _rows("wall", {"sift": 0.20, "tfeat": 0.30, "deepdesc": 0.80}),
+    }
+    new = {"wall": [*_rows("wall", {"deepdesc": 0.25, "cs_l2net": 0.15}), {"method": "cs_l2net_binary", "fpr95": 0.2}]}
+    merged = loo.merge_fold_rows(published, new)
+    assert [r["method"] for r in merged["graf"]] == ["sift", "tfeat", "l2net_binary"]  # deepdesc ran again: no stale graf row
+    assert [r["method"] for r in merged["wall"]] == ["sift", "tfeat", "deepdesc", "cs_l2net", "cs_l2net_binary"]
+    assert next(r for r in merged["wall"] if r["method"] == "deepdesc")["fpr95"] == 0.25
+    assert loo.merge_fold_rows({}, new) == new and loo.merge_fold_rows(published, {}) == published
+
+
+def _tagged(test: str, values: dict, run: str) -> list[dict]:
+    return [{**r, "run": run} for r in _rows(test, values)]
+
+
+def test_run_suite_merges_into_the_published_table_and_names_each_rows_run(tmp_path, monkeypatch):
+    sequences = ["graf", "wall", "bark"]
+    folds = leave_one_out_folds(sequences, ["graf", "wall"])
+    publish = tmp_path / "published"
+    publish.mkdir()
+    old_rows = {f.test: _tagged(f.test, {"sift": 0.2, "tfeat": 0.1, "deepdesc": 0.8}, "old_run") for f in folds}
+    (publish / "descriptors_loo.json").write_text(json.dumps({
+        "quick": False, "device": "CPU (1 threads)", "seeds": None, "runs": {"old_run": {"seed": 7, "seeds": None, "device": "CPU (1 threads)"}},
+        "folds": [{"test": f.test, "val": f.val, "train": list(f.train)} for f in folds], "rows": [], "fold_rows": old_rows}))
+
+    def fake_suite(data_overrides, **arguments):
+        test = next(o.split("=")[1] for o in data_overrides if o.startswith("data.test_subset="))
+        return [{**r, "device": "GPU"} for r in _rows(test, {"deepdesc": 0.15, "hardnet": 0.05})]
+
+    monkeypatch.setattr(descriptor_suite, "run_suite", fake_suite)
+    rows = {r["method"]: r for r in loo.run_suite(str(tmp_path / "new_run"), sequences=sequences, data_overrides=[], publish_dir=str(publish),
+                                                  merge_published=True, seed=12345, baselines=[], only_folds=["graf", "wall"])}
+    assert rows["tfeat"]["folds"] == 3 and rows["tfeat"]["run"] == "old_run" and rows["sift"]["beats_sift"] == 0
+    assert rows["deepdesc"]["folds"] == 2 and rows["deepdesc"]["mean_fpr95"] == pytest.approx(0.15) and rows["deepdesc"]["run"] == "new_run"
+    assert rows["hardnet"]["beats_sift"] == 2
+    saved = json.loads((publish / "descriptors_loo.json").read_text())
+    assert saved["runs"] == {"old_run": {"seed": 7, "seeds": None, "device": "CPU (1 threads)"},
+                             "new_run": {"seed": 12345, "seeds": None, "device": "GPU"}}
+    assert [f["test"] for f in saved["folds"]] == ["graf", "wall", "bark"]
+    text = (publish / "descriptors_loo.md").read_text()
+    assert "| hardnet | the fold's training sequences | 5.00 | 5.00 |  | 5.00 (2 folds) | 2/2 |  | B |" in text
+    assert "- A: `old_run`, seed 7, CPU: tfeat, sift." in text and "- B: `new_run`, seed 12345, GPU: hardnet, deepdesc." in text
+    # a table whose folds are defined otherwise is refused, so is a merge with nowhere to read from
+    (publish / "descriptors_loo.json").write_text(json.dumps({**saved, "folds": [{"test": "graf", "val": "bark", "train": []}]}))
+    with pytest.raises(ValueError, match="defined otherwise"):
+        loo.run_suite(str(tmp_path / "again"), sequences=sequences, data_overrides=[], publish_dir=str(publish), merge_published=True)
+    with pytest.raises(ValueError, match="publish_dir"):
+        loo.run_suite(str(tmp_path / "again"), sequences=sequences, data_overrides=[], merge_published=True)
+
+
+def test_a_table_from_before_runs_were_recorded_names_its_run_by_its_checkpoints():
+    table = {"fold_rows": {"graf": [{"method": "sift"}, {"method": "l2net", "checkpoint": "/x/logs/benchmark/runs/2026-12-07_03-04-01_1/fold_graf/a.ckpt"}]}}
+    assert loo._legacy_run_id(table) == "2026-12-07_03-04-01_1"
+    assert loo._legacy_run_id({"fold_rows": {}}) == "earlier run"
+
+
+def test_heldout_protocol_is_the_loo_fold_that_tests_v_churchill(make_cfg):
+    # benchmark=descriptors_heldout spells out one fold's overrides: they must stay the LOO suite's
+    heldout = make_cfg(["benchmark=descriptors_heldout"], config_name="benchmark", fast=False).benchmark
+    folds = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False).benchmark
+    fold = next(f for f in leave_one_out_folds(list(folds.sequences), list(folds.val_preference)) if f.test == "v_churchill")
+    assert list(heldout.data_overrides) == [*folds.data_overrides, *loo.fold_overrides(fold, set(folds.track_sets))]
+    assert heldout._target_ == "benchmarks.suites.descriptors.run_suite" and len(heldout.seeds) == 3
+    unknown = [key for key in heldout if key != "_target_" and key not in inspect.signature(descriptor_suite.run_suite).parameters]
+    assert not unknown, f"benchmark=descriptors_heldout keys the suite does not take: {unknown}"

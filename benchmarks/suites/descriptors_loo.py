@@ -10,7 +10,9 @@ this suite keeps every fold's FPR95 and reports their mean.
 
 Writes ``descriptors_loo.json``, ``descriptors_loo.md`` and ``descriptors_loo.png`` (FPR95 per
 fold) under the run's output dir (each fold's own tables under ``fold_<test>/``); copies them to
-``publish_dir`` when set.
+``publish_dir`` when set. ``merge_published``: the rows of the published ``descriptors_loo.json``
+whose methods this run did not run are kept beside the new ones (e.g. methods added one run at a
+time); each row names the run it comes from (its id, seed and device).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def combine_folds(folds: list[Fold], fold_rows: dict[str, list[dict]]) -> list[d
             if found is None:
                 continue
             row["train"], row["published"] = found.get("train"), "published" in found
+            row["run"], row["device"] = found.get("run"), found.get("device")
             row["fpr95"][fold.test] = found["fpr95"]
             row["val_fpr95"][fold.test] = found.get("val_fpr95")
             if "fpr95_std" in found:
@@ -77,19 +80,64 @@ def combine_folds(folds: list[Fold], fold_rows: dict[str, list[dict]]) -> list[d
     return sorted(combined, key=lambda r: (r["folds"] < len(folds), r["mean_fpr95"] if r["mean_fpr95"] is not None else float("inf")))
 
 
+def merge_fold_rows(published: dict[str, list[dict]], new: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Per fold: the published rows of the methods that ``new`` has in none of its folds, then
+    ``new``'s rows. A method that ran again loses every published row, also in the folds it did not
+    run this time (one row never mixes two runs)."""
+    rerun = {r["method"] for rows in new.values() for r in rows}
+    merged = {test: [r for r in rows if r["method"] not in rerun] for test, rows in published.items()}
+    for test, rows in new.items():
+        merged[test] = [*merged.get(test, []), *rows]
+    return {test: rows for test, rows in merged.items() if rows}
+
+
+def published_loo(publish_dir: str | None, folds: list[Fold], quick: bool) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """The fold rows and runs of ``<publish_dir>/descriptors_loo.json``, each row tagged with its run
+    (({}, {}) when there is none). Refused when its folds are defined otherwise or its quick flag differs."""
+    path = Path(publish_dir) / "descriptors_loo.json" if publish_dir else None
+    if path is None:
+        raise ValueError("benchmark.merge_published needs benchmark.publish_dir")
+    if not path.is_file():
+        log.warning("merge_published: no %s, nothing to merge", path)
+        return {}, {}
+    old = json.loads(path.read_text())
+    defined = {f.test: {"val": f.val, "train": list(f.train)} for f in folds}
+    for fold in old["folds"]:
+        if defined.get(fold["test"], {"val": fold["val"], "train": fold["train"]}) != {"val": fold["val"], "train": fold["train"]}:
+            raise ValueError(f"merge_published: the published fold {fold['test']} is defined otherwise: {fold}")
+    if bool(old.get("quick")) != bool(quick):
+        raise ValueError(f"merge_published: the published table has quick={old.get('quick')}, this run quick={quick}")
+    runs = old.get("runs") or {_legacy_run_id(old): {"seed": old.get("seed"), "seeds": old.get("seeds"), "device": old.get("device")}}
+    only = next(iter(runs)) if len(runs) == 1 else None
+    fold_rows = {test: [{**r, "run": r.get("run") or only} for r in rows] for test, rows in old["fold_rows"].items()}
+    return fold_rows, runs
+
+
+def _legacy_run_id(table: dict) -> str:
+    """The run dir of a table written before runs were recorded, read off its checkpoint paths."""
+    for rows in table.get("fold_rows", {}).values():
+        for r in rows:
+            parts = Path(r.get("checkpoint") or "").parts
+            if "runs" in parts[:-1]:
+                return parts[parts.index("runs") + 1]
+    return "earlier run"
+
+
 def markdown(rows: list[dict], folds: list[Fold], info: dict) -> str:
     tests = [fold.test for fold in folds]
+    runs = info.get("runs") or {}
+    labels = {run: chr(ord("A") + i) for i, run in enumerate(runs)}
     lines = [
         f"# Leave-one-sequence-out FPR95 (%){' (QUICK smoke run)' if info['quick'] else ''}",
         "",
         "One fold per real sequence: trained on the others except the fold's validation sequence, "
         "validated there (every choice), tested on the one left out; m50 pairs of the held-out sequence, half matching. "
         "Folds (test / validation): " + ", ".join(f"{f.test} / {f.val}" for f in folds) + ". "
-        f"Device: {info['device']}. Seeds: {info['seeds'] or 'one run'}. Lower is better; "
-        "published rows are evaluated, never trained; `beats SIFT` counts the folds.",
+        + (f"Device: {info['device']}. Seeds: {info['seeds'] or 'one run'}. " if not runs else "Each row's run (seed, device): column `run`, legend below. ")
+        + "Lower is better; published rows are evaluated, never trained; `beats SIFT` counts the folds.",
         "",
-        "| method | trained on | " + " | ".join(tests) + " | mean | beats SIFT | main protocol (photos → v_churchill) |",
-        "|---|---|" + "---|" * len(tests) + "---|---|---|",
+        "| method | trained on | " + " | ".join(tests) + " | mean | beats SIFT | main protocol (photos → v_churchill) | run |",
+        "|---|---|" + "---|" * len(tests) + "---|---|---|---|",
     ]
     main = info.get("main_protocol") or {}
     for r in rows:
@@ -100,9 +148,17 @@ def markdown(rows: list[dict], folds: list[Fold], info: dict) -> str:
             cells.append("" if value is None else f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if spread is not None else ""))
         mean = "" if r["mean_fpr95"] is None else f"{100 * r['mean_fpr95']:.2f}" + ("" if r["folds"] == len(tests) else f" ({r['folds']} folds)")
         trained_on = r["train"] if r["published"] else ("" if r["train"] is None else "the fold's training sequences")
-        lines.append(f"| {r['method']} | {trained_on} | " + " | ".join(cells) + f" | {mean} | {r['beats_sift']}/{r['folds']} | {_pct(main.get(r['method']))} |")
+        lines.append(f"| {r['method']} | {trained_on} | " + " | ".join(cells) + f" | {mean} | {r['beats_sift']}/{r['folds']} | {_pct(main.get(r['method']))} | {labels.get(r.get('run'), '')} |")
     order = [r["method"] for r in rows if r["mean_fpr95"] is not None]
     lines += ["", "Order by mean FPR95 (best first): " + " < ".join(order) + "."]
+    if runs:
+        lines += ["", "Runs:"]
+        for run, label in labels.items():
+            members = [r for r in rows if r.get("run") == run]
+            devices = sorted({r["device"] for r in members if r.get("device")})
+            seed = runs[run].get("seeds") or runs[run].get("seed")
+            lines.append(f"- {label}: `{run}`, seed {seed if seed is not None else 'not recorded (the config default)'}, "
+                         f"{'; '.join(devices) or runs[run].get('device')}: {', '.join(r['method'] for r in members)}.")
     if main:
         lines += ["", "Main protocol column: the published `descriptors.json` of `make benchmark-descriptors` (trained on photos, "
                   "graf validation, v_churchill test; other runs, other budgets' seeds), for comparison."]
@@ -154,6 +210,8 @@ def run_suite(
     only_folds: list[str] | None = None,
     data_overrides: list[str] | None = None,
     publish_dir: str | None = None,
+    merge_published: bool = False,
+    seed: int | None = None,
     **suite_arguments,
 ) -> list[dict]:
     """Every fold through :func:`benchmarks.suites.descriptors.run_suite` (``suite_arguments``:
@@ -161,7 +219,8 @@ def run_suite(
     added to ``data_overrides``), then the per-fold table. ``quick``: the folds of
     ``quick_sequences`` only, training ``quick_methods``. ``only_folds``: run only the folds
     that test these sequences (the folds themselves still come from all of ``sequences``), e.g.
-    more seeds for one fold."""
+    more seeds for one fold. ``merge_published``: keep the published rows of every method this run
+    does not run (:func:`merge_fold_rows`); ``seed``: the config's seed, recorded with the run."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if quick and quick_methods is not None:
@@ -171,7 +230,10 @@ def run_suite(
         unknown = sorted(set(only_folds) - {fold.test for fold in folds})
         if unknown:
             raise ValueError(f"benchmark.only_folds: {unknown} are not among the folds' test sequences {[f.test for f in folds]}")
-        folds = [fold for fold in folds if fold.test in only_folds]
+        all_folds, folds = folds, [fold for fold in folds if fold.test in only_folds]
+    else:
+        all_folds = folds
+    kept, runs = published_loo(publish_dir, all_folds, quick) if merge_published else ({}, {})
     tracks = set(track_sets)
     fold_rows: dict[str, list[dict]] = {}
     for number, fold in enumerate(folds, start=1):
@@ -180,10 +242,17 @@ def run_suite(
             output_dir=str(output / f"fold_{fold.test}"), quick=quick, publish_dir=None, score_hpatches=False,
             data_overrides=[*(data_overrides or []), *fold_overrides(fold, tracks)], **suite_arguments,
         )
-    rows = combine_folds(folds, fold_rows)
+        for row in fold_rows[fold.test]:
+            row["run"] = output.name
     first = next(iter(fold_rows.values()), [])
     device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")
-    info = {"quick": quick, "device": device, "seeds": suite_arguments.get("seeds"), "main_protocol": main_protocol_fpr95(publish_dir)}
+    runs = {**runs, output.name: {"seed": seed, "seeds": suite_arguments.get("seeds"), "device": device}}
+    fold_rows = merge_fold_rows(kept, fold_rows)
+    folds = [fold for fold in all_folds if fold.test in fold_rows]
+    rows = combine_folds(folds, fold_rows)
+    runs = {run: about for run, about in runs.items() if any(r.get("run") == run for r in rows)}
+    info = {"quick": quick, "device": device, "seed": seed, "seeds": suite_arguments.get("seeds"), "runs": runs,
+            "main_protocol": main_protocol_fpr95(publish_dir)}
     result = {**info, "folds": [{"test": f.test, "val": f.val, "train": list(f.train)} for f in folds], "rows": rows,
               "fold_rows": fold_rows}
     (output / "descriptors_loo.json").write_text(json.dumps(result, indent=2))

@@ -34,6 +34,8 @@ PAPER = {
     "tnet_tgloss": ("TNet-TGLoss +", 256, (9.91, 13.45, 3.91, 5.43, 10.65, 9.47, 8.8)),
     "tnet_tloss": ("TNet-TLoss +", 256, (10.77, 13.90, 4.47, 5.58, 11.82, 10.96, 9.58)),
     "tfeat": ("TFeat", 256, (8.13, 9.65, 3.71, 4.23, 8.99, 7.21, 6.98)),
+    # fine-tuned here from published weights (experiment=descriptors/tfeat_liberty_finetune)
+    "tfeat_liberty_finetune": ("TFeat, fine-tuned from TFeat-liberty", 128, (None,) * 7),
     "deepdesc": ("DeepDesc", 128, (10.9, None, 4.40, None, 5.69, None, 6.99)),
     "l2net": ("L2-Net", 128, (3.64, 5.29, 1.15, 1.62, 4.43, 3.30, 3.23)),
     "l2net_plus": ("L2-Net +", 128, (2.36, 4.7, 0.72, 1.29, 2.57, 1.71, 2.22)),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import BROWN_MEAN, DescriptorNetwork, SubtractiveNorm2d, l2_normalize, msr_init
+from .common import (
+    BROWN_MEAN,
+    DescriptorNetwork,
+    SubtractiveNorm2d,
+    l2_normalize,
+    msr_init,
+    standardize_patches,
+)
 from .deepcompare import siam_tower
 
 
@@ -45,7 +52,10 @@ class DeepDesc(DescriptorNetwork):
 
     C(32,7)-Tanh-L2Pool(2,2)-SubNorm(5x5 Gaussian) -> C(64,6)-Tanh-L2Pool(3,3)-SubNorm ->
     C(128,5)-Tanh-L2Pool(4,4) -> 128-d, not L2-normalised. Input ``(x - mean) / std`` (the
-    per-pixel mean/std images replaced by their averages, 119/255 and 47/255).
+    per-pixel mean/std images replaced by their averages, 119/255 and 47/255), or with
+    ``input_eps`` each patch standardised, ``(x - mean_patch) / (std_patch + input_eps)`` (not
+    the paper's: the dataset normalisation leaves the net blind to brightness and contrast
+    changes, e.g. leuven's).
 
     Shape:
         (B, 1, 64, 64) -> (B, 128)
@@ -54,9 +64,9 @@ class DeepDesc(DescriptorNetwork):
     patch_size = 64
     descriptor_dim = 128
 
-    def __init__(self, mean: float = 119.0 / 255.0, std: float = 47.0 / 255.0) -> None:
+    def __init__(self, mean: float = 119.0 / 255.0, std: float = 47.0 / 255.0, input_eps: float | None = None) -> None:
         super().__init__()
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.input_eps = mean, std, input_eps
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, 7),
             nn.Tanh(),
@@ -74,6 +84,8 @@ class DeepDesc(DescriptorNetwork):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_patches(x)
+        if self.input_eps is not None:
+            return self.features(standardize_patches(x, self.input_eps))
         return self.features((x - self.mean) / self.std)
 
 
