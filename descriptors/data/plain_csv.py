@@ -190,10 +190,9 @@ def parse_plain_csv(buffer: np.ndarray, start: int, end: int, columns: list[str]
     n_parts = max(1, (end - start) // _PART_BYTES)
     cuts = [start]
     for k in range(1, n_parts):
-        cut = start + (end - start) * k // n_parts
-        newline = np.flatnonzero(buffer[cut : cut + _PART_BYTES] == 10)[:1]  # the row that ends at or after the cut
-        if len(newline) and cuts[-1] < cut + int(newline[0]) + 1 < end:
-            cuts.append(cut + int(newline[0]) + 1)
+        cut = _next_row_start(buffer, start + (end - start) * k // n_parts, end)
+        if cuts[-1] < cut < end:
+            cuts.append(cut)
     cuts.append(end)
     if len(cuts) == 2:
         return _parse_part(buffer, start, end, columns)
@@ -212,6 +211,17 @@ def parse_plain_csv(buffer: np.ndarray, start: int, end: int, columns: list[str]
         pieces = [mapping[values[column]] if column.startswith("s") else values[column] for mapping, (_, values) in zip(to_merged, parts)]
         out[column] = np.concatenate(pieces)
     return names, out
+
+
+def _next_row_start(buffer: np.ndarray, position: int, end: int) -> int:
+    """One past the first newline at or after ``position`` (``end`` when there is none)."""
+    step = 4096  # rows are short: look a little ahead, then further
+    while position < end:
+        found = bytes(buffer[position : min(position + step, end)]).find(b"\n")
+        if found >= 0:
+            return position + found + 1
+        position, step = position + step, 2 * step
+    return end
 
 
 def _parse_part(buffer: np.ndarray, start: int, end: int, columns: list[str]):
