@@ -158,3 +158,13 @@ def test_a_table_from_before_runs_were_recorded_names_its_run_by_its_checkpoints
     table = {"fold_rows": {"graf": [{"method": "sift"}, {"method": "l2net", "checkpoint": "/x/logs/benchmark/runs/2026-12-07_03-04-01_1/fold_graf/a.ckpt"}]}}
     assert loo._legacy_run_id(table) == "2026-12-07_03-04-01_1"
     assert loo._legacy_run_id({"fold_rows": {}}) == "earlier run"
+
+
+def test_the_loo_budget_composes_and_gives_deepdesc_its_per_patch_input(make_cfg):
+    import hydra
+
+    cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
+    deepdesc = list(cfg.benchmark.budget.deepdesc)
+    assert list(cfg.benchmark.budget.l2net) == list(make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget.l2net)
+    train = make_cfg(["experiment=descriptors/deepdesc", *cfg.benchmark.data_overrides, *deepdesc])
+    assert hydra.utils.instantiate(train.model.net).input_eps == pytest.approx(0.001)
