@@ -169,3 +169,13 @@ def test_heldout_protocol_is_the_loo_fold_that_tests_v_churchill(make_cfg):
     assert heldout._target_ == "benchmarks.suites.descriptors.run_suite" and len(heldout.seeds) == 3
     unknown = [key for key in heldout if key != "_target_" and key not in inspect.signature(descriptor_suite.run_suite).parameters]
     assert not unknown, f"benchmark=descriptors_heldout keys the suite does not take: {unknown}"
+
+
+def test_the_loo_budget_composes_and_gives_deepdesc_its_per_patch_input(make_cfg):
+    import hydra
+
+    cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
+    deepdesc = list(cfg.benchmark.budget.deepdesc)
+    assert list(cfg.benchmark.budget.l2net) == list(make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget.l2net)
+    train = make_cfg(["experiment=descriptors/deepdesc", *cfg.benchmark.data_overrides, *deepdesc])
+    assert hydra.utils.instantiate(train.model.net).input_eps == pytest.approx(0.001)
