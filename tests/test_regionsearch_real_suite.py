@@ -64,21 +64,27 @@ def test_markdown_names_a_subset_and_quick_runs():
     assert "QUICK: downscaled subset, not comparable" in markdown_table([row], [], True, {})
 
 
-def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
+def _search_path_checkpoint(tmp_path):
+    """A small untrained photo search path (first look at 64 px) saved as a checkpoint."""
     import torch
 
     from regionsearch.module import net_config
     from regionsearch.nets.search_path import SearchPathMatcher
 
-    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=3)
-    publish = tmp_path / "published"
-    baseline = run_suite(output_dir=str(tmp_path / "run0"), data_dir=str(tmp_path / "data"), methods={"ncc": {}}, size_methods=(), publish_dir=str(publish))
     net = SearchPathMatcher(
         in_channels=3, glimpse_size=32, steps=2, channels=[32] * 5, hidden_size=32, encoder="efficientnet_lite0", freeze_encoder=True,
         first_move="map", first_view="reference", size_mode="anisotropic", first_glimpse_size=64, relative_moves=True,
     )  # fmt: skip
     checkpoint = tmp_path / "search_path.ckpt"
     torch.save({"net_config": net_config(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, checkpoint)
+    return checkpoint
+
+
+def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=3)
+    publish = tmp_path / "published"
+    baseline = run_suite(output_dir=str(tmp_path / "run0"), data_dir=str(tmp_path / "data"), methods={"ncc": {}}, size_methods=(), publish_dir=str(publish))
+    checkpoint = _search_path_checkpoint(tmp_path)
     rows = run_suite(
         output_dir=str(tmp_path / "run1"), data_dir=str(tmp_path / "data"), methods={}, search_path_checkpoint=str(checkpoint),
         size_methods=(), sizes=(60, 96), size_pairs=1, publish_dir=str(publish),
@@ -95,18 +101,8 @@ def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
 
 
 def test_search_path_at_several_first_look_views(tmp_path):
-    import torch
-
-    from regionsearch.module import net_config
-    from regionsearch.nets.search_path import SearchPathMatcher
-
     write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=2)
-    net = SearchPathMatcher(
-        in_channels=3, glimpse_size=32, steps=2, channels=[32] * 5, hidden_size=32, encoder="efficientnet_lite0", freeze_encoder=True,
-        first_move="map", first_view="reference", size_mode="anisotropic", first_glimpse_size=64, relative_moves=True,
-    )  # fmt: skip
-    checkpoint = tmp_path / "search_path.ckpt"
-    torch.save({"net_config": net_config(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, checkpoint)
+    checkpoint = _search_path_checkpoint(tmp_path)
     rows = run_suite(
         output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), methods={"ncc": {}}, search_path_checkpoint=str(checkpoint),
         search_path_view=[96, 48], size_methods=(), sizes=(60,), size_pairs=1,
