@@ -29,7 +29,6 @@ _LOW_BYTES = np.array([(1 << (8 * c)) - 1 for c in range(9)], dtype=np.uint64)
 _KEY_STEP = _U(0x9E3779B97F4A7C15)
 _PART_MULTIPLIERS = (_U(0xC2B2AE3D27D4EB4F), _U(0x165667B19E3779F9))
 _MIDDLE_MULTIPLIERS = (0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
-_SCAN_BLOCK = 1 << 20
 #: a body is cut into parts of about this size (see :func:`parse_plain_csv`)
 _PART_BYTES = 2 << 20
 
@@ -72,23 +71,13 @@ def _separators(buffer: np.ndarray, start: int, end: int, n_columns: int, positi
     """``(rows, n_columns)`` positions of the ',' and '\\n' that end each field, or None when a
     byte at or below ',' other than those two occurs or a row has another number of fields.
     Digits and name characters are all above ','; a '+', '"', CR, space, tab or NUL is not.
-    Scanned in blocks: no file-sized temporary."""
-    # every field has a byte before its separator: at most half the bytes (+1) are separators;
-    # the positions go straight into one array (no per-block pieces to concatenate)
-    ends = np.empty((end - start) // 2 + 1, dtype=position)
-    mask = np.empty(min(_SCAN_BLOCK, end - start), dtype=bool)
-    n_found = n_commas = n_newlines = 0
-    for i in range(start, end, _SCAN_BLOCK):
-        block = buffer[i : min(i + _SCAN_BLOCK, end)]
-        here = np.flatnonzero(np.less_equal(block, 44, out=mask[: len(block)]))
-        found = block[here]
-        n_commas += int(np.count_nonzero(found == 44))
-        n_newlines += int(np.count_nonzero(found == 10))
-        if n_found + len(here) > len(ends):
-            return None
-        np.add(here, i, out=ends[n_found : n_found + len(here)], casting="unsafe")
-        n_found += len(here)
-    ends = ends[:n_found]
+    One scan of the part (a few MB: see :func:`parse_plain_csv`)."""
+    body = buffer[start:end]
+    here = np.flatnonzero(body <= 44)
+    found = body[here]
+    n_commas = int(np.count_nonzero(found == 44))
+    n_newlines = int(np.count_nonzero(found == 10))
+    ends = np.add(here, start, dtype=position, casting="unsafe")
     n_rows = n_newlines
     if len(ends) != n_rows * n_columns or n_commas != n_rows * (n_columns - 1):
         return None
