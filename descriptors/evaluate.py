@@ -24,6 +24,7 @@ from .evaluation.hpatches import (
     evaluate_matching,
     evaluate_retrieval,
     evaluate_verification,
+    matching_map_by_sequence,
     summarize,
     verification_distances,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "pairs_fpr95",
     "HPatchesResults",
     "describe_sequences",
+    "matching_map_by_sequence",
     "evaluate_hpatches",
     "evaluate_matching",
     "evaluate_retrieval",

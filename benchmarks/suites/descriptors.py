@@ -49,6 +49,7 @@ from benchmarks.suites.descriptors_tables import (
     _plot_fit_vs_test,
     _plot_roc,
     _plot_val_vs_test,
+    combine_seeds,
     markdown,
     table_order,
 )
@@ -65,6 +66,7 @@ from descriptors.evaluate import (
     evaluate_hpatches,
     fpr_at_recall,
     indexed_pair_distances,
+    matching_map_by_sequence,
     roc_points,
     used_patches,
 )
@@ -166,21 +168,15 @@ def _hpatches_set(hpatches_root, data_dir, cache: Path, settings: dict, split: s
 
 def _hpatches_scores(patch_sets, lists, describe, split: str, cache: Path, device) -> dict:
     descriptors = describe_sequences(patch_sets, describe)
-    summary, _ = evaluate_hpatches(descriptors, sequences=patch_sets, split=split, cache_dir=cache, device=device, lists=lists)
-    return {f"hpatches_{task}": round(summary[f"{task}_map"], 6) for task in ("verification", "matching", "retrieval")}
+    summary, results = evaluate_hpatches(descriptors, sequences=patch_sets, split=split, cache_dir=cache, device=device, lists=lists)
+    scores = {f"hpatches_{task}": round(summary[f"{task}_map"], 6) for task in ("verification", "matching", "retrieval")}
+    return {**scores, "hpatches_matching_by_sequence": {seq: round(v, 6) for seq, v in matching_map_by_sequence(results).items()}}
 
 
 def scaled_items(data_cfg, scale: float) -> int:
     """``scale`` times a method's training items per epoch, in whole batches (at least one)."""
     batch_size = int(data_cfg.batch_size)
     return max(1, round(int(data_cfg.n_train) * scale / batch_size)) * batch_size
-
-
-#: row entries averaged over seeds (the others are the first seed's)
-SEED_MEANS = ("fpr95", "val_fpr95", "val_lookalike_fpr95", "train_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
-              "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
-#: training times: means over the seeds that have them
-SEED_TIMES = ("seconds_per_epoch", "train_seconds_total")
 
 
 def given_checkpoints(method: str, entry, seeds: list[int] | None) -> dict:
@@ -198,37 +194,6 @@ def given_checkpoints(method: str, entry, seeds: list[int] | None) -> dict:
         if not Path(path).is_file():
             raise FileNotFoundError(f"benchmark.checkpoints.{method}: no checkpoint at {path} (a .ckpt written by make train / the suite)")
     return given
-
-
-def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[dict]:
-    """One row per method from the rows of several training seeds (one list per seed, the same
-    methods in each): the entries of :data:`SEED_MEANS` averaged, the largest difference from
-    kornia kept, FPR95's per-seed values, sample standard deviation and the seeds added. A single seed's rows only gain ``seeds`` (when given)."""
-    if len(per_seed) == 1:
-        return [{**row, "seeds": list(seeds)} if seeds[0] is not None else row for row in per_seed[0]]
-    combined = []
-    for index, row in enumerate(per_seed[0]):
-        runs = [rows[index] for rows in per_seed]
-        if any(r["method"] != row["method"] for r in runs):
-            raise ValueError(f"the seeds' rows differ: {[r['method'] for r in runs]}")
-        merged = dict(row)
-        for key in SEED_MEANS:
-            values = [r.get(key) for r in runs]
-            if all(v is not None for v in values):
-                merged[key] = round(statistics.mean(values), 6)
-            elif key in SEED_TIMES and any(v is not None for v in values):  # seeds evaluated from given checkpoints have no times
-                merged[key] = round(statistics.mean(v for v in values if v is not None), 6)
-        if all(r.get("max_abs_difference_vs_kornia") is not None for r in runs):
-            merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
-        merged["seeds"] = list(seeds)
-        merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
-        for key in ("val_fpr95", "val_lookalike_fpr95", "train_fpr95"):
-            if all(r.get(key) is not None for r in runs):
-                merged[f"{key}_seeds"] = [r[key] for r in runs]
-        merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
-        merged["checkpoints"] = [r.get("checkpoint") for r in runs]
-        combined.append(merged)
-    return combined
 
 
 @dataclass

@@ -4,6 +4,7 @@ with its notes, the installation groups, the selection-set agreement and the plo
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -56,6 +57,46 @@ BASELINES = ("sift", "rootsift")
 #: rows of published weights (not trained here: neither learned rows of this run nor selected on graf)
 PUBLISHED_METHODS = ("mkd", "tfeat_liberty", "tfeat_notredame", "tfeat_yosemite", "hardtfeat")
 
+
+#: row entries averaged over seeds (the others are the first seed's)
+SEED_MEANS = ("fpr95", "val_fpr95", "val_lookalike_fpr95", "train_fpr95", "hpatches_verification", "hpatches_matching", "hpatches_retrieval",
+              "patches_per_s", "kornia_patches_per_s", "speed_ratio_vs_kornia", "seconds_per_epoch", "train_seconds_total")
+#: training times: means over the seeds that have them
+SEED_TIMES = ("seconds_per_epoch", "train_seconds_total")
+
+
+def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[dict]:
+    """One row per method from the rows of several training seeds (one list per seed, the same
+    methods in each): the entries of :data:`SEED_MEANS` averaged, the largest difference from
+    kornia kept, FPR95's per-seed values, sample standard deviation and the seeds added. A single seed's rows only gain ``seeds`` (when given)."""
+    if len(per_seed) == 1:
+        return [{**row, "seeds": list(seeds)} if seeds[0] is not None else row for row in per_seed[0]]
+    combined = []
+    for index, row in enumerate(per_seed[0]):
+        runs = [rows[index] for rows in per_seed]
+        if any(r["method"] != row["method"] for r in runs):
+            raise ValueError(f"the seeds' rows differ: {[r['method'] for r in runs]}")
+        merged = dict(row)
+        for key in SEED_MEANS:
+            values = [r.get(key) for r in runs]
+            if all(v is not None for v in values):
+                merged[key] = round(statistics.mean(values), 6)
+            elif key in SEED_TIMES and any(v is not None for v in values):  # seeds evaluated from given checkpoints have no times
+                merged[key] = round(statistics.mean(v for v in values if v is not None), 6)
+        by_sequence = [r.get("hpatches_matching_by_sequence") for r in runs]
+        if all(by_sequence):
+            merged["hpatches_matching_by_sequence"] = {s: round(statistics.mean(d[s] for d in by_sequence), 6) for s in by_sequence[0]}
+        if all(r.get("max_abs_difference_vs_kornia") is not None for r in runs):
+            merged["max_abs_difference_vs_kornia"] = max(r["max_abs_difference_vs_kornia"] for r in runs)
+        merged["seeds"] = list(seeds)
+        merged["fpr95_seeds"] = [r["fpr95"] for r in runs]
+        for key in ("val_fpr95", "val_lookalike_fpr95", "train_fpr95"):
+            if all(r.get(key) is not None for r in runs):
+                merged[f"{key}_seeds"] = [r[key] for r in runs]
+        merged["fpr95_std"] = round(statistics.stdev(merged["fpr95_seeds"]), 6)
+        merged["checkpoints"] = [r.get("checkpoint") for r in runs]
+        combined.append(merged)
+    return combined
 
 def _trained_here(row: dict) -> bool:
     return row["method"] not in BASELINES and row["method"] not in PUBLISHED_METHODS and not row.get("published")

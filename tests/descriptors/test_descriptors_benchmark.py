@@ -76,6 +76,8 @@ def test_suite_writes_rows_tables_and_plots(tmp_path):
     by_name = {r["method"]: r for r in rows}
     for name in ("sift", "hardnet", "l2net", "l2net_binary"):
         assert all(0.0 <= by_name[name][f"hpatches_{t}"] <= 1.0 for t in ("verification", "matching", "retrieval")), name
+        by_sequence = by_name[name]["hpatches_matching_by_sequence"]  # one set per sequence of the release
+        assert set(by_sequence) == {f"v_fixture{k}" for k in range(2)} and all(0.0 <= v <= 1.0 for v in by_sequence.values()), name
     assert by_name["deepcompare_siam"]["hpatches_matching"] is None  # a metric network: no descriptors
     hardnet = by_name["hardnet"]
     assert hardnet["patches_per_s"] > 0 and hardnet["kornia_patches_per_s"] > 0
@@ -176,7 +178,10 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
 
     per_seed = [[row("l2net", 0.10, 0.04, 100.0), row("l2net_binary", 0.20, None, 100.0)],
                 [row("l2net", 0.14, 0.06, 300.0), row("l2net_binary", 0.30, None, 300.0)]]
+    per_seed[0][0]["hpatches_matching_by_sequence"] = {"v_a": 0.5, "v_b": 0.2}
+    per_seed[1][0]["hpatches_matching_by_sequence"] = {"v_a": 0.7, "v_b": 0.4}
     net, binary = combine_seeds(per_seed, [1, 2])
+    assert net["hpatches_matching_by_sequence"] == {"v_a": 0.6, "v_b": 0.3} and "hpatches_matching_by_sequence" not in binary
     assert net["fpr95"] == 0.12 and net["val_fpr95"] == 0.05 and net["patches_per_s"] == 200.0 and net["dim"] == 128
     assert net["fpr95_seeds"] == [0.10, 0.14] and net["fpr95_std"] == round(0.04 / 2**0.5, 6) and net["seeds"] == [1, 2]
     assert binary["fpr95"] == 0.25 and binary["val_fpr95"] is None and binary["hpatches_matching"] is None

@@ -356,6 +356,18 @@ def test_matching_summary_reports_both_groupings():
     assert summary["matching_map_i"] == pytest.approx(0.2) and summary["matching_map_v"] == pytest.approx(0.5)
 
 
+def test_matching_map_by_sequence_hand_case():
+    # v_a: AP 0.1 / 0.2 / 0.3 on the easy / hard / tough images -> 0.2; v_b: image i has AP i / 10
+    # on every level -> 0.3; the sequences' mean is the set's all-sequences number
+    level_ap = dict(zip(H.LEVELS, (0.1, 0.2, 0.3)))
+    matching = {("v_a", t, i): level_ap[t] for t in H.LEVELS for i in range(1, 6)}
+    matching.update({("v_b", t, i): i / 10 for t in H.LEVELS for i in range(1, 6)})
+    results = E.HPatchesResults(matching=matching)
+    by_sequence = E.matching_map_by_sequence(results)
+    assert by_sequence == pytest.approx({"v_a": 0.2, "v_b": 0.3})
+    assert np.mean(list(by_sequence.values())) == pytest.approx(E.summarize(results)["matching_map_all_sequences"])
+    assert E.matching_map_by_sequence(E.HPatchesResults()) == {}
+
 def test_verification_of_learned_float_descriptors_equals_the_float32_official_logic():
     # learned-like descriptors: unit-norm float32, 64-d. The official code computes each pair's
     # distance in float32 (scipy euclidean on float32 rows), ours in float64: the ranks, hence
