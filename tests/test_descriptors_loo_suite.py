@@ -171,11 +171,15 @@ def test_heldout_protocol_is_the_loo_fold_that_tests_v_churchill(make_cfg):
     assert not unknown, f"benchmark=descriptors_heldout keys the suite does not take: {unknown}"
 
 
-def test_the_loo_budget_composes_and_gives_deepdesc_its_per_patch_input(make_cfg):
+def test_the_loo_budget_composes_and_gives_deepdesc_and_tnet_their_per_patch_input(make_cfg):
     import hydra
 
     cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
-    deepdesc = list(cfg.benchmark.budget.deepdesc)
-    assert list(cfg.benchmark.budget.l2net) == list(make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget.l2net)
-    train = make_cfg(["experiment=descriptors/deepdesc", *cfg.benchmark.data_overrides, *deepdesc])
-    assert hydra.utils.instantiate(train.model.net).input_eps == pytest.approx(0.001)
+    main = make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget
+    assert list(cfg.benchmark.budget.l2net) == list(main.l2net)
+    for method in ("deepdesc", "tnet_tloss"):
+        budget = list(cfg.benchmark.budget[method])
+        # the main protocol's budget plus the per-patch input, nothing else
+        assert budget == [*main[method], "+model.net.input_eps=0.001"], method
+        train = make_cfg([f"experiment=descriptors/{method}", *cfg.benchmark.data_overrides, *budget])
+        assert hydra.utils.instantiate(train.model.net).input_eps == pytest.approx(0.001), method

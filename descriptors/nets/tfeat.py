@@ -19,7 +19,9 @@ from .deepcompare import siam_tower
 class TNet(DescriptorNetwork):
     """TNet embedding of TNet-TGLoss / TNet-TLoss (``model_global_triplet_liberty.mat``):
     C(96,7,3)-ReLU-P2-C(192,5)-ReLU-P2-C(256,3)-ReLU-C(256,1)-ReLU-C(256,1)-L2, 256-d.
-    Input: the dataset mean (``mean``) subtracted.
+    Input: the dataset mean (``mean``) subtracted, or with ``input_eps`` each patch
+    standardised, ``(x - mean_patch) / (std_patch + input_eps)`` (not the paper's: as DeepDesc's
+    option, for sequences whose brightness and contrast change, e.g. leuven's).
 
     Shape:
         (B, 1, 64, 64) -> (B, 256), unit L2 norm
@@ -28,9 +30,9 @@ class TNet(DescriptorNetwork):
     patch_size = 64
     descriptor_dim = 256
 
-    def __init__(self, mean: float = BROWN_MEAN) -> None:
+    def __init__(self, mean: float = BROWN_MEAN, input_eps: float | None = None) -> None:
         super().__init__()
-        self.mean = mean
+        self.mean, self.input_eps = mean, input_eps
         # DeepCompare's siamese tower (without its Flatten) + two 1x1 convolutions
         self.features = nn.Sequential(
             *list(siam_tower())[:-1],
@@ -43,6 +45,8 @@ class TNet(DescriptorNetwork):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_patches(x)
+        if self.input_eps is not None:
+            return l2_normalize(self.features(standardize_patches(x, self.input_eps)))
         return l2_normalize(self.features(x - self.mean))
 
 

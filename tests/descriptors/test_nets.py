@@ -288,6 +288,19 @@ def test_deepdesc_per_patch_input_ignores_brightness_and_contrast():
         assert torch.allclose(per_patch(x), paper(standardised * paper.std + paper.mean), atol=1e-5)
 
 
+
+def test_tnet_per_patch_input_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    x = 0.2 + 0.3 * torch.rand(4, 1, 64, 64)
+    changed = 0.1 + 0.5 * x
+    paper, per_patch = TNet().eval(), TNet(input_eps=1e-3).eval()
+    per_patch.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        assert (paper(changed) - paper(x)).abs().max() > 0.05  # mean subtraction alone sees the contrast change
+        assert torch.allclose(per_patch(changed), per_patch(x), atol=2e-2)
+        standardised = (x - x.mean((1, 2, 3), keepdim=True)) / (x.std((1, 2, 3), keepdim=True) + 1e-3)
+        assert torch.allclose(per_patch(x), paper(standardised + paper.mean), atol=1e-5)
+
 @pytest.mark.parametrize(("ours", "theirs"), [(HardNet, kornia.feature.HardNet), (TFeat, kornia.feature.TFeat)])
 def test_identical_to_kornia_given_its_weights(ours, theirs):
     torch.manual_seed(0)
