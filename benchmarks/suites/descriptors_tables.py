@@ -39,6 +39,7 @@ PAPER = {
     "tfeat_liberty_finetune": ("TFeat, fine-tuned from TFeat-liberty", 128, (None,) * 7),
     "deepdesc": ("DeepDesc", 128, (10.9, None, 4.40, None, 5.69, None, 6.99)),
     "l2net": ("L2-Net", 128, (3.64, 5.29, 1.15, 1.62, 4.43, 3.30, 3.23)),
+    "l2net_jittered": ("L2-Net, jittered frames (h)", 128, (None,) * 7),  # experiment=descriptors/l2net_jittered
     "l2net_plus": ("L2-Net +", 128, (2.36, 4.7, 0.72, 1.29, 2.57, 1.71, 2.22)),
     "cs_l2net": ("CS L2-Net", 256, (2.55, 4.24, 0.87, 1.39, 3.81, 2.84, 2.61)),
     "cs_l2net_plus": ("CS L2-Net +", 256, (1.71, 3.87, 0.56, 1.09, 2.07, 1.3, 1.76)),

@@ -14,6 +14,8 @@ from tests.conftest import REPO, run_module
 
 EXPERIMENTS = REPO / "conf" / "experiment" / "descriptors"
 FINETUNE = "tfeat_liberty_finetune"
+#: experiments on the real-data set only (its builder's options): composed in their own tests
+REAL_ONLY = ("l2net_jittered",)
 
 
 def write_brown_fixture(root: Path, subsets=("liberty", "notredame"), n_points: int = 120, per_point: int = 3, seed: int = 0) -> Path:
@@ -56,7 +58,7 @@ def test_every_descriptors_experiment_fast_dev_run(tmp_path):
     result = run_module(
         [
             # the fine-tuning experiment trains on real data from published weights: test_published runs it
-            "benchmarks.train", "-m", f"+experiment/descriptors=glob(*,exclude={FINETUNE})", "++trainer.fast_dev_run=true",
+            "benchmarks.train", "-m", f"+experiment/descriptors=glob(*,exclude=[{FINETUNE},{','.join(REAL_ONLY)}])", "++trainer.fast_dev_run=true",
             f"hydra.sweep.dir={sweep}", f"paths.data_dir={data}", f"paths.cache_dir={tmp_path / 'cache'}",
             "data.n_train=16", "data.batch_size=8", "data.n_val=32", "data.n_test=32", "data.eval_batch_size=32",
             "logger=none", "extras.print_config=false", "trainer=cpu",
@@ -66,7 +68,14 @@ def test_every_descriptors_experiment_fast_dev_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(sweep.glob("*/metrics.json"))
-    assert len(jobs) == len(list(EXPERIMENTS.glob("*.yaml"))) - 1 >= 20
+    assert len(jobs) == len(list(EXPERIMENTS.glob("*.yaml"))) - 1 - len(REAL_ONLY) >= 20
     for job in jobs:
         metrics = json.loads(job.read_text())
         assert 0.0 <= metrics["test/fpr95"] <= 1.0, job
+
+
+def test_the_jittered_l2net_is_l2net_on_jittered_real_frames(make_cfg):
+    jittered, plain = (make_cfg([f"experiment=descriptors/{name}", "data=brown_real"]) for name in ("l2net_jittered", "l2net"))
+    assert jittered.data.real_data.frame_jitter == "h" and plain.data.real_data.frame_jitter is None
+    assert jittered.model == plain.model and jittered.data.sampler == plain.data.sampler == "points"
+    assert make_cfg(["experiment=descriptors/l2net_jittered"]).data.real_data.frame_jitter == "h"  # real data by default
