@@ -154,6 +154,32 @@ def test_run_suite_merges_into_the_published_table_and_names_each_rows_run(tmp_p
         loo.run_suite(str(tmp_path / "again"), sequences=sequences, data_overrides=[], merge_published=True)
 
 
+def test_a_merge_keeps_what_another_run_published_while_this_one_trained(tmp_path, monkeypatch):
+    sequences = ["graf", "wall", "bark"]
+    folds = leave_one_out_folds(sequences, ["graf", "wall"])
+    publish = tmp_path / "published"
+    publish.mkdir()
+
+    def table(rows_per_fold: dict, runs: dict) -> str:
+        return json.dumps({"quick": False, "device": "CPU", "seeds": None, "runs": runs, "rows": [],
+                           "folds": [{"test": f.test, "val": f.val, "train": list(f.train)} for f in folds], "fold_rows": rows_per_fold})
+
+    (publish / "descriptors_loo.json").write_text(table({f.test: _tagged(f.test, {"sift": 0.2}, "old_run") for f in folds},
+                                                        {"old_run": {"seed": 7, "seeds": None, "device": "CPU"}}))
+
+    def fake_suite(data_overrides, **arguments):
+        test = next(o.split("=")[1] for o in data_overrides if o.startswith("data.test_subset="))
+        # another run (TNet) publishes its rows while this one (HardNet) is still training
+        other = {f.test: _tagged(f.test, {"sift": 0.2, "tnet_tloss": 0.3}, "other_run") for f in folds}
+        (publish / "descriptors_loo.json").write_text(table(other, {"other_run": {"seed": 1, "seeds": None, "device": "CPU"}}))
+        return _rows(test, {"hardnet": 0.05})
+
+    monkeypatch.setattr(descriptor_suite, "run_suite", fake_suite)
+    loo.run_suite(str(tmp_path / "new_run"), sequences=sequences, data_overrides=[], publish_dir=str(publish), merge_published=True, baselines=[])
+    saved = json.loads((publish / "descriptors_loo.json").read_text())
+    assert {r["method"] for r in saved["rows"]} == {"sift", "tnet_tloss", "hardnet"}
+    assert set(saved["runs"]) == {"other_run", "new_run"}
+
 def test_a_table_from_before_runs_were_recorded_names_its_run_by_its_checkpoints():
     table = {"fold_rows": {"graf": [{"method": "sift"}, {"method": "l2net", "checkpoint": "/x/logs/benchmark/runs/2026-12-07_03-04-01_1/fold_graf/a.ckpt"}]}}
     assert loo._legacy_run_id(table) == "2026-12-07_03-04-01_1"

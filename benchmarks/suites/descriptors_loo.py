@@ -244,6 +244,8 @@ def run_suite(
         )
         for row in fold_rows[fold.test]:
             row["run"] = output.name
+    if merge_published:  # again: a run of other methods may have published while this one trained
+        kept, runs = published_loo(publish_dir, all_folds, quick)
     first = next(iter(fold_rows.values()), [])
     device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")
     runs = {**runs, output.name: {"seed": seed, "seeds": suite_arguments.get("seeds"), "device": device}}
