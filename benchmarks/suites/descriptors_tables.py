@@ -210,11 +210,34 @@ def markdown(rows: list[dict], info: dict) -> str:
             line += (f"; below SIFT on it ({_pct(agreement['sift_val'])}%): {agreement['below_sift_val']} of them, "
                      f"of which {agreement['below_sift_both']} also on `{info['test']}`")
         lines += ["", line + f" (plot: {plot})."]
+    lines += matching_by_sequence_table(rows, val)
     if any(r.get("val_lookalike_fpr95") is not None for r in rows):
         lines += ["", f"`val look-alike FPR95`: the `{val}` val pairs with every negative's second patch replaced by a patch "
                   "of one of the first patch's point's look-alike points (descriptors.data.samplers.lookalike_match_pairs: the 8 "
                   "nearest other points by NCC of the 16x16 reference patches, overlapping keypoints skipped), the same positives."]
     return "\n".join(lines) + "\n"
+
+
+def matching_by_sequence_table(rows: list[dict], val: str) -> list[str]:
+    """HPatches-layout matching mAP (%) per sequence of the rows that record it, and their mean
+    without the validation sequence (``v_<val>``: what a choice made on it cannot have fitted)."""
+    measured = [r for r in rows if r.get("hpatches_matching_by_sequence")]
+    if not measured:
+        return []
+    sequences = sorted({s for r in measured for s in r["hpatches_matching_by_sequence"]})
+    held = f"v_{val}"
+    others = [s for s in sequences if s != held]
+    header = [f"{s} (validation)" if s == held else s for s in sequences]
+    lines = ["", "HPatches-layout matching mAP (%) per sequence (rows measured since it is recorded):", "",
+             "| method | " + " | ".join(header) + (f" | mean without {held} |" if held in sequences and others else " |"),
+             "|---|" + "---|" * (len(sequences) + (held in sequences and bool(others)))]
+    for r in measured:
+        by_sequence = r["hpatches_matching_by_sequence"]
+        cells = [_pct(by_sequence.get(s)) for s in sequences]
+        if held in sequences and others:
+            cells.append(_pct(sum(by_sequence[s] for s in others) / len(others)) if all(s in by_sequence for s in others) else "")
+        lines.append(f"| {PAPER.get(r['method'], (r['method'],))[0]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def installation_groups(rows: list[dict]) -> str:

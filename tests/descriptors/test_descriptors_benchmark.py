@@ -196,6 +196,17 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
     assert "standard deviation" not in markdown(per_seed[0], info)
 
 
+def test_matching_by_sequence_table_marks_the_validation_sequence_and_leaves_it_out_of_the_mean():
+    from benchmarks.suites.descriptors_tables import matching_by_sequence_table
+
+    rows = [{"method": "rootsift", "hpatches_matching_by_sequence": {"v_graf": 0.5, "v_churchill": 0.6, "v_synth_a": 0.8}},
+            {"method": "l2net", "hpatches_matching_by_sequence": None}, {"method": "sift"}]
+    lines = matching_by_sequence_table(rows, "graf")
+    assert lines[3] == "| method | v_churchill | v_graf (validation) | v_synth_a | mean without v_graf |"
+    assert lines[-1] == "| RootSIFT | 60.00 | 50.00 | 80.00 | 70.00 |" and len(lines) == 6  # rows without the record are left out
+    assert matching_by_sequence_table(rows[1:], "graf") == []
+    assert matching_by_sequence_table(rows[:1], "liberty")[3].endswith("| v_synth_a |")  # no validation sequence among them
+
 def test_val_vs_test_plot_with_a_perfect_row_and_without_val_numbers(tmp_path):
     from benchmarks.suites.descriptors_tables import _plot_val_vs_test
 
