@@ -8,6 +8,8 @@ export DEEPMATCH_DATA ?= $(abspath ../shared/data)
 ARGS ?=
 QUICK ?= 0
 PUBLISH := $(if $(filter 1 true yes,$(QUICK)),benchmark.quick=true,benchmark.publish_dir=$(CURDIR)/benchmarks/results)
+# the descriptor tables' `leave-one-out mean` column: the published leave-one-out table
+LOO_TABLE := benchmark.loo_table=$(CURDIR)/benchmarks/results/descriptors_loo.json
 
 .DEFAULT_GOAL := help
 
@@ -53,13 +55,13 @@ benchmark-patch-eval: ## HPatches three tasks on real sequences: our evaluator v
 	$(PY) -m benchmarks.run benchmark=patch_eval $(PUBLISH) $(ARGS)
 
 benchmark-descriptors: ## patch descriptors: every method trained on real patches vs SIFT/RootSIFT, FPR95, HPatches mAP, speed vs kornia (QUICK=1)
-	$(PY) -m benchmarks.run benchmark=descriptors $(PUBLISH) $(ARGS)
+	$(PY) -m benchmarks.run benchmark=descriptors $(PUBLISH) $(LOO_TABLE) $(ARGS)
 
 benchmark-descriptors-loo: ## patch descriptors, leave-one-sequence-out over the 7 real sequences: FPR95 per fold and mean (QUICK=1: 3 folds)
 	$(PY) -m benchmarks.run benchmark=descriptors_loo $(PUBLISH) $(ARGS)
 
 benchmark-descriptors-heldout: ## patch descriptors trained on the real sequences + tracks, tested on v_churchill: 3 seeds, HPatches columns (QUICK=1)
-	$(PY) -m benchmarks.run benchmark=descriptors_heldout $(if $(filter 1 true yes,$(QUICK)),benchmark.quick=true,benchmark.publish_dir=$(CURDIR)/benchmarks/results/descriptors_heldout) $(ARGS)
+	$(PY) -m benchmarks.run benchmark=descriptors_heldout $(if $(filter 1 true yes,$(QUICK)),benchmark.quick=true,benchmark.publish_dir=$(CURDIR)/benchmarks/results/descriptors_heldout) $(LOO_TABLE) $(ARGS)
 
 benchmark-retrieval: ## image retrieval: poolings / PCAw / QE / regional attention on FlickrLogos-27 + COIL-100 (QUICK=1: ~3 min)
 	$(PY) -m benchmarks.run benchmark=retrieval $(PUBLISH) $(ARGS)

@@ -50,6 +50,7 @@ from benchmarks.suites.descriptors_tables import (
     _plot_roc,
     _plot_val_vs_test,
     combine_seeds,
+    loo_means,
     markdown,
     table_order,
 )
@@ -470,6 +471,7 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
     notes: list[str] | None = None,
+    loo_table: str | None = None,
     budget_scale: float = 1.0,
     seeds: list[int] | None = None,
     lookalike_val_k: int | None = 8,
@@ -532,7 +534,7 @@ def run_suite(
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result = {"quick": quick, "device": device_label, "software": versions, "data_md5": sets.data_digests, "load_start": load_start, "load_end": load,
               "cores": os.cpu_count(), "train": sets.train_name, "test": sets.test_name, "val": sets.val_name, "test_pairs": int(len(sets.labels)),
-              "notes": notes,
+              "notes": notes, **dict(zip(("loo_means", "loo_folds"), loo_means(loo_table))),
               "hpatches_sequences": sorted(patch_sets), "rows": table.rows}
     write_outputs(output, publish_dir, [*(published or []), *methods], table, result)
     return table.rows

@@ -3,6 +3,7 @@ with its notes, the installation groups, the selection-set agreement and the plo
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -134,7 +135,9 @@ def _named(values: dict | None) -> str:
 
 
 def markdown(rows: list[dict], info: dict) -> str:
-    """The seed's table (paper FPR95 per split) with our measured columns beside it."""
+    """The seed's table (paper FPR95 per split) with our measured columns beside it; with
+    ``info["loo_means"]`` (:func:`loo_means`) a column of the leave-one-out protocol's means."""
+    loo = info.get("loo_means") or {}
     lines = [
         f"# Patch descriptors and metric networks{' (QUICK smoke run: a few training steps)' if info['quick'] else ''}",
         "",
@@ -159,8 +162,9 @@ def markdown(rows: list[dict], info: dict) -> str:
            "and speed: means; per-seed FPR95 in descriptors.json); the ROC plot shows the first seed's curve."]
           if any(r.get("fpr95_std") is not None for r in rows) else []),
         "",
-        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | val FPR95 | val look-alike FPR95 | train-pairs FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
-        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|---|---|---|---|---|---|---|",
+        "| method | dim | " + " | ".join(f"paper {c}" for c in PAPER_COLUMNS) + " | **ours FPR95** | " + ("leave-one-out mean | " if loo else "")
+        + "val FPR95 | val look-alike FPR95 | train-pairs FPR95 | HPatches verif / match / retr | patches/s | kornia patches/s (ratio) | s / epoch (items) |",
+        "|---|---|" + "---|" * len(PAPER_COLUMNS) + "---|" * (8 + bool(loo)),
     ]
     for r in rows:
         title, dim, paper = PAPER.get(r["method"], (r["method"], "", (None,) * 7))
@@ -176,6 +180,9 @@ def markdown(rows: list[dict], info: dict) -> str:
         ours = f"**{_pct(r['fpr95'])}**"
         if r.get("fpr95_std") is not None:
             ours += f" ± {_pct(r['fpr95_std'])} ({len(r['seeds'])} seeds)"
+        if loo:
+            mean, folds = loo.get(r["method"], (None, 0))
+            ours += f" | {_pct(mean)}{f' ({folds} folds)' if mean is not None and folds < info.get('loo_folds', folds) else ''}"
         lines.append(f"| {title} | {dim} | " + " | ".join(cells) + f" | {ours} | {_pct(r.get('val_fpr95'))} | {_pct(r.get('val_lookalike_fpr95'))} | {_pct(r.get('train_fpr95'))} | {hp} | {speed} | {kornia} | {epoch} |")
     learned = [r for r in rows if _trained_here(r)]
     sift = next((r for r in rows if r["method"] == "sift"), None)
@@ -216,6 +223,15 @@ def markdown(rows: list[dict], info: dict) -> str:
                   "of one of the first patch's point's look-alike points (descriptors.data.samplers.lookalike_match_pairs: the 8 "
                   "nearest other points by NCC of the 16x16 reference patches, overlapping keypoints skipped), the same positives."]
     return "\n".join(lines) + "\n"
+
+
+def loo_means(path: str | None) -> tuple[dict[str, tuple[float, int]], int]:
+    """``({method: (mean FPR95, folds)}, number of folds)`` of a published ``descriptors_loo.json``
+    (the leave-one-out protocol's table), or ``({}, 0)`` without one."""
+    if not path or not Path(path).is_file():
+        return {}, 0
+    table = json.loads(Path(path).read_text())
+    return {r["method"]: (r["mean_fpr95"], r["folds"]) for r in table["rows"] if r.get("mean_fpr95") is not None}, len(table["folds"])
 
 
 def matching_by_sequence_table(rows: list[dict], val: str) -> list[str]:

@@ -196,6 +196,28 @@ def test_seed_rows_combine_to_means_and_sample_deviation():
     assert "standard deviation" not in markdown(per_seed[0], info)
 
 
+def test_the_leave_one_out_means_column_comes_from_the_published_loo_table(tmp_path):
+    from benchmarks.suites.descriptors_tables import loo_means, markdown
+
+    path = tmp_path / "descriptors_loo.json"
+    path.write_text(json.dumps({"folds": [{"test": t} for t in ("graf", "wall", "bark")],
+                                "rows": [{"method": "sift", "mean_fpr95": 0.2, "folds": 3}, {"method": "l2net", "mean_fpr95": 0.1, "folds": 2},
+                                         {"method": "odd", "mean_fpr95": None, "folds": 0}]}))
+    means, folds = loo_means(str(path))
+    assert means == {"sift": (0.2, 3), "l2net": (0.1, 2)} and folds == 3
+    assert loo_means(str(tmp_path / "missing.json")) == ({}, 0) and loo_means(None) == ({}, 0)
+    info = {"quick": False, "train": "tr", "test": "t", "test_pairs": 10, "hpatches_sequences": [], "device": "cpu",
+            "loo_means": means, "loo_folds": folds}
+    rows = [{"method": "sift", "fpr95": 0.3}, {"method": "l2net", "fpr95": 0.05}, {"method": "tfeat", "fpr95": 0.4}]
+    table = markdown(rows, info).splitlines()
+    header = next(line for line in table if line.startswith("| method |"))
+    assert "| **ours FPR95** | leave-one-out mean | val FPR95 |" in header
+    assert table[table.index(header) + 1].count("|") == header.count("|")
+    body = {line.split(" | ")[0]: line for line in table if line.startswith("| ") and line.count("|") == header.count("|")}
+    assert "| **30.00** | 20.00 |" in body["| SIFT"] and "| **5.00** | 10.00 (2 folds) |" in body["| L2-Net"]
+    assert "| **40.00** |  |" in body["| TFeat"]  # no leave-one-out row
+    assert "leave-one-out mean" not in markdown(rows, {**info, "loo_means": {}})
+
 def test_matching_by_sequence_table_marks_the_validation_sequence_and_leaves_it_out_of_the_mean():
     from benchmarks.suites.descriptors_tables import matching_by_sequence_table
 
