@@ -100,6 +100,7 @@ def combine_seeds(per_seed: list[list[dict]], seeds: list[int | None]) -> list[d
         combined.append(merged)
     return combined
 
+
 def _trained_here(row: dict) -> bool:
     return row["method"] not in BASELINES and row["method"] not in PUBLISHED_METHODS and not row.get("published")
 

@@ -121,13 +121,13 @@ def summarize(results: HPatchesResults) -> dict[str, float]:
     return out
 
 
-
 def matching_map_by_sequence(results: HPatchesResults) -> dict[str, float]:
     """Matching mAP of each sequence alone: the mean over e/h/t of the mean AP over images
     1..5 (the per-sequence term both official groupings of :func:`summarize` average), e.g.
     to select on a validation sequence of a set whose other sequences are test data."""
     sequences = sorted({s for s, _, _ in results.matching or {}})
     return {s: float(np.mean([np.mean([results.matching[(s, t, i)] for i in range(1, 6)]) for t in LEVELS])) for s in sequences}
+
 
 # --------------------------------------------------------------------------- fast tasks (torch)
 
