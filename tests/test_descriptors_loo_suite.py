@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +180,34 @@ def test_a_merge_keeps_what_another_run_published_while_this_one_trained(tmp_pat
     saved = json.loads((publish / "descriptors_loo.json").read_text())
     assert {r["method"] for r in saved["rows"]} == {"sift", "tnet_tloss", "hardnet"}
     assert set(saved["runs"]) == {"other_run", "new_run"}
+
+def test_folds_of_earlier_runs_are_read_instead_of_run(tmp_path, monkeypatch):
+    sequences = ["graf", "wall", "bark"]
+    calls = []
+
+    def fake_suite(data_overrides, output_dir, **arguments):
+        test = next(o.split("=")[1] for o in data_overrides if o.startswith("data.test_subset="))
+        calls.append(test)
+        rows = [{**r, "test": test} for r in _rows(test, {"tnet_tloss": 0.1 * len(calls)})]
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "descriptors.json").write_text(json.dumps(rows))
+        return rows
+
+    monkeypatch.setattr(descriptor_suite, "run_suite", fake_suite)
+    common = {"sequences": sequences, "data_overrides": [], "methods": ["tnet_tloss"], "baselines": [], "published": [], "seed": 12345}
+    first = tmp_path / "interrupted"
+    loo.run_suite(str(first), only_folds=["graf", "wall"], **common)
+    assert calls == ["graf", "wall"]
+    rows = loo.run_suite(str(tmp_path / "resumed"), reuse_folds_from=[str(tmp_path / "missing"), str(first)], **common)
+    assert calls == ["graf", "wall", "bark"]  # only the fold nobody had finished ran again
+    assert rows[0]["fpr95"] == {"graf": pytest.approx(0.1), "wall": pytest.approx(0.2), "bark": pytest.approx(0.3)} and rows[0]["folds"] == 3
+    saved = json.loads((tmp_path / "resumed" / "descriptors_loo.json").read_text())
+    assert saved["runs"]["resumed"]["reused_folds"] == {"graf": str(first), "wall": str(first)}
+    # a fold table of other methods is refused, naming the file
+    (first / "fold_bark").mkdir()
+    (first / "fold_bark" / "descriptors.json").write_text(json.dumps([{**r, "test": "bark"} for r in _rows("bark", {"hardnet": 0.1})]))
+    with pytest.raises(ValueError, match="fold_bark/descriptors.json holds 'hardnet'"):
+        loo.run_suite(str(tmp_path / "again"), reuse_folds_from=[str(first)], **common)
 
 def test_a_table_from_before_runs_were_recorded_names_its_run_by_its_checkpoints():
     table = {"fold_rows": {"graf": [{"method": "sift"}, {"method": "l2net", "checkpoint": "/x/logs/benchmark/runs/2026-12-07_03-04-01_1/fold_graf/a.ckpt"}]}}

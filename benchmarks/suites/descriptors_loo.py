@@ -199,6 +199,18 @@ def _plot(rows: list[dict], folds: list[Fold], path: Path) -> None:
     plt.close(fig)
 
 
+def reused_fold_rows(path: Path, fold: Fold, suite_arguments: dict) -> list[dict]:
+    """The rows of an earlier run's fold table, refused (one line naming the file) when they test
+    another sequence or hold methods this run does not run."""
+    rows = json.loads(path.read_text())
+    expected = {*suite_arguments.get("methods", []), *suite_arguments.get("baselines", []), *suite_arguments.get("published", [])}
+    for row in rows:
+        if row.get("test") != fold.test or (row["method"] not in expected and row.get("derived_from") not in expected):
+            raise ValueError(f"benchmark.reuse_folds_from: {path} holds {row['method']!r} tested on {row.get('test')!r}, "
+                             f"not a row of this run (methods {sorted(expected)}, fold {fold.test})")
+    return rows
+
+
 def run_suite(
     output_dir: str,
     sequences: list[str] = REAL_SEQUENCES,
@@ -212,6 +224,7 @@ def run_suite(
     publish_dir: str | None = None,
     merge_published: bool = False,
     seed: int | None = None,
+    reuse_folds_from: list[str] | None = None,
     **suite_arguments,
 ) -> list[dict]:
     """Every fold through :func:`benchmarks.suites.descriptors.run_suite` (``suite_arguments``:
@@ -220,7 +233,10 @@ def run_suite(
     ``quick_sequences`` only, training ``quick_methods``. ``only_folds``: run only the folds
     that test these sequences (the folds themselves still come from all of ``sequences``), e.g.
     more seeds for one fold. ``merge_published``: keep the published rows of every method this run
-    does not run (:func:`merge_fold_rows`); ``seed``: the config's seed, recorded with the run."""
+    does not run (:func:`merge_fold_rows`); ``seed``: the config's seed, recorded with the run.
+    ``reuse_folds_from``: output folders of earlier runs of this suite with the same settings (one
+    that was interrupted, or folds split over processes with ``only_folds``): a fold whose
+    ``fold_<test>/descriptors.json`` one of them holds is read from there instead of run."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if quick and quick_methods is not None:
@@ -236,8 +252,15 @@ def run_suite(
     kept, runs = published_loo(publish_dir, all_folds, quick) if merge_published else ({}, {})
     tracks = set(track_sets)
     fold_rows: dict[str, list[dict]] = {}
+    reused: dict[str, str] = {}
     for number, fold in enumerate(folds, start=1):
         log.info("fold %d/%d: test %s, validation %s, train %s", number, len(folds), fold.test, fold.val, list(fold.train))
+        done = next((Path(f) / f"fold_{fold.test}" / "descriptors.json" for f in reuse_folds_from or []
+                     if (Path(f) / f"fold_{fold.test}" / "descriptors.json").is_file()), None)
+        if done is not None:
+            fold_rows[fold.test] = reused_fold_rows(done, fold, suite_arguments)
+            reused[fold.test] = str(done.parent.parent)
+            continue
         fold_rows[fold.test] = descriptor_suite.run_suite(
             output_dir=str(output / f"fold_{fold.test}"), quick=quick, publish_dir=None, score_hpatches=False,
             data_overrides=[*(data_overrides or []), *fold_overrides(fold, tracks)], **suite_arguments,
@@ -248,7 +271,7 @@ def run_suite(
         kept, runs = published_loo(publish_dir, all_folds, quick)
     first = next(iter(fold_rows.values()), [])
     device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")
-    runs = {**runs, output.name: {"seed": seed, "seeds": suite_arguments.get("seeds"), "device": device}}
+    runs = {**runs, output.name: {"seed": seed, "seeds": suite_arguments.get("seeds"), "device": device, **({"reused_folds": reused} if reused else {})}}
     fold_rows = merge_fold_rows(kept, fold_rows)
     folds = [fold for fold in all_folds if fold.test in fold_rows]
     rows = combine_folds(folds, fold_rows)
