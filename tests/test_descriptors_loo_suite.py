@@ -203,6 +203,7 @@ def test_folds_of_earlier_runs_are_read_instead_of_run(tmp_path, monkeypatch):
     assert rows[0]["fpr95"] == {"graf": pytest.approx(0.1), "wall": pytest.approx(0.2), "bark": pytest.approx(0.3)} and rows[0]["folds"] == 3
     saved = json.loads((tmp_path / "resumed" / "descriptors_loo.json").read_text())
     assert saved["runs"]["resumed"]["reused_folds"] == {"graf": str(first), "wall": str(first)}
+    assert all(r["run"] == "resumed" for rows in saved["fold_rows"].values() for r in rows)  # the legend names the combining run
     # a fold table of other methods is refused, naming the file
     (first / "fold_bark").mkdir()
     (first / "fold_bark" / "descriptors.json").write_text(json.dumps([{**r, "test": "bark"} for r in _rows("bark", {"hardnet": 0.1})]))

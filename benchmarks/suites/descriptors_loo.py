@@ -260,11 +260,11 @@ def run_suite(
         if done is not None:
             fold_rows[fold.test] = reused_fold_rows(done, fold, suite_arguments)
             reused[fold.test] = str(done.parent.parent)
-            continue
-        fold_rows[fold.test] = descriptor_suite.run_suite(
-            output_dir=str(output / f"fold_{fold.test}"), quick=quick, publish_dir=None, score_hpatches=False,
-            data_overrides=[*(data_overrides or []), *fold_overrides(fold, tracks)], **suite_arguments,
-        )
+        else:
+            fold_rows[fold.test] = descriptor_suite.run_suite(
+                output_dir=str(output / f"fold_{fold.test}"), quick=quick, publish_dir=None, score_hpatches=False,
+                data_overrides=[*(data_overrides or []), *fold_overrides(fold, tracks)], **suite_arguments,
+            )
         for row in fold_rows[fold.test]:
             row["run"] = output.name
     if merge_published:  # again: a run of other methods may have published while this one trained
