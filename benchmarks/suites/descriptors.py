@@ -532,9 +532,10 @@ def run_suite(
         table.rows.extend(combine_seeds(per_seed, method_seeds))
 
     load = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    loo, loo_folds = loo_means(loo_table)
     result = {"quick": quick, "device": device_label, "software": versions, "data_md5": sets.data_digests, "load_start": load_start, "load_end": load,
               "cores": os.cpu_count(), "train": sets.train_name, "test": sets.test_name, "val": sets.val_name, "test_pairs": int(len(sets.labels)),
-              "notes": notes, **dict(zip(("loo_means", "loo_folds"), loo_means(loo_table))),
+              "notes": notes, "loo_means": loo, "loo_folds": loo_folds,
               "hpatches_sequences": sorted(patch_sets), "rows": table.rows}
     write_outputs(output, publish_dir, [*(published or []), *methods], table, result)
     return table.rows

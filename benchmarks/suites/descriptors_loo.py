@@ -249,14 +249,16 @@ def run_suite(
         all_folds, folds = folds, [fold for fold in folds if fold.test in only_folds]
     else:
         all_folds = folds
-    kept, runs = published_loo(publish_dir, all_folds, quick) if merge_published else ({}, {})
+    if merge_published:  # refuse a table of other folds before any training; read again at the end
+        published_loo(publish_dir, all_folds, quick)
+    kept, runs = {}, {}
     tracks = set(track_sets)
     fold_rows: dict[str, list[dict]] = {}
     reused: dict[str, str] = {}
     for number, fold in enumerate(folds, start=1):
         log.info("fold %d/%d: test %s, validation %s, train %s", number, len(folds), fold.test, fold.val, list(fold.train))
-        done = next((Path(f) / f"fold_{fold.test}" / "descriptors.json" for f in reuse_folds_from or []
-                     if (Path(f) / f"fold_{fold.test}" / "descriptors.json").is_file()), None)
+        tables = (Path(folder) / f"fold_{fold.test}" / "descriptors.json" for folder in reuse_folds_from or [])
+        done = next((table for table in tables if table.is_file()), None)
         if done is not None:
             fold_rows[fold.test] = reused_fold_rows(done, fold, suite_arguments)
             reused[fold.test] = str(done.parent.parent)
@@ -267,7 +269,7 @@ def run_suite(
             )
         for row in fold_rows[fold.test]:
             row["run"] = output.name
-    if merge_published:  # again: a run of other methods may have published while this one trained
+    if merge_published:  # read now: a run of other methods may have published while this one trained
         kept, runs = published_loo(publish_dir, all_folds, quick)
     first = next(iter(fold_rows.values()), [])
     device = next((r["device"] for r in first if r.get("train") not in (None,) and r["method"] not in ("sift", "rootsift")), first[0]["device"] if first else "")

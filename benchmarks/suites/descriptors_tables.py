@@ -244,15 +244,15 @@ def matching_by_sequence_table(rows: list[dict], val: str) -> list[str]:
     sequences = sorted({s for r in measured for s in r["hpatches_matching_by_sequence"]})
     held = f"v_{val}"
     others = [s for s in sequences if s != held]
-    header = [f"{s} (validation)" if s == held else s for s in sequences]
+    with_mean = held in sequences and bool(others)
+    header = [*(f"{s} (validation)" if s == held else s for s in sequences), *([f"mean without {held}"] if with_mean else [])]
     lines = ["", "HPatches-layout matching mAP (%) per sequence (rows measured since it is recorded):", "",
-             "| method | " + " | ".join(header) + (f" | mean without {held} |" if held in sequences and others else " |"),
-             "|---|" + "---|" * (len(sequences) + (held in sequences and bool(others)))]
+             "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for r in measured:
         by_sequence = r["hpatches_matching_by_sequence"]
         cells = [_pct(by_sequence.get(s)) for s in sequences]
-        if held in sequences and others:
-            cells.append(_pct(sum(by_sequence[s] for s in others) / len(others)) if all(s in by_sequence for s in others) else "")
+        if with_mean:
+            cells.append(_pct(statistics.mean(by_sequence[s] for s in others)) if all(s in by_sequence for s in others) else "")
         lines.append(f"| {PAPER.get(r['method'], (r['method'],))[0]} | " + " | ".join(cells) + " |")
     return lines
 
