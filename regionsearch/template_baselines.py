@@ -395,14 +395,50 @@ class SearchPathMethod:
     imports no checkpoint format.
     """
 
-    def __init__(self, net: torch.nn.Module, box: str = "free", device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        box: str = "free",
+        device: str | torch.device = "cpu",
+        windows_share: float | None = None,
+        template_px: float | None = None,
+        max_view: int = 768,
+    ) -> None:
         if box not in ("free", "template"):
             raise ValueError(f"box must be free or template, got {box!r}")
         if getattr(net, "first_view", None) != "reference":
             raise ValueError("the search path on photos needs a matcher built with first_view='reference'")
+        if windows_share is not None and not 0 < windows_share <= 1:
+            raise ValueError(f"windows_share must be in (0, 1], got {windows_share}")
         self.net = net.to(device).eval()
         self.box = box
         self.device = torch.device(device)
+        # a first look sized per pair (budget_view) instead of the net's fixed first_glimpse_size
+        self.windows_share = windows_share
+        self.template_px = template_px
+        self.max_view = max_view
+
+    def budget_view(self, template_hw: tuple[int, int], image_hw: tuple[int, int]) -> int:
+        """The first look's long side for one pair: the largest (a multiple of 8 px, 32 to ``max_view``) whose
+        placements, plus the glimpses (and a second look's, at most k (2r + 2)^2), stay within
+        ``windows_share`` of an exhaustive scan's; with ``template_px``, no larger than the view that
+        shows the template's long side at that many pixels (the scale the matcher was trained at).
+        Read off the sizes only: the window budget holds for every pair, not just on average."""
+        (h, w), (height, width) = template_hw, image_hw
+        exhaustive = max(1, height - h + 1) * max(1, width - w + 1)
+        stride, long_side = self.net.encoder.map_stride, max(height, width)
+        extra = self.net.steps
+        if self.net.second_look_view:
+            extra += self.net.second_look_candidates * (2 * self.net.second_look_radius + 2) ** 2
+        view = 32
+        for candidate in range(32, self.max_view + 1, 8):
+            scale = candidate / long_side
+            cells = math.ceil(round(height * scale) / stride) * math.ceil(round(width * scale) / stride)
+            if cells + extra <= self.windows_share * exhaustive:
+                view = candidate
+        if self.template_px:
+            view = min(view, max(32, 8 * round(self.template_px * long_side / max(h, w) / 8)))
+        return view
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         array = np.ascontiguousarray(image)
@@ -417,6 +453,11 @@ class SearchPathMethod:
 
     @torch.inference_mode()
     def __call__(self, template: np.ndarray, image: np.ndarray) -> MethodResult:
+        if self.windows_share:
+            view = self.budget_view(template.shape[:2], image.shape[:2])
+            if self.net.second_look_view:  # the second look keeps its ratio to the first
+                self.net.second_look_view = round(view * self.net.second_look_view / self.net.first_glimpse_size)
+            self.net.first_glimpse_size = view
         out = self.net(self._tensor(template)[None], self._tensor(image)[None])
         return self._result(out.boxes[0].cpu().numpy(), template.shape[:2], float(out.windows_evaluated[0]))
 
@@ -424,7 +465,11 @@ class SearchPathMethod:
     def batch(self, templates: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> list[MethodResult]:
         """Several pairs in one pass: images zero-padded (bottom, right) to a common size with
         their valid sizes given to the net. Same answers as one at a time when the images share
-        their size (the first look scales the padded canvas)."""
+        their size (the first look scales the padded canvas). With a first look sized per pair
+        (``windows_share``) the pairs run one at a time."""
+        if self.windows_share:
+            return [self(t, i) for t, i in zip(templates, images)]
+
         def padded(arrays):
             height, width = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
             batch = torch.zeros(len(arrays), 3, height, width, device=self.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from benchmarks.suites.regionsearch_real import markdown_table, run_suite
 from tests.regionsearch.bbs_fixture import write_bbs_fixture
 
@@ -117,3 +119,41 @@ def test_search_path_at_several_first_look_views(tmp_path):
     assert {r["method"] for r in sizes} == {"search_path", "search_path_at_48px"}
     table = (tmp_path / "run" / "regionsearch_real.md").read_text()
     assert "- search_path_at_48px (free box: width and height predicted; first look 48 px)" in table
+
+
+def test_search_path_with_a_second_look(tmp_path):
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=2)
+    checkpoint = _search_path_checkpoint(tmp_path)
+    rows = run_suite(
+        output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), methods={}, search_path_checkpoint=str(checkpoint),
+        search_path_view=[48, {"view": 48, "second_view": 96, "candidates": 2, "radius": 1}, {"windows_share": 0.05}, {"view": 48, "windows_share": 0.05, "second_view": 96, "candidates": 1, "radius": 1}],
+        size_methods=(), sizes=(60,), size_pairs=1,
+    )  # fmt: skip
+    by_method = {r["method"]: r for r in rows}
+    budget = by_method["search_path_within_5pct"]
+    assert budget["first_look_budget"] == {"windows_share": 0.05, "template_px": None, "max_view": 768} and budget["first_look_view"] is None
+    assert by_method["search_path_within_5pct_then_2x_k1_r1_template_box"]["second_look"] == {"view": "2x", "candidates": 1, "radius": 1}
+    looked = by_method["search_path_at_48px_then_96px_k2_r1"]
+    assert looked["second_look"] == {"view": 96, "candidates": 2, "radius": 1} and "second_look" not in by_method["search_path"]
+    # the second look's placements count: 2 x 3 x 3 to 2 x 4 x 4 more windows than the first look alone
+    assert 0 < looked["windows_per_query"] - by_method["search_path"]["windows_per_query"] <= 32
+    table = (tmp_path / "run" / "regionsearch_real.md").read_text()
+    assert "first look 48 px, then 96 px around its 2 best cells (radius 1)" in table
+
+
+def test_validation_mode_scores_the_val_split_and_never_publishes(tmp_path, monkeypatch):
+    import pytest
+
+    from benchmarks.suites import regionsearch_real
+    from regionsearch.data.bbs import BBSPair
+
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    pair = BBSPair(0, "real_pairs_val", 0, 0, image[10:30, 20:40], np.array([0.0, 0.0, 20, 20]), image, np.array([20.0, 10, 40, 30]))
+    seen = {}
+    monkeypatch.setattr(regionsearch_real, "validation_pairs", lambda root, cache, **kw: seen.update(kw) or [pair, pair])
+    rows = run_suite(output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "nothing"), methods={"zncc": {}}, size_methods=(), validation={"n_pairs": 2, "reference_size": 80})
+    assert seen == {"n_pairs": 2, "reference_size": 80}
+    assert rows[0]["dataset"] == "real_pairs_val" and rows[0]["n_pairs"] == 2 and rows[0]["success_rate"] == 1.0
+    assert "the real_pairs val split, not BBS105" in (tmp_path / "run" / "regionsearch_real.md").read_text()
+    with pytest.raises(ValueError, match="not published"):
+        run_suite(output_dir=str(tmp_path / "run2"), data_dir=str(tmp_path / "nothing"), methods={"zncc": {}}, validation={"n_pairs": 2}, publish_dir=str(tmp_path / "pub"))

@@ -17,10 +17,12 @@ from copy import deepcopy
 from pathlib import Path
 
 import cv2
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from benchmarks.suite import merge_published, prepare_suite, software_versions
 from core.timing import device_name
 from regionsearch.data.bbs import BBSPair, load_bbs_pairs
+from regionsearch.data.real_pairs import validation_pairs
 from regionsearch.evaluate import run_methods, summarize_real
 from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
 from regionsearch.template_baselines import SearchPathMethod, build_template_methods
@@ -62,7 +64,7 @@ def rescale_pairs(pairs: list[BBSPair], max_side: int | None) -> list[BBSPair]:
     return [p.rescaled(min(1.0, max_side / max(p.image_b.shape[:2]))) for p in pairs]
 
 
-def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[dict]:
+def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str, dataset: str = DATASET) -> list[dict]:
     """One row per method: the protocol's numbers, time and windows per query (batch 1) and the
     windows' share of an exhaustive scan. The methods take turns on every pair
     (:func:`~regionsearch.evaluate.run_methods`): their time ratios hold on a machine whose load
@@ -75,7 +77,7 @@ def evaluate_methods(methods: dict, pairs: list[BBSPair], device: str) -> list[d
         summary = summarize_real([o.iou for o in outcomes[name]])
         rows.append(
             {
-                "dataset": DATASET,
+                "dataset": dataset,
                 "method": name,
                 "auc": round(summary["auc"], 4),
                 "success_rate": round(summary["success_rate"], 4),
@@ -100,18 +102,42 @@ def exhaustive_windows(pair: BBSPair) -> int:
     return max(1, height - h + 1) * max(1, width - w + 1)
 
 
-def search_path_matchers(net, views: list[int | None], torch_device) -> dict[str, SearchPathMethod]:
-    """The search path as protocol methods, per first-look view (None: the checkpoint's): the
-    free box (width and height predicted) and a template-sized box at its centre. The first view
-    is named ``search_path``; the others ``search_path_at_<view>px``."""
+def look_name(look: int | dict | None, view: int) -> str:
+    """Row name of one search-path setting: ``at_<view>px`` (or ``within_<share>pct`` for a first
+    look sized per pair, ``_t<px>`` with a template size) and, with a second look,
+    ``_then_<view>px_k<candidates>_r<radius>``."""
+    name = f"at_{view}px"
+    if isinstance(look, dict) and look.get("windows_share"):
+        name = f"within_{100 * look['windows_share']:g}pct".replace(".", "p") + (f"_t{look['template_px']}" if look.get("template_px") else "")
+    if isinstance(look, dict) and look.get("second_view"):
+        # a first look sized per pair keeps the second look's ratio to it
+        finer = f"{look['second_view'] / view:g}x" if look.get("windows_share") else f"{look['second_view']}px"
+        name += f"_then_{finer}_k{look.get('candidates', 2)}_r{look.get('radius', 2)}"
+    return name
+
+
+def search_path_matchers(net, looks: list[int | dict | None], torch_device) -> dict[str, SearchPathMethod]:
+    """The search path as protocol methods, per test-time setting: a first-look view (int; None:
+    the checkpoint's) or ``{view, second_view, candidates, radius, windows_share, template_px, max_view}``
+    (a second, finer look around the first look's ``candidates`` best cells,
+    :mod:`regionsearch.nets.second_look`; a first look sized per pair within ``windows_share`` of an
+    exhaustive scan, :meth:`~regionsearch.template_baselines.SearchPathMethod.budget_view`). Each gives
+    the free box (width and height predicted) and a template-sized box at its centre. The first
+    setting is named ``search_path``; the others ``search_path_<look_name>``."""
     matchers = {}
-    for index, view in enumerate(views):
+    for index, look in enumerate(looks):
         copy = deepcopy(net)
+        view = look.get("view") if isinstance(look, dict) else look
         if view:
             copy.first_glimpse_size = int(view)
-        name = "search_path" if index == 0 else f"search_path_at_{copy.first_glimpse_size}px"
-        matchers[name] = SearchPathMethod(copy, box="free", device=torch_device)
-        matchers[f"{name}_template_box"] = SearchPathMethod(copy, box="template", device=torch_device)
+        if isinstance(look, dict) and look.get("second_view"):
+            copy.second_look_view = int(look["second_view"])
+            copy.second_look_candidates = int(look.get("candidates", 2))
+            copy.second_look_radius = int(look.get("radius", 2))
+        name = "search_path" if index == 0 else f"search_path_{look_name(look, copy.first_glimpse_size)}"
+        budget = {k: look[k] for k in ("windows_share", "template_px", "max_view") if isinstance(look, dict) and look.get(k)}
+        matchers[name] = SearchPathMethod(copy, box="free", device=torch_device, **budget)
+        matchers[f"{name}_template_box"] = SearchPathMethod(deepcopy(copy) if budget else copy, box="template", device=torch_device, **budget)
     return matchers
 
 
@@ -131,7 +157,13 @@ def add_search_path_columns(rows: list[dict], matchers: dict[str, SearchPathMeth
                 chunk = group[first : first + batch_size]
                 method.batch([p.template() for p in chunk], [p.image_b for p in chunk])
         row["ms_per_query_batched"] = round(1000 * (time.perf_counter() - start) / len(pairs), 3)
-        row["first_look_view"] = method.net.first_glimpse_size
+        row["first_look_view"] = None if method.windows_share else method.net.first_glimpse_size
+        if method.windows_share:
+            row["first_look_budget"] = {"windows_share": method.windows_share, "template_px": method.template_px, "max_view": method.max_view}
+        if method.net.second_look_view:
+            # a first look sized per pair keeps the second look's ratio to it, not its size
+            view = f"{method.net.second_look_view / method.net.first_glimpse_size:g}x" if method.windows_share else method.net.second_look_view
+            row["second_look"] = {"view": view, "candidates": method.net.second_look_candidates, "radius": method.net.second_look_radius}
         log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", row["method"], row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
 
 
@@ -172,7 +204,10 @@ def search_path_notes(rows: list[dict]) -> list[str]:
         share = row.get("windows_share_of_exhaustive")
         lines.append(
             f"- {name} ({'template-sized box at the final window centre' if name.endswith('_template_box') else 'free box: width and height predicted'}"
-            + (f"; first look {row['first_look_view']} px" if row.get("first_look_view") else "") + "): "
+            + (f"; first look {row['first_look_view']} px" if row.get("first_look_view") else "")
+            + (f"; first look sized per pair within {100 * row['first_look_budget']['windows_share']:g} % of an exhaustive scan" if row.get("first_look_budget") else "")
+            + (f", then {row['second_look']['view']}{'' if isinstance(row['second_look']['view'], str) else ' px'} around its {row['second_look']['candidates']} best cells (radius {row['second_look']['radius']})" if row.get("second_look") else "")
+            + "): "
             f"AUC {row['auc']:.3f} (target >= 0.64), {row['windows_per_query']:.0f} windows per query"
             + (f" = {100 * share:.2f} % of an exhaustive scan (target <= 1 %)" if share is not None else "")
             + f", {row['ms_per_query']:.1f} ms per query at batch 1"
@@ -266,16 +301,26 @@ def run_suite(
     num_threads: int | None = None,
     publish_dir: str | None = None,
     search_path_checkpoint: str | None = None,
-    search_path_view: int | list[int] | None = None,
+    search_path_view: int | dict | list[int | dict] | None = None,
+    validation: dict | None = None,
+    cache_dir: str | None = None,
 ) -> list[dict]:
-    """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots."""
+    """Evaluate every method on BBS105 (or its quick subset) and write the tables and plots.
+    ``validation`` (keyword arguments of :func:`regionsearch.data.real_pairs.validation_pairs`)
+    scores the training pairs' val split instead, to choose settings; it never publishes."""
     output, torch_device = prepare_suite(output_dir, device, num_threads)
     label = device_name(torch_device)
     if methods is None:
         methods = {name: {} for name in ("ssd", "ncc", "zncc", "bbs", "ddis", "deep_zncc", "deep_qatm")}
     limit, side = (quick_pairs, quick_max_side) if quick else (n_pairs, max_side)
-    pairs = rescale_pairs(load_bbs_pairs(Path(data_dir) / dataset_dir, limit)[::pair_step], side)
-    log.info("BBS105: %d pairs%s", len(pairs), f", long side <= {side} px" if side else "")
+    if validation:
+        if publish_dir:
+            raise ValueError("benchmark.validation scores the val split: it is not published (drop publish_dir)")
+        pairs = validation_pairs(data_dir, cache_dir or Path(output_dir) / "cache", **dict(validation))
+        log.info("validation: %d real_pairs val pairs", len(pairs))
+    else:
+        pairs = rescale_pairs(load_bbs_pairs(Path(data_dir) / dataset_dir, limit)[::pair_step], side)
+        log.info("BBS105: %d pairs%s", len(pairs), f", long side <= {side} px" if side else "")
     matchers = build_template_methods(methods, device=torch_device) if methods else {}
     searchers = {}
     if search_path_checkpoint:
@@ -283,15 +328,17 @@ def run_suite(
 
         # the first look's long side at test time (picked on the training pairs' val split); a list
         # gives one pair of rows per view, the first named search_path
-        views = [search_path_view] if search_path_view is None or isinstance(search_path_view, int) else list(search_path_view)
-        searchers = search_path_matchers(RegionSearcher.from_checkpoint(search_path_checkpoint).net, views, torch_device)
+        looks = list(search_path_view) if isinstance(search_path_view, (list, tuple, ListConfig)) else [search_path_view]
+        looks = [OmegaConf.to_container(look) if isinstance(look, DictConfig) else look for look in looks]
+        searchers = search_path_matchers(RegionSearcher.from_checkpoint(search_path_checkpoint).net, looks, torch_device)
         size_methods = (*size_methods, *(name for name in searchers if not name.endswith("_template_box")))
     # every method (baselines and search path) takes its turn on each pair: one run's time ratios
-    rows = evaluate_methods({**matchers, **searchers}, pairs, label)
+    rows = evaluate_methods({**matchers, **searchers}, pairs, label, "real_pairs_val" if validation else DATASET)
     add_search_path_columns(rows, searchers, pairs)
     matchers.update(searchers)
 
-    size_matchers = {name: matchers[name] for name in size_methods if name in matchers}
+    # validation chooses settings by accuracy and windows: no timing against the reference size
+    size_matchers = {} if validation else {name: matchers[name] for name in size_methods if name in matchers}
     size_pairs_used = pairs[: quick_size_pairs if quick else size_pairs]
     size_rows = time_versus_size(size_matchers, size_pairs_used, list(quick_sizes if quick else sizes)) if size_matchers else []
     for row in size_rows:
@@ -300,7 +347,7 @@ def run_suite(
     versions = software_versions()
     (output / "regionsearch_real.json").write_text(json.dumps(rows, indent=2))
     (output / "regionsearch_real_sizes.json").write_text(json.dumps(size_rows, indent=2))
-    subset = f"pairs {', '.join(str(p.number) for p in pairs[:3])}, ..., {pairs[-1].number} (every {pair_step} pairs)" if pair_step > 1 else ""
+    subset = "the real_pairs val split, not BBS105" if validation else f"pairs {', '.join(str(p.number) for p in pairs[:3])}, ..., {pairs[-1].number} (every {pair_step} pairs)" if pair_step > 1 else ""
     (output / "regionsearch_real.md").write_text(markdown_table(rows, size_rows, quick, versions, subset))
     title = f"BBS105 ({len(pairs)} pairs{', quick' if quick else ''})"
     plot_real_success_curves(rows, output / "regionsearch_real_success.png", title)

@@ -40,6 +40,7 @@ from PIL import Image
 from core.errors import DatasetNotFoundError
 from core.files import cached_arrays
 from core.readers.flickrlogos import read_flickrlogos27
+from regionsearch.data.bbs import BBSPair
 
 SOURCES = ("sequences", "coil", "logos", "photos")
 SEQUENCE_SPLITS = {"train": ("wall", "bark", "leuven", "graf"), "val": ("bikes", "v_churchill")}
@@ -50,6 +51,7 @@ PHOTO_SPLITS = {
 COIL_VAL_FROM = 50  # objects >= this id are validation objects
 GRAF_WALL_FRACTION = 0.6  # graf: queries only in the upper 60 % (the wall plane, README)
 ASPECTS = (4 / 3, 3 / 4, 1.0, 16 / 9)
+TARGET_FRACTION = (0.08, 0.45)  # the target's long side over the reference's, drawn uniformly
 _CACHE_VERSION = 1
 
 
@@ -155,17 +157,26 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, strength: float = 
 
 
 def cut_pair(
-    source: np.ndarray, query_box: np.ndarray, target: np.ndarray, target_box: np.ndarray, rng: np.random.Generator, reference_size: int, query_size: int
+    source: np.ndarray,
+    query_box: np.ndarray,
+    target: np.ndarray,
+    target_box: np.ndarray,
+    rng: np.random.Generator,
+    reference_size: int,
+    query_size: int,
+    target_fraction: tuple[float, float] = TARGET_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Query = ``source`` at ``query_box``; reference = a crop of ``target`` around ``target_box`` at
     a random aspect, its long side scaled to ``reference_size``; the query scaled by the same factor.
+    The target's long side over the crop's is drawn from ``target_fraction`` (the crop is cut to
+    the photo, so small targets in small photos come out larger).
     Returns (query, reference, box in the reference) or None when the geometry does not fit."""
     th, tw = target.shape[:2]
     target_box = np.clip(np.asarray(target_box, dtype=np.float64), 0, [tw, th, tw, th])
     box_w, box_h = target_box[2] - target_box[0], target_box[3] - target_box[1]
     if box_w < 4 or box_h < 4:
         return None
-    fraction = rng.uniform(0.08, 0.45)  # the target's long side over the reference's
+    fraction = rng.uniform(*target_fraction)  # the target's long side over the reference's
     long_side = max(box_w, box_h) / fraction
     aspect = ASPECTS[rng.integers(len(ASPECTS))]
     crop_w, crop_h = (long_side, long_side / aspect) if aspect >= 1 else (long_side * aspect, long_side)
@@ -194,7 +205,7 @@ def cut_pair(
     return query, reference, box
 
 
-def _sequence_pair(sequences, rng, reference_size, query_size):
+def _sequence_pair(sequences, rng, reference_size, query_size, target_fraction=TARGET_FRACTION):
     name, image1, others = sequences[rng.integers(len(sequences))]
     image_k, homography = others[rng.integers(len(others))]
     h1, w1 = image1.shape[:2]
@@ -206,7 +217,7 @@ def _sequence_pair(sequences, rng, reference_size, query_size):
     if mapped.min() < 0 or mapped[0].max() > wk or mapped[1].max() > hk:
         return None
     target_box = np.array([mapped[0].min(), mapped[1].min(), mapped[0].max(), mapped[1].max()])
-    return cut_pair(image1, box, _photometric(image_k, rng, 0.5), target_box, rng, reference_size, query_size)
+    return cut_pair(image1, box, _photometric(image_k, rng, 0.5), target_box, rng, reference_size, query_size, target_fraction)
 
 
 def _object_box(view: np.ndarray) -> np.ndarray | None:
@@ -217,7 +228,7 @@ def _object_box(view: np.ndarray) -> np.ndarray | None:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
 
-def _coil_pair(objects, backgrounds, rng, reference_size, query_size):
+def _coil_pair(objects, backgrounds, rng, reference_size, query_size, target_fraction=TARGET_FRACTION):
     ids = sorted(objects)
     views = objects[ids[rng.integers(len(ids))]]
     angle = sorted(views)[rng.integers(len(views))]
@@ -241,10 +252,10 @@ def _coil_pair(objects, backgrounds, rng, reference_size, query_size):
     scene[y0 : y0 + ph, x0 : x0 + pw] = np.where(mask, pasted, scene[y0 : y0 + ph, x0 : x0 + pw])
     target_box = object_box * zoom + [x0, y0, x0, y0]
     query = cv2.resize(query_view, (round(128 * zoom), round(128 * zoom)), interpolation=cv2.INTER_AREA)
-    return cut_pair(query, query_box * zoom, _photometric(scene, rng, 0.5), target_box, rng, reference_size, query_size)
+    return cut_pair(query, query_box * zoom, _photometric(scene, rng, 0.5), target_box, rng, reference_size, query_size, target_fraction)
 
 
-def _jittered_pair(photo: np.ndarray, boxes: list[np.ndarray], rng, reference_size, query_size):
+def _jittered_pair(photo: np.ndarray, boxes: list[np.ndarray], rng, reference_size, query_size, target_fraction=TARGET_FRACTION):
     """A box of a photo (one of ``boxes`` or a random one) found in the same photo rescaled per
     axis (aspect change up to 1.25x) under a photometric change."""
     h, w = photo.shape[:2]
@@ -252,7 +263,7 @@ def _jittered_pair(photo: np.ndarray, boxes: list[np.ndarray], rng, reference_si
     sx, sy = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
     target = cv2.resize(photo, (round(w * sx), round(h * sy)), interpolation=cv2.INTER_AREA if sx * sy < 1 else cv2.INTER_LINEAR)
     target_box = np.asarray(box, dtype=np.float64) * [sx, sy, sx, sy]
-    return cut_pair(photo, box, _photometric(target, rng), target_box, rng, reference_size, query_size)
+    return cut_pair(photo, box, _photometric(target, rng), target_box, rng, reference_size, query_size, target_fraction)
 
 
 # --------------------------------------------------------------------------- builder
@@ -267,8 +278,10 @@ def build_real_pairs(
     query_size: int = 96,
     sources: tuple[str, ...] = SOURCES,
     logo_photos: int = 150,
+    target_fraction: tuple[float, float] = TARGET_FRACTION,
 ) -> dict[str, np.ndarray]:
     """``n_pairs`` pairs of ``split`` (``train`` / ``val``), deterministic by ``seed``.
+    ``target_fraction``: the range of the target's long side over the reference's.
 
     Returns uint8 ``queries`` (N, q, q, 3) and ``references`` (N, S, S, 3) zero-padded at the
     bottom and right, their valid ``query_sizes`` / ``reference_sizes`` (N, 2) = (height, width),
@@ -276,6 +289,9 @@ def build_real_pairs(
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
+    target_fraction = tuple(float(v) for v in target_fraction)
+    if not 0 < target_fraction[0] <= target_fraction[1] <= 1:
+        raise ValueError(f"target_fraction must be (low, high) with 0 < low <= high <= 1, got {target_fraction}")
     unknown = set(sources) - set(SOURCES)
     if unknown or not sources:
         raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {sources}")
@@ -289,10 +305,10 @@ def build_real_pairs(
     if "coil" in sources:
         loaded["coil"] = (load_coil(root, split), [p for p, _ in logos] + photos)
     makers = {
-        "sequences": lambda: _sequence_pair(loaded["sequences"], rng, reference_size, query_size),
-        "coil": lambda: _coil_pair(*loaded["coil"], rng, reference_size, query_size),
-        "logos": lambda: _jittered_pair(*logos[rng.integers(len(logos))], rng, reference_size, query_size),
-        "photos": lambda: _jittered_pair(photos[rng.integers(len(photos))], [], rng, reference_size, query_size),
+        "sequences": lambda: _sequence_pair(loaded["sequences"], rng, reference_size, query_size, target_fraction),
+        "coil": lambda: _coil_pair(*loaded["coil"], rng, reference_size, query_size, target_fraction),
+        "logos": lambda: _jittered_pair(*logos[rng.integers(len(logos))], rng, reference_size, query_size, target_fraction),
+        "photos": lambda: _jittered_pair(photos[rng.integers(len(photos))], [], rng, reference_size, query_size, target_fraction),
     }
     queries = np.zeros((n_pairs, query_size, query_size, 3), np.uint8)
     references = np.zeros((n_pairs, reference_size, reference_size, 3), np.uint8)
@@ -321,3 +337,17 @@ def cached_real_pairs(cache_dir: str | os.PathLike, data_root: str | os.PathLike
     key = json.dumps({"version": _CACHE_VERSION, "root": str(Path(data_root).resolve()), **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}, sort_keys=True)
     path = Path(cache_dir).expanduser() / f"real_pairs-{kwargs.get('split', 'train')}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     return cached_arrays(path, lambda: build_real_pairs(data_root, **kwargs))
+
+
+def validation_pairs(data_root: str | os.PathLike, cache_dir: str | os.PathLike, n_pairs: int = 300, seed: int = 0, **kwargs) -> list[BBSPair]:
+    """The ``val`` split's pairs in the BBS protocol's form (image A = the query, its box the whole
+    query; image B = the reference), to choose the search path's test-time settings on data shaped
+    like a test set's frames (``reference_size``, ``target_fraction``) without reading the test set."""
+    arrays = cached_real_pairs(cache_dir, data_root, split="val", n_pairs=n_pairs, seed=seed, **kwargs)
+    pairs = []
+    for index in range(n_pairs):
+        (qh, qw), (rh, rw) = arrays["query_sizes"][index].astype(int), arrays["reference_sizes"][index].astype(int)
+        query, reference = arrays["queries"][index, :qh, :qw], arrays["references"][index, :rh, :rw]
+        box_a = np.array([0.0, 0.0, qw, qh])
+        pairs.append(BBSPair(index, "real_pairs_val", 0, 0, query, box_a, reference, arrays["boxes"][index].astype(np.float64)))
+    return pairs

@@ -23,6 +23,7 @@ from regionsearch.nets.blocks import (
     SimilarityMap,
     crop_windows,
 )
+from regionsearch.nets.second_look import local_maxima, second_look
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 INPUT_NORMS = ("none", "batch", "layer")
@@ -203,6 +204,9 @@ class SearchPathMatcher(nn.Module):
         pretrained: bool = True,
         first_view: str = "glimpse",
         size_step: float = 1.5,
+        second_look_view: int | None = None,
+        second_look_candidates: int = 2,
+        second_look_radius: int = 2,
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
@@ -213,6 +217,10 @@ class SearchPathMatcher(nn.Module):
             raise ValueError("first_view='reference' needs first_move='map', size_mode='anisotropic' and first_glimpse_size (the view's long side)")
         if first_view == "reference" and encoder != "efficientnet_lite0":
             raise ValueError("first_view='reference' reads its glimpses off the pretrained encoder's map: use encoder='efficientnet_lite0'")
+        if second_look_view and first_view != "reference":
+            raise ValueError("second_look_view refines the first look over the whole reference: it needs first_view='reference'")
+        if second_look_candidates < 1 or second_look_radius < 0:
+            raise ValueError(f"second_look_candidates must be >= 1 and second_look_radius >= 0, got {second_look_candidates}, {second_look_radius}")
         if encoder == "efficientnet_lite0" and in_channels != 3:
             raise ValueError("the EfficientNet-Lite0 encoder takes colour input: in_channels must be 3")
         if first_move not in FIRST_MOVES:
@@ -237,6 +245,10 @@ class SearchPathMatcher(nn.Module):
         self.encoder_block = encoder_block
         self.first_view = first_view
         self.size_step = size_step
+        # test-time coarse to fine (regionsearch.nets.second_look): None = one look
+        self.second_look_view = second_look_view
+        self.second_look_candidates = second_look_candidates
+        self.second_look_radius = second_look_radius
         action_dim = {"schedule": 2, "isotropic": 3, "anisotropic": 4}[size_mode]
         self.policy = SearchPathPolicy(self.encoder.out_dim, hidden_size, action_dim, std, compare, len(context_scales), policy_input_norm, steps)
         self.glimpse_size = glimpse_size
@@ -473,6 +485,9 @@ class SearchPathMatcher(nn.Module):
 
         whole = torch.cat([torch.zeros_like(ref_hw), ref_hw.flip(1)], dim=1)
         query_feature = torch.cat(query_features)
+        looked, look_placements = None, torch.zeros(batch, device=reference.device)
+        if self.second_look_view:
+            looked, look_placements = self._second_looks(query, reference, query_hw, ref_hw, first_logits.masked_fill(~inside, float("-inf")), centres, (rows, columns), scale)
 
         def glimpse(boxes: torch.Tensor) -> torch.Tensor:
             return self.encoder.pool_windows(view_map, boxes * scale)
@@ -490,7 +505,7 @@ class SearchPathMatcher(nn.Module):
                 # the map's best placement, also in training: the map learns from its cross-entropy
                 # (the module's map_weight), the moves from REINFORCE starting where the map points
                 cell, log_prob = first_logits.argmax(dim=1), torch.zeros_like(baseline)
-                centre = centres[torch.arange(batch, device=centres.device), cell]
+                centre = centres[torch.arange(batch, device=centres.device), cell] if looked is None else looked
                 half = query_hw.flip(1) / 2
                 window = torch.cat([centre - half, centre + half], dim=1)
             else:
@@ -503,10 +518,27 @@ class SearchPathMatcher(nn.Module):
             log_probs.append(log_prob)
             baselines.append(baseline)
         final = glimpse(window) if final_feature else None
-        evaluated = inside.sum(dim=1).float() + self.steps + (1 if final_feature else 0)
+        evaluated = inside.sum(dim=1).float() + look_placements + self.steps + (1 if final_feature else 0)
         return SearchOutput(
             torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final, first_logits, centres, evaluated
         )
+
+    @torch.no_grad()
+    def _second_looks(self, query, reference, query_hw, ref_hw, logits, centres, grid, scale) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per pair, the second look's centre around the first look's best local maxima (a
+        test-time search: no gradient) and the placements it scored."""
+        fine_scale = scale * self.second_look_view / self.first_glimpse_size
+        looked, placements = [], []
+        for index in range(reference.shape[0]):
+            (qh, qw), (height, width) = (tuple(int(v) for v in hw[index].tolist()) for hw in (query_hw, ref_hw))
+            cells = local_maxima(logits[index], *grid, self.second_look_candidates)
+            centre, count = second_look(
+                self.encoder, self.similarity_map.projection, reference[index : index + 1, :, :height, :width], query[index : index + 1, :, :qh, :qw],
+                (height, width), fine_scale, centres[index, cells], self.second_look_radius,
+            )  # fmt: skip
+            looked.append(centre)
+            placements.append(float(count))
+        return torch.stack(looked), reference.new_tensor(placements)
 
     @staticmethod
     def _valid_sizes(sizes: torch.Tensor | None, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""The search path's second, finer look (coarse to fine) and the BBS-shaped validation pairs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from regionsearch.data import real_pairs
+from regionsearch.nets.blocks import PretrainedEncoder
+from regionsearch.nets.second_look import local_maxima, second_look
+from tests.regionsearch.test_real_search_path import real_matcher, write_sequence_fixture
+
+
+def test_local_maxima_best_first_and_only_peaks():
+    grid = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 5.0],
+            [3.0, 0.0, 0.0, 4.0],  # 4.0 sits beside 5.0: not a peak
+        ]
+    )
+    assert local_maxima(grid.flatten(), 3, 4, 2).tolist() == [7, 8]
+    assert local_maxima(grid.flatten(), 3, 4, 10).tolist() == [7, 8, 1]
+    # cells outside the reference come in as -inf and are never candidates
+    masked = grid.flatten().clone()
+    masked[[1, 7, 8]] = float("-inf")
+    assert local_maxima(masked, 3, 4, 10).tolist()[0] == 11 and 7 not in local_maxima(masked, 3, 4, 10).tolist()
+
+
+def _photo(seed: int, height: int, width: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    noise = cv2.resize(rng.random((height // 8, width // 8, 3)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    return torch.from_numpy(np.clip(noise, 0, 1)).permute(2, 0, 1)[None]
+
+
+def test_second_look_finds_the_template_near_a_coarse_guess():
+    torch.manual_seed(0)
+    encoder = PretrainedEncoder(glimpse_size=32, block=2, out_dim=32, freeze=True, pretrained=False).eval()
+    projection = torch.nn.Identity()
+    reference = _photo(1, 160, 224)
+    x1, y1, w, h = 96, 64, 48, 40
+    query = reference[..., y1 : y1 + h, x1 : x1 + w]
+    truth = torch.tensor([x1 + w / 2, y1 + h / 2])
+    # a guess 10 px off, and a far decoy: the second look lands on the template
+    guesses = torch.stack([truth + torch.tensor([10.0, -6.0]), torch.tensor([30.0, 30.0])])
+    with torch.no_grad():
+        centre, placements = second_look(encoder, projection, reference, query, (160, 224), 1.0, guesses, radius=3)
+    assert torch.allclose(centre, truth, atol=encoder.map_stride / 2)
+    # radius 3: 7 (or 8, the crop rounding up) placements a side per candidate
+    assert 2 * 49 <= placements <= 2 * 64
+    # scale 0.5 (a coarser look) still answers in reference pixels
+    with torch.no_grad():
+        coarse, _ = second_look(encoder, projection, reference, query, (160, 224), 0.5, guesses[:1], radius=2)
+    assert torch.allclose(coarse, truth, atol=encoder.map_stride)
+
+
+def test_matcher_second_look_counts_its_placements():
+    torch.manual_seed(0)
+    plain = real_matcher().eval()
+    looked = real_matcher(second_look_view=128, second_look_candidates=2, second_look_radius=1).eval()
+    looked.load_state_dict(plain.state_dict())
+    query, reference = torch.rand(1, 3, 21, 13), torch.rand(1, 3, 70, 110)
+    with torch.no_grad():
+        one, two = plain(query, reference), looked(query, reference)
+    extra = two.windows_evaluated - one.windows_evaluated
+    # radius 1: 2r + 1 placements a side, one more where the crop's size rounds up
+    assert 2 * 9 <= extra.item() <= 2 * 16
+    window = two.windows[1, 0]
+    torch.testing.assert_close(window[2:] - window[:2], torch.tensor([13.0, 21.0]))  # still the query's size
+    with pytest.raises(ValueError, match="second_look_view"):
+        real_matcher(first_view="glimpse", second_look_view=128)
+
+
+def test_validation_pairs_in_the_protocols_form(tmp_path):
+    write_sequence_fixture(tmp_path, np.random.default_rng(0))
+    pairs = real_pairs.validation_pairs(
+        tmp_path, tmp_path / "cache", n_pairs=6, reference_size=96, query_size=48, sources=("sequences", "photos"), target_fraction=(0.2, 0.3)
+    )
+    assert len(pairs) == 6
+    for pair in pairs:
+        template, image = pair.template(), pair.image_b
+        assert template.shape[:2] == pair.image_a.shape[:2] and max(image.shape[:2]) == 96
+        x1, y1, x2, y2 = pair.box_b
+        assert 0 <= x1 < x2 <= image.shape[1] + 1e-3 and 0 <= y1 < y2 <= image.shape[0] + 1e-3
+        # the crop is cut to the photo, which only makes the target larger than drawn
+        assert max(x2 - x1, y2 - y1) / max(image.shape[:2]) >= 0.2 - 0.02
+    with pytest.raises(ValueError, match="target_fraction"):
+        real_pairs.build_real_pairs(tmp_path, "val", 2, target_fraction=(0.5, 0.2))
+
+
+def test_first_look_sized_per_pair_within_the_window_budget():
+    from regionsearch.template_baselines import SearchPathMethod
+
+    net = real_matcher()  # block 2: stride 4, three steps
+    assert net.encoder.map_stride == 4 and net.steps == 3
+    method = SearchPathMethod(net, windows_share=0.01)
+    # 100 x 200 image, 20 x 20 template: 81 * 181 = 14661 placements, a budget of 146.6 windows;
+    # a 64 px view has 8 x 16 = 128 cells (+ 3 glimpses = 131), a 72 px one 9 x 18 = 162
+    assert method.budget_view((20, 20), (100, 200)) == 64
+    # the template's long side at 4 px needs only a 40 px view (20 px in 200 -> 4 px in 40)
+    assert SearchPathMethod(net, windows_share=0.01, template_px=4).budget_view((20, 20), (100, 200)) == 40
+    assert SearchPathMethod(net, windows_share=0.01, max_view=48).budget_view((20, 20), (100, 200)) == 48
+    image, template = np.zeros((100, 200, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
+    result = method(template, image)
+    assert net.first_glimpse_size == 64 and result.windows <= 0.01 * 81 * 181
+    # a second look's placements come out of the same budget: a smaller first look
+    looked = SearchPathMethod(real_matcher(second_look_view=128, second_look_candidates=1, second_look_radius=1), windows_share=0.01)
+    assert looked.budget_view((20, 20), (100, 200)) == 56  # 7 x 14 = 98 cells + 3 + 16 <= 146.6
+    with pytest.raises(ValueError, match="windows_share"):
+        SearchPathMethod(net, windows_share=2.0)
