@@ -417,6 +417,8 @@ class SearchPathMethod:
         self.windows_share = windows_share
         self.template_px = template_px
         self.max_view = max_view
+        # a first look sized per pair keeps the second look's resolution ratio to it
+        self.second_look_ratio = net.second_look_view / net.first_glimpse_size if net.second_look_view else None
 
     def budget_view(self, template_hw: tuple[int, int], image_hw: tuple[int, int]) -> int:
         """The first look's long side for one pair: the largest (a multiple of 8 px, 32 to ``max_view``) whose
@@ -454,10 +456,9 @@ class SearchPathMethod:
     @torch.inference_mode()
     def __call__(self, template: np.ndarray, image: np.ndarray) -> MethodResult:
         if self.windows_share:
-            view = self.budget_view(template.shape[:2], image.shape[:2])
-            if self.net.second_look_view:  # the second look keeps its ratio to the first
-                self.net.second_look_view = round(view * self.net.second_look_view / self.net.first_glimpse_size)
-            self.net.first_glimpse_size = view
+            self.net.first_glimpse_size = self.budget_view(template.shape[:2], image.shape[:2])
+            if self.second_look_ratio:
+                self.net.second_look_view = round(self.net.first_glimpse_size * self.second_look_ratio)
         out = self.net(self._tensor(template)[None], self._tensor(image)[None])
         return self._result(out.boxes[0].cpu().numpy(), template.shape[:2], float(out.windows_evaluated[0]))
 

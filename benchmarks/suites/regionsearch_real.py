@@ -137,7 +137,7 @@ def search_path_matchers(net, looks: list[int | dict | None], torch_device) -> d
         name = "search_path" if index == 0 else f"search_path_{look_name(look, copy.first_glimpse_size)}"
         budget = {k: look[k] for k in ("windows_share", "template_px", "max_view") if isinstance(look, dict) and look.get(k)}
         matchers[name] = SearchPathMethod(copy, box="free", device=torch_device, **budget)
-        matchers[f"{name}_template_box"] = SearchPathMethod(deepcopy(copy) if budget else copy, box="template", device=torch_device, **budget)
+        matchers[f"{name}_template_box"] = SearchPathMethod(copy, box="template", device=torch_device, **budget)
     return matchers
 
 
@@ -161,8 +161,7 @@ def add_search_path_columns(rows: list[dict], matchers: dict[str, SearchPathMeth
         if method.windows_share:
             row["first_look_budget"] = {"windows_share": method.windows_share, "template_px": method.template_px, "max_view": method.max_view}
         if method.net.second_look_view:
-            # a first look sized per pair keeps the second look's ratio to it, not its size
-            view = f"{method.net.second_look_view / method.net.first_glimpse_size:g}x" if method.windows_share else method.net.second_look_view
+            view = f"{method.second_look_ratio:g}x" if method.windows_share else method.net.second_look_view
             row["second_look"] = {"view": view, "candidates": method.net.second_look_candidates, "radius": method.net.second_look_radius}
         log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", row["method"], row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
 

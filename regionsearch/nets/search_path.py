@@ -23,7 +23,7 @@ from regionsearch.nets.blocks import (
     SimilarityMap,
     crop_windows,
 )
-from regionsearch.nets.second_look import local_maxima, second_look
+from regionsearch.nets.second_look import local_maxima, resized, second_look
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 INPUT_NORMS = ("none", "batch", "layer")
@@ -456,7 +456,7 @@ class SearchPathMatcher(nn.Module):
         ref_hw = self._valid_sizes(reference_size, batch, canvas_h, canvas_w, reference)
         query_hw = self._valid_sizes(query_size, batch, query.shape[-2], query.shape[-1], reference)
         scale = self.first_glimpse_size / max(canvas_h, canvas_w)
-        view = F.interpolate(reference, size=(max(1, round(canvas_h * scale)), max(1, round(canvas_w * scale))), mode="bilinear", antialias=scale < 1, align_corners=False)
+        view = resized(reference, (max(1, round(canvas_h * scale)), max(1, round(canvas_w * scale))), scale)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             view_map = self.encoder.feature_map(view)
         stride = self.encoder.map_stride
@@ -466,7 +466,7 @@ class SearchPathMatcher(nn.Module):
         for index in range(batch):  # each query has its own size: one correlation per pair
             qh, qw = (int(v) for v in query_hw[index].tolist())
             size = (max(stride, round(qh * scale)), max(stride, round(qw * scale)))
-            template = F.interpolate(query[index : index + 1, :, :qh, :qw], size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+            template = resized(query[index : index + 1, :, :qh, :qw], size, scale)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
                 raw_template_map = self.encoder.feature_map(template)
             query_features.append(self.encoder.pool_windows(raw_template_map, template.new_tensor([[0.0, 0.0, size[1], size[0]]])))

@@ -31,7 +31,9 @@ def local_maxima(logits: torch.Tensor, rows: int, columns: int, count: int) -> t
     return order[torch.isfinite(scores[order])]
 
 
-def _resized(image: torch.Tensor, size: tuple[int, int], factor: float) -> torch.Tensor:
+def resized(image: torch.Tensor, size: tuple[int, int], factor: float) -> torch.Tensor:
+    """``image`` resampled to ``size`` by ``factor``: bilinear, antialiased when shrinking (every
+    look of the search path resamples this way)."""
     return F.interpolate(image, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
 
 
@@ -57,7 +59,7 @@ def second_look(
     height, width = reference_hw
     qh, qw = query.shape[-2:]
     size = (max(stride, round(qh * scale)), max(stride, round(qw * scale)))
-    template_map = F.normalize(projection(encoder.feature_map(_resized(query, size, scale))), dim=1)
+    template_map = F.normalize(projection(encoder.feature_map(resized(query, size, scale))), dim=1)
     k, kw = template_map.shape[-2:]
     margin = radius * stride / scale  # reference px
     # one crop size for every candidate (shifted inside the reference, not cut at its border), so
@@ -69,7 +71,7 @@ def second_look(
         for cx, cy in candidate_centres.tolist()
     ]
     crops = torch.cat([reference[..., y : y + crop_h, x : x + crop_w] for x, y in origins])
-    crop_maps = F.normalize(projection(encoder.feature_map(_resized(crops, (out_h, out_w), scale))), dim=1)
+    crop_maps = F.normalize(projection(encoder.feature_map(resized(crops, (out_h, out_w), scale))), dim=1)
     if crop_maps.shape[-2] < k or crop_maps.shape[-1] < kw:
         return candidate_centres[0], 0
     # valid placements only: a template cell never falls on a crop's zero padding
