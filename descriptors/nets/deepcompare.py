@@ -7,13 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MetricNetwork, center_crop, mlp, msr_init
+from .common import MetricNetwork, center_crop, mlp, msr_init, standardize_patches
 
 
 # -- DeepCompare ---------------------------------------------------------------------------
 def deepcompare_normalize(x: torch.Tensor) -> torch.Tensor:
     """DeepCompare input: per-patch mean subtracted, divided by 256 (on the 0..255 scale)."""
     return (x - x.mean(dim=(-3, -2, -1), keepdim=True)) * (255.0 / 256.0)
+
+
+def deepcompare_input(x: torch.Tensor, input_eps: float | None = None) -> torch.Tensor:
+    """The paper's input (``deepcompare_normalize``) or, with ``input_eps``, each patch
+    standardised, ``(x - mean_patch) / (std_patch + input_eps)`` (not the paper's: as DeepDesc's
+    and TNet's option; a fixed 1/256 scale leaves a low-contrast sequence's patches faint)."""
+    return deepcompare_normalize(x) if input_eps is None else standardize_patches(x, input_eps)
 
 
 def siam_tower(in_channels: int = 1) -> nn.Sequential:
@@ -78,15 +85,16 @@ class DeepCompare2ch(MetricNetwork):
 
     patch_size = 64
 
-    def __init__(self, hidden: int | None = 256) -> None:
+    def __init__(self, hidden: int | None = 256, input_eps: float | None = None) -> None:
         super().__init__()
+        self.input_eps = input_eps
         self.features = siam_tower(in_channels=2)
         self.decision = mlp([256, hidden, 1] if hidden else [256, 1])
         msr_init(self)
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_normalize(patch1), deepcompare_normalize(patch2)], dim=1)
+        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
         return self.decision(self.features(x)).squeeze(1)
 
 
@@ -100,8 +108,9 @@ class DeepCompare2chDeep(MetricNetwork):
 
     patch_size = 64
 
-    def __init__(self) -> None:
+    def __init__(self, input_eps: float | None = None) -> None:
         super().__init__()
+        self.input_eps = input_eps
         layers: list[nn.Module] = [nn.Conv2d(2, 96, 4, stride=3), nn.ReLU(inplace=True)]
         for _ in range(3):
             layers += [nn.Conv2d(96, 96, 3), nn.ReLU(inplace=True)]
@@ -114,7 +123,7 @@ class DeepCompare2chDeep(MetricNetwork):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_normalize(patch1), deepcompare_normalize(patch2)], dim=1)
+        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
         return self.decision(self.features(x)).squeeze(1)
 
 
@@ -130,8 +139,9 @@ class DeepCompare2ch2Stream(MetricNetwork):
 
     patch_size = 64
 
-    def __init__(self) -> None:
+    def __init__(self, input_eps: float | None = None) -> None:
         super().__init__()
+        self.input_eps = input_eps
         self.surround = _2ch2stream_stream()
         self.centre = _2ch2stream_stream()
         self.decision = mlp([1536, 768, 1])
@@ -139,7 +149,7 @@ class DeepCompare2ch2Stream(MetricNetwork):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_normalize(patch1), deepcompare_normalize(patch2)], dim=1)
+        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
         features = torch.cat([self.surround(F.avg_pool2d(x, 2, 2)), self.centre(center_crop(x, 32))], dim=1)
         return self.decision(features).squeeze(1)
 
@@ -155,9 +165,9 @@ class DeepCompareSiamese(MetricNetwork):
 
     patch_size = 64
 
-    def __init__(self, shared: bool = True) -> None:
+    def __init__(self, shared: bool = True, input_eps: float | None = None) -> None:
         super().__init__()
-        self.shared = shared
+        self.shared, self.input_eps = shared, input_eps
         self.tower1 = siam_tower()
         self.tower2 = self.tower1 if shared else siam_tower()
         self.decision = mlp([512, 512, 1])
@@ -166,7 +176,7 @@ class DeepCompareSiamese(MetricNetwork):
 
     def describe(self, x: torch.Tensor, branch: int = 1) -> torch.Tensor:
         self.check_patches(x)
-        return (self.tower1 if branch == 1 else self.tower2)(deepcompare_normalize(x))
+        return (self.tower1 if branch == 1 else self.tower2)(deepcompare_input(x, self.input_eps))
 
     def compare(self, features1: torch.Tensor, features2: torch.Tensor) -> torch.Tensor:
         return self.decision(torch.cat([features1, features2], dim=1)).squeeze(1)
@@ -179,8 +189,8 @@ class DeepCompareSiamese(MetricNetwork):
 class DeepComparePseudoSiamese(DeepCompareSiamese):
     """DeepCompare pseudo-siamese: the siamese towers without weight sharing."""
 
-    def __init__(self) -> None:
-        super().__init__(shared=False)
+    def __init__(self, input_eps: float | None = None) -> None:
+        super().__init__(shared=False, input_eps=input_eps)
 
 
 class CentralSurroundTower(nn.Module):
@@ -210,8 +220,9 @@ class DeepCompareSiamese2Stream(MetricNetwork):
 
     patch_size = 64
 
-    def __init__(self) -> None:
+    def __init__(self, input_eps: float | None = None) -> None:
         super().__init__()
+        self.input_eps = input_eps
         self.tower = CentralSurroundTower()
         self.decision = mlp([1024, 1024, 1024, 1])
         self.feature_dim = 512
@@ -219,7 +230,7 @@ class DeepCompareSiamese2Stream(MetricNetwork):
 
     def describe(self, x: torch.Tensor) -> torch.Tensor:
         self.check_patches(x)
-        return self.tower(deepcompare_normalize(x))
+        return self.tower(deepcompare_input(x, self.input_eps))
 
     def compare(self, features1: torch.Tensor, features2: torch.Tensor) -> torch.Tensor:
         return self.decision(torch.cat([features1, features2], dim=1)).squeeze(1)

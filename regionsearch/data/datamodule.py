@@ -292,10 +292,16 @@ class RealPairDataModule(_PairDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        target_fraction: tuple[float, float] | None = None,
+        box_fraction: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.data_root = data_root
         self.builder = {"reference_size": reference_size, "query_size": query_size, "sources": tuple(sources), "seed": seed}
+        # the builder's defaults unless set (and then part of the cache key)
+        for name, value in (("target_fraction", target_fraction), ("box_fraction", box_fraction)):
+            if value is not None:
+                self.builder[name] = tuple(float(v) for v in value)
         self.sizes = {"train": n_train, "val": n_val}
         self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
 

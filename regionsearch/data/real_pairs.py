@@ -52,6 +52,7 @@ COIL_VAL_FROM = 50  # objects >= this id are validation objects
 GRAF_WALL_FRACTION = 0.6  # graf: queries only in the upper 60 % (the wall plane, README)
 ASPECTS = (4 / 3, 3 / 4, 1.0, 16 / 9)
 TARGET_FRACTION = (0.08, 0.45)  # the target's long side over the reference's, drawn uniformly
+BOX_FRACTION = (0.06, 0.3)  # a random query box's sides over the photo's short side, drawn uniformly
 _CACHE_VERSION = 1
 
 
@@ -205,11 +206,11 @@ def cut_pair(
     return query, reference, box
 
 
-def _sequence_pair(sequences, rng, reference_size, query_size, target_fraction=TARGET_FRACTION):
+def _sequence_pair(sequences, rng, reference_size, query_size, target_fraction=TARGET_FRACTION, box_fraction=BOX_FRACTION):
     name, image1, others = sequences[rng.integers(len(sequences))]
     image_k, homography = others[rng.integers(len(others))]
     h1, w1 = image1.shape[:2]
-    box = _random_box(rng, h1, w1, y_max=h1 * GRAF_WALL_FRACTION if name == "graf" else None)
+    box = _random_box(rng, h1, w1, *box_fraction, y_max=h1 * GRAF_WALL_FRACTION if name == "graf" else None)
     corners = np.array([[box[0], box[1], 1], [box[2], box[1], 1], [box[2], box[3], 1], [box[0], box[3], 1]]).T
     mapped = homography @ corners
     mapped = mapped[:2] / mapped[2]
@@ -255,11 +256,11 @@ def _coil_pair(objects, backgrounds, rng, reference_size, query_size, target_fra
     return cut_pair(query, query_box * zoom, _photometric(scene, rng, 0.5), target_box, rng, reference_size, query_size, target_fraction)
 
 
-def _jittered_pair(photo: np.ndarray, boxes: list[np.ndarray], rng, reference_size, query_size, target_fraction=TARGET_FRACTION):
+def _jittered_pair(photo: np.ndarray, boxes: list[np.ndarray], rng, reference_size, query_size, target_fraction=TARGET_FRACTION, box_fraction=BOX_FRACTION):
     """A box of a photo (one of ``boxes`` or a random one) found in the same photo rescaled per
     axis (aspect change up to 1.25x) under a photometric change."""
     h, w = photo.shape[:2]
-    box = boxes[rng.integers(len(boxes))] if boxes and rng.random() < 0.5 else _random_box(rng, h, w)
+    box = boxes[rng.integers(len(boxes))] if boxes and rng.random() < 0.5 else _random_box(rng, h, w, *box_fraction)
     sx, sy = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
     target = cv2.resize(photo, (round(w * sx), round(h * sy)), interpolation=cv2.INTER_AREA if sx * sy < 1 else cv2.INTER_LINEAR)
     target_box = np.asarray(box, dtype=np.float64) * [sx, sy, sx, sy]
@@ -279,9 +280,12 @@ def build_real_pairs(
     sources: tuple[str, ...] = SOURCES,
     logo_photos: int = 150,
     target_fraction: tuple[float, float] = TARGET_FRACTION,
+    box_fraction: tuple[float, float] = BOX_FRACTION,
 ) -> dict[str, np.ndarray]:
     """``n_pairs`` pairs of ``split`` (``train`` / ``val``), deterministic by ``seed``.
-    ``target_fraction``: the range of the target's long side over the reference's.
+    ``target_fraction``: the range of the target's long side over the reference's (the crop is
+    cut to the photo, so a large query box cannot come out small: ``box_fraction``, the range of
+    a random query box's sides over the photo's short side, bounds it from below).
 
     Returns uint8 ``queries`` (N, q, q, 3) and ``references`` (N, S, S, 3) zero-padded at the
     bottom and right, their valid ``query_sizes`` / ``reference_sizes`` (N, 2) = (height, width),
@@ -290,8 +294,10 @@ def build_real_pairs(
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
     target_fraction = tuple(float(v) for v in target_fraction)
-    if not 0 < target_fraction[0] <= target_fraction[1] <= 1:
-        raise ValueError(f"target_fraction must be (low, high) with 0 < low <= high <= 1, got {target_fraction}")
+    box_fraction = tuple(float(v) for v in box_fraction)
+    for name, (low, high) in (("target_fraction", target_fraction), ("box_fraction", box_fraction)):
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {(low, high)}")
     unknown = set(sources) - set(SOURCES)
     if unknown or not sources:
         raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {sources}")
@@ -305,10 +311,10 @@ def build_real_pairs(
     if "coil" in sources:
         loaded["coil"] = (load_coil(root, split), [p for p, _ in logos] + photos)
     makers = {
-        "sequences": lambda: _sequence_pair(loaded["sequences"], rng, reference_size, query_size, target_fraction),
+        "sequences": lambda: _sequence_pair(loaded["sequences"], rng, reference_size, query_size, target_fraction, box_fraction),
         "coil": lambda: _coil_pair(*loaded["coil"], rng, reference_size, query_size, target_fraction),
-        "logos": lambda: _jittered_pair(*logos[rng.integers(len(logos))], rng, reference_size, query_size, target_fraction),
-        "photos": lambda: _jittered_pair(photos[rng.integers(len(photos))], [], rng, reference_size, query_size, target_fraction),
+        "logos": lambda: _jittered_pair(*logos[rng.integers(len(logos))], rng, reference_size, query_size, target_fraction, box_fraction),
+        "photos": lambda: _jittered_pair(photos[rng.integers(len(photos))], [], rng, reference_size, query_size, target_fraction, box_fraction),
     }
     queries = np.zeros((n_pairs, query_size, query_size, 3), np.uint8)
     references = np.zeros((n_pairs, reference_size, reference_size, 3), np.uint8)

@@ -11,6 +11,7 @@ from descriptors.nets import (
     NETWORKS,
     BinaryL2Net,
     CSL2Net,
+    DeepCompare2ch,
     DeepCompare2ch2Stream,
     DeepCompareSiamese,
     DeepCompareSiamese2Stream,
@@ -300,6 +301,24 @@ def test_tnet_per_patch_input_ignores_brightness_and_contrast():
         assert torch.allclose(per_patch(changed), per_patch(x), atol=2e-2)
         standardised = (x - x.mean((1, 2, 3), keepdim=True)) / (x.std((1, 2, 3), keepdim=True) + 1e-3)
         assert torch.allclose(per_patch(x), paper(standardised + paper.mean), atol=1e-5)
+
+@pytest.mark.parametrize("net_class", [DeepCompare2ch2Stream, DeepCompare2ch, DeepCompareSiamese2Stream])
+def test_deepcompare_per_patch_input_ignores_brightness_and_contrast(net_class):
+    torch.manual_seed(0)
+    x, y = 0.2 + 0.3 * torch.rand(2, 4, 1, 64, 64)
+    paper, per_patch = net_class().eval(), net_class(input_eps=1e-6).eval()
+    per_patch.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        # a darker, flatter view of the first patches: the paper's mean subtraction sees it,
+        # the standardised input does not (eps 1e-6: no contrast floor to speak of)
+        assert (paper(0.1 + 0.5 * x, y) - paper(x, y)).abs().max() > 1e-4
+        torch.testing.assert_close(per_patch(0.1 + 0.5 * x, y), per_patch(x, y), rtol=1e-4, atol=1e-6)
+
+        def standardised(p):  # zero mean, so the paper's input only rescales it by 255 / 256
+            return (p - p.mean((1, 2, 3), keepdim=True)) / (p.std((1, 2, 3), keepdim=True) + 1e-6) * (256.0 / 255.0)
+
+        torch.testing.assert_close(per_patch(x, y), paper(standardised(x), standardised(y)), rtol=1e-4, atol=1e-6)
+
 
 @pytest.mark.parametrize(("ours", "theirs"), [(HardNet, kornia.feature.HardNet), (TFeat, kornia.feature.TFeat)])
 def test_identical_to_kornia_given_its_weights(ours, theirs):

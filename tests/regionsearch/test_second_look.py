@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import cv2
 import numpy as np
 import pytest
@@ -88,6 +90,35 @@ def test_validation_pairs_in_the_protocols_form(tmp_path):
         assert max(x2 - x1, y2 - y1) / max(image.shape[:2]) >= 0.2 - 0.02
     with pytest.raises(ValueError, match="target_fraction"):
         real_pairs.build_real_pairs(tmp_path, "val", 2, target_fraction=(0.5, 0.2))
+
+
+def test_box_fraction_bounds_the_targets_from_below(tmp_path):
+    # 200x240 photos shifted by a translation: the target is the query box, and with target
+    # fractions this small every crop is cut to the whole 240 px photo
+    write_sequence_fixture(tmp_path, np.random.default_rng(0))
+    build = partial(real_pairs.build_real_pairs, tmp_path, "val", 24, reference_size=96, query_size=48, sources=("sequences",), target_fraction=(0.02, 0.03))
+
+    def target_fractions(pairs):
+        boxes = pairs["boxes"]
+        return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / pairs["reference_sizes"].max(1)
+
+    small = target_fractions(build(box_fraction=(0.05, 0.1)))
+    assert small.max() <= 0.1 * 200 / 240 + 0.01  # box sides <= 0.1 of the 200 px short side
+    assert np.median(target_fractions(build())) > 0.1  # the default boxes, 0.06-0.3 of it
+    with pytest.raises(ValueError, match="box_fraction"):
+        real_pairs.build_real_pairs(tmp_path, "val", 2, box_fraction=(0.0, 0.2))
+
+
+def test_datamodule_passes_the_target_sizes_to_the_builder(tmp_path):
+    from regionsearch.data.datamodule import RealPairDataModule
+
+    write_sequence_fixture(tmp_path, np.random.default_rng(0))
+    # unset: the builder's defaults and its cache keys (caches built before these options stay valid)
+    assert "box_fraction" not in RealPairDataModule(tmp_path).builder
+    module = RealPairDataModule(tmp_path, reference_size=96, query_size=48, sources=["sequences"], n_train=8, n_val=8, cache_dir=tmp_path / "cache", target_fraction=[0.02, 0.03], box_fraction=[0.05, 0.1])
+    module.setup()
+    expected = real_pairs.build_real_pairs(tmp_path, "val", 8, reference_size=96, query_size=48, sources=("sequences",), target_fraction=(0.02, 0.03), box_fraction=(0.05, 0.1))
+    np.testing.assert_array_equal(module.splits["val"].boxes.numpy(), expected["boxes"])
 
 
 def test_first_look_sized_per_pair_within_the_window_budget():
