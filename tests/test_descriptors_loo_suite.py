@@ -227,13 +227,13 @@ def test_heldout_protocol_is_the_loo_fold_that_tests_v_churchill(make_cfg):
     assert not unknown, f"benchmark=descriptors_heldout keys the suite does not take: {unknown}"
 
 
-def test_the_loo_budget_composes_and_gives_deepdesc_and_tnet_their_per_patch_input(make_cfg):
+def test_the_loo_budget_composes_and_gives_deepdesc_tnet_and_deepcompare_their_per_patch_input(make_cfg):
     import hydra
 
     cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
     main = make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget
     assert list(cfg.benchmark.budget.l2net) == list(main.l2net)
-    for method in ("deepdesc", "tnet_tloss"):
+    for method in ("deepdesc", "tnet_tloss", "deepcompare_2ch2stream"):
         budget = list(cfg.benchmark.budget[method])
         # the main protocol's budget plus the per-patch input, nothing else
         assert budget == [*main[method], "+model.net.input_eps=0.001"], method
