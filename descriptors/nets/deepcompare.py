@@ -23,6 +23,11 @@ def deepcompare_input(x: torch.Tensor, input_eps: float | None = None) -> torch.
     return deepcompare_normalize(x) if input_eps is None else standardize_patches(x, input_eps)
 
 
+def two_channel_input(patch1: torch.Tensor, patch2: torch.Tensor, input_eps: float | None = None) -> torch.Tensor:
+    """The 2-channel nets' input: both patches prepared by ``deepcompare_input``, stacked as channels."""
+    return torch.cat([deepcompare_input(patch1, input_eps), deepcompare_input(patch2, input_eps)], dim=1)
+
+
 def siam_tower(in_channels: int = 1) -> nn.Sequential:
     """DeepCompare ``siam.lua`` descriptor: C(96,7,3)-ReLU-P-C(192,5)-ReLU-P-C(256,3)-ReLU, 64 -> 256.
 
@@ -94,7 +99,7 @@ class DeepCompare2ch(MetricNetwork):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
+        x = two_channel_input(patch1, patch2, self.input_eps)
         return self.decision(self.features(x)).squeeze(1)
 
 
@@ -123,7 +128,7 @@ class DeepCompare2chDeep(MetricNetwork):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
+        x = two_channel_input(patch1, patch2, self.input_eps)
         return self.decision(self.features(x)).squeeze(1)
 
 
@@ -149,7 +154,7 @@ class DeepCompare2ch2Stream(MetricNetwork):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         self.check_pair(patch1, patch2)
-        x = torch.cat([deepcompare_input(patch1, self.input_eps), deepcompare_input(patch2, self.input_eps)], dim=1)
+        x = two_channel_input(patch1, patch2, self.input_eps)
         features = torch.cat([self.surround(F.avg_pool2d(x, 2, 2)), self.centre(center_crop(x, 32))], dim=1)
         return self.decision(features).squeeze(1)
 
