@@ -34,7 +34,7 @@ from core.backbones import EfficientNetLite0Blocks
 from regionsearch.baselines import match_bbs
 from regionsearch.evaluate import MethodResult
 
-__all__ = ["DeepFeatures", "OPENCV_MODES", "TEMPLATE_METHODS", "build_template_methods", "ddis_authors_peak", "match_bbs_colour", "match_ddis", "match_opencv", "template_sized_box"]
+__all__ = ["DeepFeatures", "OPENCV_MODES", "TEMPLATE_METHODS", "build_template_methods", "ddis_authors_peak", "match_bbs_colour", "match_ddis", "match_opencv", "template_sized_box", "zncc_refine", "zncc_refine_windows"]
 
 # method -> (OpenCV mode, higher is better)
 OPENCV_MODES = {
@@ -382,6 +382,51 @@ def build_template_methods(settings: dict[str, dict], device: str | torch.device
 
 
 # --------------------------------------------------------------------------------------
+# local refinement of a found window
+
+
+def _refine_geometry(template_hw: tuple[int, int], radius: float, template_px: int) -> tuple[float, int, int, int, int]:
+    """Working scale, the template's size there and the search's half-extent (working pixels)."""
+    h, w = template_hw
+    factor = min(1.0, template_px / max(h, w))
+    work_h, work_w = max(1, round(h * factor)), max(1, round(w * factor))
+    return factor, work_h, work_w, math.ceil(radius * work_h), math.ceil(radius * work_w)
+
+
+def zncc_refine_windows(template_hw: tuple[int, int], radius: float, template_px: int) -> int:
+    """The most windows :func:`zncc_refine` scores for a template of this size (read off sizes only)."""
+    _, _, _, reach_y, reach_x = _refine_geometry(template_hw, radius, template_px)
+    return (2 * reach_y + 1) * (2 * reach_x + 1)
+
+
+def zncc_refine(template: np.ndarray, image: np.ndarray, centre: tuple[float, float], radius: float = 0.2, template_px: int = 32) -> tuple[float, float, int]:
+    """Move a found window's centre to the best colour ZNCC (``TM_CCOEFF_NORMED``) placement of
+    the template within ``radius`` of its size around ``centre``, at a working resolution where
+    the template's long side is at most ``template_px``: a cheap, exact alignment for a matcher
+    that finds the right place on a coarse grid. Returns ``(centre_x, centre_y, windows scored)``;
+    the centre is unchanged where the neighbourhood does not hold the template (image border)."""
+    if radius < 0 or template_px < 1:
+        raise ValueError(f"radius must be >= 0 and template_px >= 1, got {radius}, {template_px}")
+    t, ref = _float_rgb(template, "template"), _float_rgb(image, "image")
+    factor, work_h, work_w, reach_y, reach_x = _refine_geometry(t.shape[:2], radius, template_px)
+    # the neighbourhood at full resolution: the template's box around the centre, widened by the reach,
+    # cut to the image and resampled to at most the working size that holds the reach (so the windows
+    # never exceed zncc_refine_windows, the budget's reservation)
+    half_w, half_h = (work_w / 2 + reach_x) / factor, (work_h / 2 + reach_y) / factor
+    x0, y0 = max(0, math.floor(centre[0] - half_w)), max(0, math.floor(centre[1] - half_h))
+    x1, y1 = min(ref.shape[1], math.ceil(centre[0] + half_w)), min(ref.shape[0], math.ceil(centre[1] + half_h))
+    out_w, out_h = min(work_w + 2 * reach_x, round((x1 - x0) * factor)), min(work_h + 2 * reach_y, round((y1 - y0) * factor))
+    if out_h < work_h or out_w < work_w:
+        return float(centre[0]), float(centre[1]), 0
+    crop = cv2.resize(ref[y0:y1, x0:x1], (out_w, out_h), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(t, (work_w, work_h), interpolation=cv2.INTER_AREA) if factor < 1 else t
+    scores = np.nan_to_num(cv2.matchTemplate(crop, small, cv2.TM_CCOEFF_NORMED), nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+    row, col = divmod(int(np.argmax(scores)), scores.shape[1])  # first best, row-major
+    scale_x, scale_y = (x1 - x0) / crop.shape[1], (y1 - y0) / crop.shape[0]
+    return x0 + (col + work_w / 2) * scale_x, y0 + (row + work_h / 2) * scale_y, int(scores.size)
+
+
+# --------------------------------------------------------------------------------------
 # the learned search path under the same protocol
 
 
@@ -389,7 +434,9 @@ class SearchPathMethod:
     """A trained search-path matcher (``first_view='reference'``) as a protocol method:
     ``(template, image) -> MethodResult`` with the final window (``box='free'``, width and
     height predicted) or a template-sized box at its centre (``box='template'``, the peers'
-    output). ``windows`` counts the first look's placements plus the glimpses.
+    output). ``windows`` counts the first look's placements plus the glimpses. ``refine``
+    (``{"radius", "template_px"}``, :func:`zncc_refine`) moves the final window's centre to the best
+    colour ZNCC placement nearby; its windows count too (and, with ``windows_share``, within the budget).
 
     The net comes in built (e.g. ``RegionSearcher.from_checkpoint(path).net``): this module
     imports no checkpoint format.
@@ -403,6 +450,7 @@ class SearchPathMethod:
         windows_share: float | None = None,
         template_px: float | None = None,
         max_view: int = 768,
+        refine: dict | None = None,
     ) -> None:
         if box not in ("free", "template"):
             raise ValueError(f"box must be free or template, got {box!r}")
@@ -417,50 +465,74 @@ class SearchPathMethod:
         self.windows_share = windows_share
         self.template_px = template_px
         self.max_view = max_view
+        self.refine = dict(refine) if refine else None
+        if self.refine and set(self.refine) != {"radius", "template_px"}:
+            raise ValueError(f"refine takes radius and template_px, got {sorted(self.refine)}")
         # a first look sized per pair keeps the second look's resolution ratio to it
         self.second_look_ratio = net.second_look_view / net.first_glimpse_size if net.second_look_view else None
 
-    def budget_view(self, template_hw: tuple[int, int], image_hw: tuple[int, int]) -> int:
-        """The first look's long side for one pair: the largest (a multiple of 8 px, 32 to ``max_view``) whose
-        placements, plus the glimpses (and a second look's, at most k (2r + 2)^2), stay within
-        ``windows_share`` of an exhaustive scan's; with ``template_px``, no larger than the view that
-        shows the template's long side at that many pixels (the scale the matcher was trained at).
-        Read off the sizes only: the window budget holds for every pair, not just on average."""
+    def budget(self, template_hw: tuple[int, int], image_hw: tuple[int, int]) -> tuple[int, bool]:
+        """The first look's long side for one pair and whether the refinement fits beside it: the
+        largest view (a multiple of 8 px, 32 to ``max_view``) whose placements, plus the glimpses (and a
+        second look's, at most k (2r + 2)^2, and the refinement's), stay within ``windows_share`` of an
+        exhaustive scan's; with ``template_px``, no larger than the view that shows the template's long
+        side at that many pixels (the scale the matcher was trained at). Where no view leaves room for
+        the refinement (tiny images), the pair goes without it. Read off the sizes only: the window
+        budget holds for every pair, not just on average."""
         (h, w), (height, width) = template_hw, image_hw
         exhaustive = max(1, height - h + 1) * max(1, width - w + 1)
         stride, long_side = self.net.encoder.map_stride, max(height, width)
         extra = self.net.steps
         if self.net.second_look_view:
             extra += self.net.second_look_candidates * (2 * self.net.second_look_radius + 2) ** 2
-        view = 32
-        for candidate in range(32, self.max_view + 1, 8):
-            scale = candidate / long_side
-            cells = math.ceil(round(height * scale) / stride) * math.ceil(round(width * scale) / stride)
-            if cells + extra <= self.windows_share * exhaustive:
-                view = candidate
+
+        def largest_view(reserved: int) -> int | None:
+            fits = None
+            for candidate in range(32, self.max_view + 1, 8):
+                scale = candidate / long_side
+                cells = math.ceil(round(height * scale) / stride) * math.ceil(round(width * scale) / stride)
+                if cells + reserved <= self.windows_share * exhaustive:
+                    fits = candidate
+            return fits
+
+        view = largest_view(extra + zncc_refine_windows(template_hw, **self.refine)) if self.refine else None
+        refine = view is not None
+        if view is None:
+            view = largest_view(extra) or 32
         if self.template_px:
             view = min(view, max(32, 8 * round(self.template_px * long_side / max(h, w) / 8)))
-        return view
+        return view, refine
+
+    def budget_view(self, template_hw: tuple[int, int], image_hw: tuple[int, int]) -> int:
+        """The first look's long side for one pair (:meth:`budget`)."""
+        return self.budget(template_hw, image_hw)[0]
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         array = np.ascontiguousarray(image)
         tensor = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float()
         return tensor / 255 if array.dtype == np.uint8 else tensor
 
-    def _result(self, window: np.ndarray, template_hw: tuple[int, int], windows: float) -> MethodResult:
+    def _result(self, window: np.ndarray, template: np.ndarray, image: np.ndarray, windows: float, refine: bool = True) -> MethodResult:
+        window = np.asarray(window, dtype=np.float64)
+        centre_x, centre_y = (window[0] + window[2]) / 2, (window[1] + window[3]) / 2
+        if self.refine and refine:
+            new_x, new_y, scored = zncc_refine(template, image, (centre_x, centre_y), **self.refine)
+            shift_x, shift_y = new_x - centre_x, new_y - centre_y
+            window, windows = window + np.array([shift_x, shift_y, shift_x, shift_y]), windows + scored
+            centre_x, centre_y = new_x, new_y
         if self.box == "template":
-            centre_x, centre_y = (window[0] + window[2]) / 2, (window[1] + window[3]) / 2
-            return MethodResult(template_sized_box(centre_x, centre_y, template_hw[1], template_hw[0]), int(round(windows)))
-        return MethodResult(np.asarray(window, dtype=np.float64), int(round(windows)))
+            return MethodResult(template_sized_box(centre_x, centre_y, template.shape[1], template.shape[0]), int(round(windows)))
+        return MethodResult(window, int(round(windows)))
 
     @torch.inference_mode()
     def __call__(self, template: np.ndarray, image: np.ndarray) -> MethodResult:
+        refine = True
         if self.windows_share:
-            self.net.first_glimpse_size = self.budget_view(template.shape[:2], image.shape[:2])
+            self.net.first_glimpse_size, refine = self.budget(template.shape[:2], image.shape[:2])
             if self.second_look_ratio:
                 self.net.second_look_view = round(self.net.first_glimpse_size * self.second_look_ratio)
         out = self.net(self._tensor(template)[None], self._tensor(image)[None])
-        return self._result(out.boxes[0].cpu().numpy(), template.shape[:2], float(out.windows_evaluated[0]))
+        return self._result(out.boxes[0].cpu().numpy(), template, image, float(out.windows_evaluated[0]), refine)
 
     @torch.inference_mode()
     def batch(self, templates: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> list[MethodResult]:
@@ -483,4 +555,4 @@ class SearchPathMethod:
         references, reference_sizes = padded(images)
         out = self.net(queries, references, query_size=query_sizes, reference_size=reference_sizes)
         boxes, counts = out.boxes.cpu().numpy(), out.windows_evaluated.cpu().numpy()
-        return [self._result(boxes[i], templates[i].shape[:2], float(counts[i])) for i in range(len(templates))]
+        return [self._result(boxes[i], templates[i], images[i], float(counts[i])) for i in range(len(templates))]

@@ -141,6 +141,23 @@ def test_search_path_with_a_second_look(tmp_path):
     assert "first look 48 px, then 96 px around its 2 best cells (radius 1)" in table
 
 
+def test_search_path_with_a_zncc_refinement(tmp_path):
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=2)
+    checkpoint = _search_path_checkpoint(tmp_path)
+    rows = run_suite(
+        output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), methods={}, search_path_checkpoint=str(checkpoint),
+        search_path_view=[48, {"view": 48, "refine": {"radius": 0.25, "template_px": 16}}], size_methods=(), sizes=(60,), size_pairs=1,
+    )  # fmt: skip
+    by_method = {r["method"]: r for r in rows}
+    refined = by_method["search_path_at_48px_zncc_a0p25_t16"]
+    assert refined["refine"] == {"radius": 0.25, "template_px": 16} and "refine" not in by_method["search_path"]
+    # the refinement's placements count: at most (2 * 4 + 1)^2 more windows per query with a 16 px template
+    assert 0 < refined["windows_per_query"] - by_method["search_path"]["windows_per_query"] <= 81
+    assert refined["windows_share_of_exhaustive"] <= refined["windows_share_max"] <= 1
+    table = (tmp_path / "run" / "regionsearch_real.md").read_text()
+    assert "first look 48 px, then colour ZNCC within 0.25 of the template's size, template at 16 px" in table
+
+
 def test_validation_mode_scores_the_val_split_and_never_publishes(tmp_path, monkeypatch):
     import pytest
 

@@ -141,3 +141,31 @@ def test_first_look_sized_per_pair_within_the_window_budget():
     assert looked.budget_view((20, 20), (100, 200)) == 56  # 7 x 14 = 98 cells + 3 + 16 <= 146.6
     with pytest.raises(ValueError, match="windows_share"):
         SearchPathMethod(net, windows_share=2.0)
+
+
+def test_refine_counts_its_windows_within_the_budget_and_moves_the_box():
+    from regionsearch.template_baselines import SearchPathMethod, zncc_refine
+
+    refine = {"radius": 0.2, "template_px": 20}
+    method = SearchPathMethod(real_matcher(), windows_share=0.01, refine=refine)
+    # 20 x 20 template at full resolution: reach 4 -> 81 windows; 40 px view: 5 x 10 = 50 cells + 3 + 81 <= 146.6
+    assert method.budget_view((20, 20), (100, 200)) == 40
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    template = image[30:50, 120:140].copy()
+    assert method(template, image).windows <= 0.01 * 81 * 181  # first look, glimpses and refinement together
+    assert method.budget((20, 20), (100, 200)) == (40, True)
+    # a refinement the budget cannot hold at any view (41 x 41 windows > 146.6): the pair goes without
+    # it, with the view it would have had alone
+    wide = SearchPathMethod(real_matcher(), windows_share=0.01, refine={"radius": 1.0, "template_px": 20})
+    assert wide.budget((20, 20), (100, 200)) == (64, False)
+    assert wide(template, image).windows == SearchPathMethod(wide.net, windows_share=0.01)(template, image).windows
+    net = real_matcher()
+    plain, refined = SearchPathMethod(net, box="template"), SearchPathMethod(net, box="template", refine=refine)
+    before, after = plain(template, image), refined(template, image)
+    centre = ((before.box[0] + before.box[2]) / 2, (before.box[1] + before.box[3]) / 2)
+    x, y, scored = zncc_refine(template, image, centre, **refine)
+    np.testing.assert_allclose(after.box, [x - 10, y - 10, x + 10, y + 10])
+    assert after.windows == before.windows + scored and scored > 0
+    with pytest.raises(ValueError, match="refine takes"):
+        SearchPathMethod(real_matcher(), refine={"radius": 0.2})

@@ -15,6 +15,8 @@ from regionsearch.template_baselines import (
     match_bbs_colour,
     match_ddis,
     match_opencv,
+    zncc_refine,
+    zncc_refine_windows,
 )
 
 from .bbs_fixture import textured_scene
@@ -129,3 +131,34 @@ def test_inputs_are_checked():
         match_opencv(np.zeros((9, 4, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="unknown method"):
         match_opencv(np.zeros((4, 4, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), "sad")
+
+
+def test_zncc_refine_moves_a_nearby_centre_onto_the_template(synthetic_pair):
+    template, scene = synthetic_pair
+    truth_x, truth_y = COL + TW / 2, ROW + TH / 2
+    # full resolution (template long side 40 <= 64): reach ceil(0.25 * 32) = 8 rows, ceil(0.25 * 40) = 10 columns
+    x, y, windows = zncc_refine(template, scene, (truth_x - 7, truth_y + 6), radius=0.25, template_px=64)
+    assert (x, y) == (truth_x, truth_y)
+    assert windows == zncc_refine_windows((TH, TW), 0.25, 64) == 17 * 21
+    # at a working resolution (template long side 20 px: half size) within one working pixel
+    x, y, windows = zncc_refine(template, scene, (truth_x + 5, truth_y - 4), radius=0.3, template_px=20)
+    assert abs(x - truth_x) <= 2 and abs(y - truth_y) <= 2
+    assert windows <= zncc_refine_windows((TH, TW), 0.3, 20) == (2 * 5 + 1) * (2 * 6 + 1)
+    # the windows never exceed the bound the window budget reserves, wherever the centre falls
+    for centre_x, centre_y in [(80.3, 60.7), (81.5, 59.5), (79.9, 61.2)]:
+        for radius, template_px in [(0.25, 64), (0.3, 24), (0.1, 17)]:
+            assert 0 < zncc_refine(template, scene, (centre_x, centre_y), radius, template_px)[2] <= zncc_refine_windows((TH, TW), radius, template_px)
+    # out of reach: a centre 3 template widths away stays near its own neighbourhood
+    x, _, _ = zncc_refine(template, scene, (truth_x + 3 * TW, truth_y), radius=0.25, template_px=64)
+    assert abs(x - (truth_x + 3 * TW)) <= 10
+
+
+def test_zncc_refine_at_the_border_and_bad_arguments(synthetic_pair):
+    template, scene = synthetic_pair
+    # a neighbourhood cut by the border still holds the template: the answer stays inside the image
+    x, y, windows = zncc_refine(template, scene, (TW / 2, TH / 2), radius=0.25, template_px=64)
+    assert TW / 2 <= x <= 160 - TW / 2 and TH / 2 <= y <= 120 - TH / 2 and 0 < windows < 17 * 21
+    # a centre whose neighbourhood cannot hold the template: unchanged, no window scored
+    assert zncc_refine(template, scene[:20], (80.0, 10.0), radius=0.25) == (80.0, 10.0, 0)
+    with pytest.raises(ValueError, match="radius"):
+        zncc_refine(template, scene, (80.0, 60.0), radius=-1)
