@@ -91,6 +91,8 @@ def test_config_keys_are_the_suites_arguments(make_cfg):
     unknown = [key for key in cfg.benchmark if key != "_target_" and key not in accepted]
     assert not unknown, f"benchmark=descriptors_loo keys no suite takes: {unknown}"
     assert list(cfg.benchmark.sequences) == SEVEN and "data.real_data.n_coil=0" in cfg.benchmark.data_overrides
+    main = make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.methods
+    assert list(cfg.benchmark.methods) == [*main, "tfeat_liberty_finetune"]  # every main-protocol method, plus the fine-tuned TFeat
 
 
 def test_only_folds_runs_those_folds_as_defined_by_all_sequences(tmp_path, monkeypatch):
