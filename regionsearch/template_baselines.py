@@ -407,23 +407,25 @@ def zncc_refine(template: np.ndarray, image: np.ndarray, centre: tuple[float, fl
     the centre is unchanged where the neighbourhood does not hold the template (image border)."""
     if radius < 0 or template_px < 1:
         raise ValueError(f"radius must be >= 0 and template_px >= 1, got {radius}, {template_px}")
-    t, ref = _float_rgb(template, "template"), _float_rgb(image, "image")
+    t = _float_rgb(template, "template")
+    image = np.asarray(image)
     factor, work_h, work_w, reach_y, reach_x = _refine_geometry(t.shape[:2], radius, template_px)
     # the neighbourhood at full resolution: the template's box around the centre, widened by the reach,
     # cut to the image and resampled to at most the working size that holds the reach (so the windows
     # never exceed zncc_refine_windows, the budget's reservation)
     half_w, half_h = (work_w / 2 + reach_x) / factor, (work_h / 2 + reach_y) / factor
     x0, y0 = max(0, math.floor(centre[0] - half_w)), max(0, math.floor(centre[1] - half_h))
-    x1, y1 = min(ref.shape[1], math.ceil(centre[0] + half_w)), min(ref.shape[0], math.ceil(centre[1] + half_h))
+    x1, y1 = min(image.shape[1], math.ceil(centre[0] + half_w)), min(image.shape[0], math.ceil(centre[1] + half_h))
     out_w, out_h = min(work_w + 2 * reach_x, round((x1 - x0) * factor)), min(work_h + 2 * reach_y, round((y1 - y0) * factor))
     if out_h < work_h or out_w < work_w:
         return float(centre[0]), float(centre[1]), 0
-    crop = cv2.resize(ref[y0:y1, x0:x1], (out_w, out_h), interpolation=cv2.INTER_AREA)
+    # only the neighbourhood is converted and resampled, never the whole image
+    crop = cv2.resize(_float_rgb(image[y0:y1, x0:x1], "image"), (out_w, out_h), interpolation=cv2.INTER_AREA)
     small = cv2.resize(t, (work_w, work_h), interpolation=cv2.INTER_AREA) if factor < 1 else t
-    scores = np.nan_to_num(cv2.matchTemplate(crop, small, cv2.TM_CCOEFF_NORMED), nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
-    row, col = divmod(int(np.argmax(scores)), scores.shape[1])  # first best, row-major
-    scale_x, scale_y = (x1 - x0) / crop.shape[1], (y1 - y0) / crop.shape[0]
-    return x0 + (col + work_w / 2) * scale_x, y0 + (row + work_h / 2) * scale_y, int(scores.size)
+    found = match_opencv(small, crop, "zncc")
+    scale_x, scale_y = (x1 - x0) / out_w, (y1 - y0) / out_h
+    centre_x, centre_y = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2
+    return x0 + centre_x * scale_x, y0 + centre_y * scale_y, found.windows
 
 
 # --------------------------------------------------------------------------------------
