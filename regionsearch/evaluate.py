@@ -135,6 +135,7 @@ class MethodResult:
 
     box: np.ndarray  # (4,) float64 (x1, y1, x2, y2) in image B's pixels
     windows: int
+    score: float | None = None  # the method's own score of the box, where it reports one
 
 
 @dataclass

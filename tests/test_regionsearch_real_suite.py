@@ -141,12 +141,13 @@ def test_search_path_with_a_second_look(tmp_path):
     assert "first look 48 px, then 96 px around its 2 best cells (radius 1)" in table
 
 
-def test_search_path_with_a_zncc_refinement(tmp_path):
+def test_search_path_with_a_zncc_refinement_and_a_rerank(tmp_path):
     write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=2)
     checkpoint = _search_path_checkpoint(tmp_path)
+    rerank = {"view": 48, "second_view": 96, "candidates": 2, "radius": 1, "rerank": {"weight": 0.5, "radius": 0.1, "template_px": 16}}
     rows = run_suite(
         output_dir=str(tmp_path / "run"), data_dir=str(tmp_path / "data"), methods={}, search_path_checkpoint=str(checkpoint),
-        search_path_view=[48, {"view": 48, "refine": {"radius": 0.25, "template_px": 16}}], size_methods=(), sizes=(60,), size_pairs=1,
+        search_path_view=[48, {"view": 48, "refine": {"radius": 0.25, "template_px": 16}}, rerank], size_methods=(), sizes=(60,), size_pairs=1,
     )  # fmt: skip
     by_method = {r["method"]: r for r in rows}
     refined = by_method["search_path_at_48px_zncc_a0p25_t16"]
@@ -156,6 +157,12 @@ def test_search_path_with_a_zncc_refinement(tmp_path):
     assert refined["windows_share_of_exhaustive"] <= refined["windows_share_max"] <= 1
     table = (tmp_path / "run" / "regionsearch_real.md").read_text()
     assert "first look 48 px, then colour ZNCC within 0.25 of the template's size, template at 16 px" in table
+    reranked = by_method["search_path_at_48px_then_96px_k2_r1_rerank_w0p5_a0p1_t16"]
+    assert reranked["rerank"] == {"weight": 0.5, "radius": 0.1, "template_px": 16} and "rerank" not in by_method["search_path"]
+    # the second look (2 x 4 x 4 placements at most) and each candidate's alignment ((2 * 2 + 1)^2 at most,
+    # 16 px template) count
+    assert 0 < reranked["windows_per_query"] - by_method["search_path"]["windows_per_query"] <= 32 + 2 * 25
+    assert "candidates re-ranked by net score + 0.5 x colour ZNCC within 0.1 of the template's size" in table
 
 
 def test_validation_mode_scores_the_val_split_and_never_publishes(tmp_path, monkeypatch):

@@ -25,7 +25,8 @@ from regionsearch.data.bbs import BBSPair, load_bbs_pairs
 from regionsearch.data.real_pairs import validation_pairs
 from regionsearch.evaluate import run_methods, summarize_real
 from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
-from regionsearch.template_baselines import SearchPathMethod, build_template_methods
+from regionsearch.search_path_method import SearchPathMethod
+from regionsearch.template_baselines import build_template_methods
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,9 @@ def look_name(look: int | dict | None, view: int) -> str:
         # a first look sized per pair keeps the second look's ratio to it
         finer = f"{look['second_view'] / view:g}x" if look.get("windows_share") else f"{look['second_view']}px"
         name += f"_then_{finer}_k{look.get('candidates', 2)}_r{look.get('radius', 2)}"
+    if isinstance(look, dict) and look.get("rerank"):
+        rerank = look["rerank"]
+        name += f"_rerank_w{rerank['weight']:g}_a{rerank['radius']:g}_t{rerank['template_px']}".replace(".", "p")
     if isinstance(look, dict) and look.get("refine"):
         name += f"_zncc_a{look['refine']['radius']:g}_t{look['refine']['template_px']}".replace(".", "p")
     return name
@@ -125,8 +129,10 @@ def search_path_matchers(net, looks: list[int | dict | None], torch_device) -> d
     the checkpoint's) or ``{view, second_view, candidates, radius, windows_share, template_px, max_view}``
     (a second, finer look around the first look's ``candidates`` best cells,
     :mod:`regionsearch.nets.second_look`; a first look sized per pair within ``windows_share`` of an
-    exhaustive scan, :meth:`~regionsearch.template_baselines.SearchPathMethod.budget_view`; ``refine``:
-    ``{radius, template_px}`` of :func:`~regionsearch.template_baselines.zncc_refine`). Each gives
+    exhaustive scan, :meth:`~regionsearch.search_path_method.SearchPathMethod.budget_view`; ``refine``:
+    ``{radius, template_px}`` of :func:`~regionsearch.search_path_method.zncc_refine`; ``rerank``:
+    ``{weight, radius, template_px}``, the second look's candidates re-ranked by net score + weight *
+    ZNCC, :class:`~regionsearch.search_path_method.SearchPathMethod`). Each gives
     the free box (width and height predicted) and a template-sized box at its centre. The first
     setting is named ``search_path``; the others ``search_path_<look_name>``."""
     matchers = {}
@@ -140,7 +146,7 @@ def search_path_matchers(net, looks: list[int | dict | None], torch_device) -> d
             copy.second_look_candidates = int(look.get("candidates", 2))
             copy.second_look_radius = int(look.get("radius", 2))
         name = "search_path" if index == 0 else f"search_path_{look_name(look, copy.first_glimpse_size)}"
-        budget = {k: look[k] for k in ("windows_share", "template_px", "max_view", "refine") if isinstance(look, dict) and look.get(k)}
+        budget = {k: look[k] for k in ("windows_share", "template_px", "max_view", "refine", "rerank") if isinstance(look, dict) and look.get(k)}
         matchers[name] = SearchPathMethod(copy, box="free", device=torch_device, **budget)
         matchers[f"{name}_template_box"] = SearchPathMethod(copy, box="template", device=torch_device, **budget)
     return matchers
@@ -170,6 +176,8 @@ def add_search_path_columns(rows: list[dict], matchers: dict[str, SearchPathMeth
             row["second_look"] = {"view": view, "candidates": method.net.second_look_candidates, "radius": method.net.second_look_radius}
         if method.refine:
             row["refine"] = dict(method.refine)
+        if method.rerank:
+            row["rerank"] = dict(method.rerank)
         log.info("%s: AUC %.3f, %.1f ms/query (batched %.1f), %.2f %% of the exhaustive windows", row["method"], row["auc"], row["ms_per_query"], row["ms_per_query_batched"], 100 * row["windows_share_of_exhaustive"])
 
 
@@ -213,6 +221,11 @@ def search_path_notes(rows: list[dict]) -> list[str]:
             + (f"; first look {row['first_look_view']} px" if row.get("first_look_view") else "")
             + (f"; first look sized per pair within {100 * row['first_look_budget']['windows_share']:g} % of an exhaustive scan" if row.get("first_look_budget") else "")
             + (f", then {row['second_look']['view']}{'' if isinstance(row['second_look']['view'], str) else ' px'} around its {row['second_look']['candidates']} best cells (radius {row['second_look']['radius']})" if row.get("second_look") else "")
+            + (
+                f", candidates re-ranked by net score + {row['rerank']['weight']:g} x colour ZNCC within {row['rerank']['radius']:g} of the template's size"
+                if row.get("rerank")
+                else ""
+            )
             + (f", then colour ZNCC within {row['refine']['radius']:g} of the template's size, template at {row['refine']['template_px']} px" if row.get("refine") else "")
             + "): "
             f"AUC {row['auc']:.3f} (target >= 0.64), {row['windows_per_query']:.0f} windows per query"

@@ -23,7 +23,7 @@ from regionsearch.nets.blocks import (
     SimilarityMap,
     crop_windows,
 )
-from regionsearch.nets.second_look import local_maxima, resized, second_look
+from regionsearch.nets.second_look import local_maxima, resized, second_look_candidates
 
 SIZE_MODES = ("schedule", "isotropic", "anisotropic")
 INPUT_NORMS = ("none", "batch", "layer")
@@ -125,6 +125,8 @@ class SearchOutput:
     first_logits: torch.Tensor | None = None  # (B, M), categorical first move over M map cells ("map")
     first_centres: torch.Tensor | None = None  # (M, 2) or per sample (B, M, 2): reference-pixel (x, y) centre of each cell
     windows_evaluated: torch.Tensor | None = None  # (B,), map placements + glimpses (``first_view='reference'``)
+    # (B, K, 3): the second look's best placement per candidate, (x, y, mean cosine); NaN rows pad
+    look_candidates: torch.Tensor | None = None
 
     @property
     def boxes(self) -> torch.Tensor:
@@ -485,9 +487,9 @@ class SearchPathMatcher(nn.Module):
 
         whole = torch.cat([torch.zeros_like(ref_hw), ref_hw.flip(1)], dim=1)
         query_feature = torch.cat(query_features)
-        looked, look_placements = None, torch.zeros(batch, device=reference.device)
+        looked, look_placements, look_candidates = None, torch.zeros(batch, device=reference.device), None
         if self.second_look_view:
-            looked, look_placements = self._second_looks(query, reference, query_hw, ref_hw, first_logits.masked_fill(~inside, float("-inf")), centres, (rows, columns), scale)
+            looked, look_placements, look_candidates = self._second_looks(query, reference, query_hw, ref_hw, first_logits.masked_fill(~inside, float("-inf")), centres, (rows, columns), scale)
 
         def glimpse(boxes: torch.Tensor) -> torch.Tensor:
             return self.encoder.pool_windows(view_map, boxes * scale)
@@ -520,25 +522,29 @@ class SearchPathMatcher(nn.Module):
         final = glimpse(window) if final_feature else None
         evaluated = inside.sum(dim=1).float() + look_placements + self.steps + (1 if final_feature else 0)
         return SearchOutput(
-            torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final, first_logits, centres, evaluated
-        )
+            torch.stack(windows), torch.stack(log_probs), torch.stack(baselines), query_feature, torch.stack(features), final, first_logits, centres, evaluated,
+            look_candidates,
+        )  # fmt: skip
 
     @torch.no_grad()
-    def _second_looks(self, query, reference, query_hw, ref_hw, logits, centres, grid, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    def _second_looks(self, query, reference, query_hw, ref_hw, logits, centres, grid, scale) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per pair, the second look's centre around the first look's best local maxima (a
-        test-time search: no gradient) and the placements it scored."""
+        test-time search: no gradient), the placements it scored and its best placement per
+        candidate, ``(x, y, score)``, NaN-padded to ``second_look_candidates`` rows."""
         fine_scale = scale * self.second_look_view / self.first_glimpse_size
         looked, placements = [], []
+        candidates = reference.new_full((reference.shape[0], self.second_look_candidates, 3), float("nan"))
         for index in range(reference.shape[0]):
             (qh, qw), (height, width) = (tuple(int(v) for v in hw[index].tolist()) for hw in (query_hw, ref_hw))
             cells = local_maxima(logits[index], *grid, self.second_look_candidates)
-            centre, count = second_look(
+            found, scores, count = second_look_candidates(
                 self.encoder, self.similarity_map.projection, reference[index : index + 1, :, :height, :width], query[index : index + 1, :, :qh, :qw],
                 (height, width), fine_scale, centres[index, cells], self.second_look_radius,
             )  # fmt: skip
-            looked.append(centre)
+            looked.append(found[int(scores.argmax())])
             placements.append(float(count))
-        return torch.stack(looked), reference.new_tensor(placements)
+            candidates[index, : len(scores)] = torch.cat([found, scores[:, None]], dim=1)
+        return torch.stack(looked), reference.new_tensor(placements), candidates
 
     @staticmethod
     def _valid_sizes(sizes: torch.Tensor | None, batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:

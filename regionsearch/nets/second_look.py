@@ -37,7 +37,7 @@ def resized(image: torch.Tensor, size: tuple[int, int], factor: float) -> torch.
     return F.interpolate(image, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
 
 
-def second_look(
+def second_look_candidates(
     encoder,
     projection,
     reference: torch.Tensor,
@@ -46,14 +46,16 @@ def second_look(
     scale: float,
     candidate_centres: torch.Tensor,
     radius: int,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The best placement of ``query`` near each candidate centre, at ``scale`` (view px per
-    reference px): returns its centre (reference px) and how many placements were scored
-    (2 * radius + 1 a side per candidate, one more where the crop's size rounds up).
+    reference px): its centre (reference px) and score (the mean cosine over the template's cells,
+    in [-1, 1]) per candidate, and how many placements were scored (2 * radius + 1 a side per
+    candidate, one more where the crop's size rounds up). Where the crop cannot hold the template,
+    the first candidate comes back unscored (score 0, no placements).
 
     Shape:
         reference: (1, C, H, W), query: (1, C, h, w) (both unpadded), candidate_centres: (K, 2)
-        (x, y) -> centre (2,), placements
+        (x, y) -> centres (K, 2), scores (K,), placements
     """
     stride = encoder.map_stride
     height, width = reference_hw
@@ -73,12 +75,34 @@ def second_look(
     crops = torch.cat([reference[..., y : y + crop_h, x : x + crop_w] for x, y in origins])
     crop_maps = F.normalize(projection(encoder.feature_map(resized(crops, (out_h, out_w), scale))), dim=1)
     if crop_maps.shape[-2] < k or crop_maps.shape[-1] < kw:
-        return candidate_centres[0], 0
+        return candidate_centres[:1], candidate_centres.new_zeros(1), 0
     # valid placements only: a template cell never falls on a crop's zero padding
     scores = F.conv2d(crop_maps, template_map)[:, 0]  # (K, rows, columns)
-    candidate, row, column = (int(v) for v in torch.unravel_index(scores.argmax(), scores.shape))
+    best, flat = scores.flatten(1).max(dim=1)  # the first best placement of each candidate
+    row, column = flat // scores.shape[-1], flat % scores.shape[-1]
     # placement (i, j) puts the template's first cell on cell (i, j): its centre in crop px is
     # stride * (i + k / 2), mapped back through the crop's resize factors
-    x, y = origins[candidate]
-    best_centre = (x + stride * (column + kw / 2) * crop_w / out_w, y + stride * (row + k / 2) * crop_h / out_h)
-    return candidate_centres.new_tensor(best_centre), scores.numel()
+    origin = candidate_centres.new_tensor(origins)
+    x = origin[:, 0] + stride * (column + kw / 2) * crop_w / out_w
+    y = origin[:, 1] + stride * (row + k / 2) * crop_h / out_h
+    return torch.stack([x, y], dim=1), best / (k * kw), scores.numel()
+
+
+def second_look(
+    encoder,
+    projection,
+    reference: torch.Tensor,
+    query: torch.Tensor,
+    reference_hw: tuple[int, int],
+    scale: float,
+    candidate_centres: torch.Tensor,
+    radius: int,
+) -> tuple[torch.Tensor, int]:
+    """The best placement over all candidates (:func:`second_look_candidates`): its centre
+    (reference px) and how many placements were scored.
+
+    Shape:
+        reference: (1, C, H, W), query: (1, C, h, w), candidate_centres: (K, 2) -> centre (2,), placements
+    """
+    centres, scores, placements = second_look_candidates(encoder, projection, reference, query, reference_hw, scale, candidate_centres, radius)
+    return centres[int(scores.argmax())], placements

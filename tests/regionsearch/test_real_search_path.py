@@ -21,7 +21,7 @@ from regionsearch.evaluate import box_iou
 from regionsearch.module import RegionSearchModule
 from regionsearch.nets.blocks import PretrainedEncoder
 from regionsearch.nets.search_path import SearchPathMatcher
-from regionsearch.template_baselines import SearchPathMethod
+from regionsearch.search_path_method import SearchPathMethod
 
 
 def real_matcher(**overrides) -> SearchPathMatcher:

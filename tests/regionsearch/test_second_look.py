@@ -11,7 +11,7 @@ import torch
 
 from regionsearch.data import real_pairs
 from regionsearch.nets.blocks import PretrainedEncoder
-from regionsearch.nets.second_look import local_maxima, second_look
+from regionsearch.nets.second_look import local_maxima, second_look, second_look_candidates
 from tests.regionsearch.test_real_search_path import real_matcher, write_sequence_fixture
 
 
@@ -52,6 +52,12 @@ def test_second_look_finds_the_template_near_a_coarse_guess():
     assert torch.allclose(centre, truth, atol=encoder.map_stride / 2)
     # radius 3: 7 (or 8, the crop rounding up) placements a side per candidate
     assert 2 * 49 <= placements <= 2 * 64
+    # per candidate: each one's best placement and mean cosine; the best of them is second_look's answer
+    with torch.no_grad():
+        found, scores, counted = second_look_candidates(encoder, projection, reference, query, (160, 224), 1.0, guesses, radius=3)
+    assert found.shape == (2, 2) and scores.shape == (2,) and counted == placements
+    assert torch.equal(found[int(scores.argmax())], centre) and int(scores.argmax()) == 0
+    assert bool((scores.abs() <= 1 + 1e-5).all()) and float(scores[0]) > float(scores[1])  # mean cosines: the template beats the decoy
     # scale 0.5 (a coarser look) still answers in reference pixels
     with torch.no_grad():
         coarse, _ = second_look(encoder, projection, reference, query, (160, 224), 0.5, guesses[:1], radius=2)
@@ -122,7 +128,7 @@ def test_datamodule_passes_the_target_sizes_to_the_builder(tmp_path):
 
 
 def test_first_look_sized_per_pair_within_the_window_budget():
-    from regionsearch.template_baselines import SearchPathMethod
+    from regionsearch.search_path_method import SearchPathMethod
 
     net = real_matcher()  # block 2: stride 4, three steps
     assert net.encoder.map_stride == 4 and net.steps == 3
@@ -144,7 +150,7 @@ def test_first_look_sized_per_pair_within_the_window_budget():
 
 
 def test_refine_counts_its_windows_within_the_budget_and_moves_the_box():
-    from regionsearch.template_baselines import SearchPathMethod, zncc_refine
+    from regionsearch.search_path_method import SearchPathMethod, zncc_refine
 
     refine = {"radius": 0.2, "template_px": 20}
     method = SearchPathMethod(real_matcher(), windows_share=0.01, refine=refine)
@@ -169,3 +175,53 @@ def test_refine_counts_its_windows_within_the_budget_and_moves_the_box():
     assert after.windows == before.windows + scored and scored > 0
     with pytest.raises(ValueError, match="refine takes"):
         SearchPathMethod(real_matcher(), refine={"radius": 0.2})
+
+
+def test_rerank_moves_the_window_to_the_candidate_zncc_confirms():
+    from regionsearch.search_path_method import SearchPathMethod, local_zncc, zncc_refine_windows
+
+    rerank = {"weight": 1.0, "radius": 0.25, "template_px": 20}
+    net = real_matcher(second_look_view=128, second_look_candidates=2, second_look_radius=1)
+    image = np.random.default_rng(0).integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    template = image[30:50, 120:140].copy()  # centre (130, 40)
+    method = SearchPathMethod(net, box="template", rerank=rerank)
+    window = np.array([20.0, 60.0, 40.0, 80.0])  # the net's answer around its pick (30, 70)
+    # the net prefers a far decoy (0.9) to a candidate 3 px off the template (0.5): ZNCC there is ~1
+    candidates = np.array([[30.0, 70.0, 0.9], [133.0, 38.0, 0.5]])
+    moved, scored = method._reranked(window, candidates, template, image)
+    np.testing.assert_allclose(moved, [120, 30, 140, 50], atol=1)
+    # every candidate's alignment counts: 2 x (2 * 5 + 1)^2 windows at most
+    assert 0 < scored <= 2 * zncc_refine_windows((20, 20), 0.25, 20) == 2 * 121
+    decoy_x, decoy_y, _, _ = local_zncc(template, image, (30.0, 70.0), 0.25, 20)
+    # weight 0: the net's own ranking, only aligned locally
+    unweighted = SearchPathMethod(net, box="template", rerank={**rerank, "weight": 0.0})
+    np.testing.assert_allclose(unweighted._reranked(window, candidates, template, image)[0], window + [decoy_x - 30, decoy_y - 70] * 2)
+    # NaN rows (fewer local maxima than candidates) are skipped; none at all leaves the window
+    np.testing.assert_allclose(method._reranked(window, np.vstack([candidates, np.full(3, np.nan)]), template, image)[0], moved)
+    assert method._reranked(window, np.full((2, 3), np.nan), template, image) == (window, 0)
+    # end to end: the net's candidates come out of its second look and their windows are counted
+    result = method(template, image)
+    plain = SearchPathMethod(net, box="template")(template, image)
+    assert result.windows > plain.windows
+    with pytest.raises(ValueError, match="rerank takes"):
+        SearchPathMethod(net, rerank={"weight": 1.0})
+    with pytest.raises(ValueError, match="second look"):
+        SearchPathMethod(real_matcher(), rerank=rerank)
+
+
+def test_rerank_windows_are_reserved_in_the_budget():
+    from regionsearch.search_path_method import SearchPathMethod
+
+    rerank = {"weight": 1.0, "radius": 0.1, "template_px": 20}
+    net = real_matcher(second_look_view=128, second_look_candidates=1, second_look_radius=1)
+    method = SearchPathMethod(net, windows_share=0.01, rerank=rerank)
+    # one candidate aligned within 0.1 x 20 px: reach 2 -> 25 windows; with 3 glimpses and 16 second-look
+    # placements a 56 px view (7 x 14 = 98 cells, 142 in all) is the largest within 146.6 (64 px: 172)
+    assert method.local_windows((20, 20)) == 25 and method.budget((20, 20), (100, 200)) == (56, True)
+    image = np.random.default_rng(1).integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    assert method(image[30:50, 120:140].copy(), image).windows <= 0.01 * 81 * 181
+    # with a refinement too (81 windows) both are reserved: 106 + 19 leaves no room even for a 32 px view
+    # (4 x 8 = 32 cells), so the pair goes without both, with the view it has alone (56 px: 98 + 19)
+    both = SearchPathMethod(net, windows_share=0.01, rerank=rerank, refine={"radius": 0.2, "template_px": 20})
+    assert both.local_windows((20, 20)) == 25 + 81 and both.budget((20, 20), (100, 200)) == (56, False)
+    assert both(image[30:50, 120:140].copy(), image).windows <= 0.01 * 81 * 181

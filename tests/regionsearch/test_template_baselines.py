@@ -8,6 +8,7 @@ import torch
 
 from core.backbones import EfficientNetLite0Blocks
 from regionsearch.evaluate import box_iou
+from regionsearch.search_path_method import zncc_refine, zncc_refine_windows
 from regionsearch.template_baselines import (
     DeepFeatures,
     build_template_methods,
@@ -15,8 +16,6 @@ from regionsearch.template_baselines import (
     match_bbs_colour,
     match_ddis,
     match_opencv,
-    zncc_refine,
-    zncc_refine_windows,
 )
 
 from .bbs_fixture import textured_scene
