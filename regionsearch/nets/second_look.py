@@ -6,8 +6,9 @@ near the target but off by a cell, or a look-alike wins. The second look takes t
 ``candidates`` best local maxima and correlates the query again, at a finer scale
 (``view`` px on the reference's long side), only in a neighbourhood of ``radius`` cells around
 each: the same encoder and projection as the first look, on a small crop of the reference. Its
-best placement over all candidates becomes window 1. Every placement it scores counts as a
-window, so the budget of windows stays honest.
+best placement over all candidates becomes window 1 (each candidate's best is kept for a re-ranking,
+``SearchPathMethod(rerank=...)``). Every placement it scores counts as a window, so the budget of
+windows stays honest.
 """
 
 from __future__ import annotations
@@ -87,22 +88,3 @@ def second_look_candidates(
     y = origin[:, 1] + stride * (row + k / 2) * crop_h / out_h
     return torch.stack([x, y], dim=1), best / (k * kw), scores.numel()
 
-
-def second_look(
-    encoder,
-    projection,
-    reference: torch.Tensor,
-    query: torch.Tensor,
-    reference_hw: tuple[int, int],
-    scale: float,
-    candidate_centres: torch.Tensor,
-    radius: int,
-) -> tuple[torch.Tensor, int]:
-    """The best placement over all candidates (:func:`second_look_candidates`): its centre
-    (reference px) and how many placements were scored.
-
-    Shape:
-        reference: (1, C, H, W), query: (1, C, h, w), candidate_centres: (K, 2) -> centre (2,), placements
-    """
-    centres, scores, placements = second_look_candidates(encoder, projection, reference, query, reference_hw, scale, candidate_centres, radius)
-    return centres[int(scores.argmax())], placements

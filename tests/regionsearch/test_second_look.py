@@ -11,7 +11,7 @@ import torch
 
 from regionsearch.data import real_pairs
 from regionsearch.nets.blocks import PretrainedEncoder
-from regionsearch.nets.second_look import local_maxima, second_look, second_look_candidates
+from regionsearch.nets.second_look import local_maxima, second_look_candidates
 from tests.regionsearch.test_real_search_path import real_matcher, write_sequence_fixture
 
 
@@ -48,19 +48,16 @@ def test_second_look_finds_the_template_near_a_coarse_guess():
     # a guess 10 px off, and a far decoy: the second look lands on the template
     guesses = torch.stack([truth + torch.tensor([10.0, -6.0]), torch.tensor([30.0, 30.0])])
     with torch.no_grad():
-        centre, placements = second_look(encoder, projection, reference, query, (160, 224), 1.0, guesses, radius=3)
-    assert torch.allclose(centre, truth, atol=encoder.map_stride / 2)
+        found, scores, placements = second_look_candidates(encoder, projection, reference, query, (160, 224), 1.0, guesses, radius=3)
+    # per candidate: its best placement and mean cosine; the guess near the template beats the decoy
+    assert found.shape == (2, 2) and scores.shape == (2,) and int(scores.argmax()) == 0
+    assert bool((scores.abs() <= 1 + 1e-5).all())
+    assert torch.allclose(found[0], truth, atol=encoder.map_stride / 2)
     # radius 3: 7 (or 8, the crop rounding up) placements a side per candidate
     assert 2 * 49 <= placements <= 2 * 64
-    # per candidate: each one's best placement and mean cosine; the best of them is second_look's answer
-    with torch.no_grad():
-        found, scores, counted = second_look_candidates(encoder, projection, reference, query, (160, 224), 1.0, guesses, radius=3)
-    assert found.shape == (2, 2) and scores.shape == (2,) and counted == placements
-    assert torch.equal(found[int(scores.argmax())], centre) and int(scores.argmax()) == 0
-    assert bool((scores.abs() <= 1 + 1e-5).all()) and float(scores[0]) > float(scores[1])  # mean cosines: the template beats the decoy
     # scale 0.5 (a coarser look) still answers in reference pixels
     with torch.no_grad():
-        coarse, _ = second_look(encoder, projection, reference, query, (160, 224), 0.5, guesses[:1], radius=2)
+        coarse = second_look_candidates(encoder, projection, reference, query, (160, 224), 0.5, guesses[:1], radius=2)[0][0]
     assert torch.allclose(coarse, truth, atol=encoder.map_stride)
 
 
