@@ -40,7 +40,9 @@ def local_zncc(
     template: np.ndarray, image: np.ndarray, centre: tuple[float, float], radius: float = 0.2, template_px: int = 32
 ) -> tuple[float, float, int, float | None]:
     """:func:`zncc_refine` that also returns the best placement's ZNCC (in [-1, 1]; None where
-    nothing was scored): ``(centre_x, centre_y, windows scored, score)``."""
+    nothing was scored): ``(centre_x, centre_y, windows scored, score)``. A flat template has no
+    ZNCC (OpenCV would score it 1 everywhere and move the centre to the first placement): nothing is
+    scored and the centre stays."""
     if radius < 0 or template_px < 1:
         raise ValueError(f"radius must be >= 0 and template_px >= 1, got {radius}, {template_px}")
     t = _float_rgb(template, "template")
@@ -58,6 +60,8 @@ def local_zncc(
     # only the neighbourhood is converted and resampled, never the whole image
     crop = cv2.resize(_float_rgb(image[y0:y1, x0:x1], "image"), (out_w, out_h), interpolation=cv2.INTER_AREA)
     small = cv2.resize(t, (work_w, work_h), interpolation=cv2.INTER_AREA) if factor < 1 else t
+    if float(small.std()) < 1e-6:
+        return float(centre[0]), float(centre[1]), 0, None
     found = match_opencv(small, crop, "zncc")
     scale_x, scale_y = (x1 - x0) / out_w, (y1 - y0) / out_h
     centre_x, centre_y = (found.box[0] + found.box[2]) / 2, (found.box[1] + found.box[3]) / 2

@@ -196,6 +196,12 @@ def test_rerank_moves_the_window_to_the_candidate_zncc_confirms():
     # NaN rows (fewer local maxima than candidates) are skipped; none at all leaves the window
     np.testing.assert_allclose(method._reranked(window, np.vstack([candidates, np.full(3, np.nan)]), template, image)[0], moved)
     assert method._reranked(window, np.full((2, 3), np.nan), template, image) == (window, 0)
+    # a flat template has no ZNCC: nothing is scored, every candidate scores -1 where it is, so the
+    # net's own pick wins, unmoved
+    assert local_zncc(np.full_like(template, 128), image, (30.0, 70.0), 0.25, 20) == (30.0, 70.0, 0, None)
+    flat, counted = method._reranked(window, candidates, np.full_like(template, 128), image)
+    np.testing.assert_allclose(flat, window)
+    assert counted == 0
     # end to end: the net's candidates come out of its second look and their windows are counted
     result = method(template, image)
     plain = SearchPathMethod(net, box="template")(template, image)
