@@ -77,6 +77,11 @@ def zncc_refine(template: np.ndarray, image: np.ndarray, centre: tuple[float, fl
     return local_zncc(template, image, centre, radius, template_px)[:3]
 
 
+def _shifted(window: np.ndarray, shift_x: float, shift_y: float) -> np.ndarray:
+    """A box ``(x1, y1, x2, y2)`` moved by ``(shift_x, shift_y)``, its size kept."""
+    return window + np.array([shift_x, shift_y, shift_x, shift_y])
+
+
 class SearchPathMethod:
     """A trained search-path matcher (``first_view='reference'``) as a protocol method:
     ``(template, image) -> MethodResult`` with the final window (``box='free'``, width and
@@ -193,7 +198,7 @@ class SearchPathMethod:
             if total > best_total:
                 best, best_total = (new_x, new_y), total
         shift_x, shift_y = np.subtract(best, rows[int(np.argmax(rows[:, 2])), :2])
-        return window + np.array([shift_x, shift_y, shift_x, shift_y]), scored
+        return _shifted(window, shift_x, shift_y), scored
 
     def _result(
         self, window: np.ndarray, template: np.ndarray, image: np.ndarray, windows: float, local: bool = True, candidates: np.ndarray | None = None
@@ -205,8 +210,7 @@ class SearchPathMethod:
         centre_x, centre_y = (window[0] + window[2]) / 2, (window[1] + window[3]) / 2
         if self.refine and local:
             new_x, new_y, scored = zncc_refine(template, image, (centre_x, centre_y), **self.refine)
-            shift_x, shift_y = new_x - centre_x, new_y - centre_y
-            window, windows = window + np.array([shift_x, shift_y, shift_x, shift_y]), windows + scored
+            window, windows = _shifted(window, new_x - centre_x, new_y - centre_y), windows + scored
             centre_x, centre_y = new_x, new_y
         if self.box == "template":
             return MethodResult(template_sized_box(centre_x, centre_y, template.shape[1], template.shape[0]), int(round(windows)))

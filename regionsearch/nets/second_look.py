@@ -87,4 +87,3 @@ def second_look_candidates(
     x = origin[:, 0] + stride * (column + kw / 2) * crop_w / out_w
     y = origin[:, 1] + stride * (row + k / 2) * crop_h / out_h
     return torch.stack([x, y], dim=1), best / (k * kw), scores.numel()
-
