@@ -235,7 +235,7 @@ def test_the_loo_budget_composes_and_gives_deepdesc_tnet_and_deepcompare_their_p
     cfg = make_cfg(["benchmark=descriptors_loo"], config_name="benchmark", fast=False)
     main = make_cfg(["benchmark=descriptors"], config_name="benchmark", fast=False).benchmark.budget
     assert list(cfg.benchmark.budget.l2net) == list(main.l2net)
-    for method in ("deepdesc", "tnet_tloss", "deepcompare_2ch2stream"):
+    for method in ("deepdesc", "tnet_tloss", "tnet_tgloss", "deepcompare_2ch2stream", "deepcompare_2chdeep"):
         budget = list(cfg.benchmark.budget[method])
         # the main protocol's budget plus the per-patch input, nothing else
         assert budget == [*main[method], "+model.net.input_eps=0.001"], method
