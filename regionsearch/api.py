@@ -38,6 +38,7 @@ from .baselines import (
     match_ncc,
 )
 from .evaluate import box_iou
+from .nets.blocks import fuse_frozen_backbone
 from .nets.search_path import SearchPathMatcher
 
 __all__ = [
@@ -101,6 +102,8 @@ class RegionSearcher:
     def __init__(self, net: SearchPathMatcher, device: str | torch.device = "cpu", compile: bool = False) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
+        if not compile:
+            fuse_frozen_backbone(self.net)  # eager search: a frozen ImageNet backbone's folded copy
         self._eager = _SearchWindows(self.net).eval()
         self._search = _AheadOfTimeSearch(self._eager) if compile else self._eager
         self.compiled = compile

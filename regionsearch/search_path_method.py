@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from regionsearch.evaluate import MethodResult
+from regionsearch.nets.blocks import fuse_frozen_backbone
 from regionsearch.template_baselines import _float_rgb, match_opencv, template_sized_box
 
 __all__ = ["SearchPathMethod", "local_zncc", "zncc_refine", "zncc_refine_windows"]
@@ -116,6 +117,7 @@ class SearchPathMethod:
         if windows_share is not None and not 0 < windows_share <= 1:
             raise ValueError(f"windows_share must be in (0, 1], got {windows_share}")
         self.net = net.to(device).eval()
+        fuse_frozen_backbone(self.net)  # a frozen ImageNet backbone: its folded copy, same maps
         self.box = box
         self.device = torch.device(device)
         # a first look sized per pair (budget_view) instead of the net's fixed first_glimpse_size

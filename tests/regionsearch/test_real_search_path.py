@@ -179,3 +179,45 @@ def test_training_on_tiny_real_pairs_improves_success(tmp_path):
     after = success_rate(model, val)
     assert after > before + 0.2, (before, after)
     assert seconds < 60, f"training took {seconds:.0f} s"
+
+
+def test_fused_backbone_only_without_gradient_and_dropped_when_stale():
+    net = real_matcher()
+    encoder = net.encoder
+    images = torch.rand(1, 3, 40, 56)
+    keys = list(net.state_dict())
+    expected = encoder.feature_map(images).detach()
+    assert encoder.fuse_for_inference() is encoder and encoder._fused_backbone is not None
+    assert list(net.state_dict()) == keys  # the copy is not part of the checkpoint
+    calls = []
+    encoder._fused_backbone.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.feature_map(images), expected, rtol=1e-4, atol=1e-4)
+    assert calls == [1]
+    encoder.feature_map(images)  # gradient recorded: the original backbone
+    assert calls == [1]
+    net.train()
+    assert encoder._fused_backbone is None
+    encoder.fuse_for_inference()
+    net.load_state_dict(net.state_dict())
+    assert encoder._fused_backbone is None  # new weights: fuse again
+    encoder.fuse_for_inference()
+    net.to(torch.float64)
+    assert encoder._fused_backbone is None
+    with pytest.raises(ValueError, match="frozen"):
+        real_matcher(freeze_encoder=False).encoder.fuse_for_inference()
+
+
+def test_search_path_method_fuses_a_frozen_backbone_with_the_same_answer():
+    torch.manual_seed(0)
+    net = real_matcher().eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (70, 110, 3), dtype=np.uint8)
+    template = image[20:41, 30:43].copy()
+    with torch.inference_mode():
+        plain = net(torch.from_numpy(template).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+    method = SearchPathMethod(net)
+    assert net.encoder._fused_backbone is not None
+    found = method(template, image)
+    np.testing.assert_allclose(found.box, plain.boxes[0].numpy(), atol=1e-3)
+    assert found.windows == int(round(float(plain.windows_evaluated[0])))
