@@ -139,3 +139,44 @@ def plot_time_vs_size(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _box_patch(box, colour: str, lw: float = 1.5, ls: str = "-"):
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, lw=lw, ls=ls)
+
+
+def plot_real_search_paths(panels: list[dict], path: Path, title: str, per_row: int = 2) -> None:
+    """A grid of search paths on photo pairs: per pair the template, then image B with the truth
+    (green), the net's windows 1..T (dashed, yellow to red; window 0 is the whole image), the second
+    look's candidates (white crosses, by the net's rank) and the method's answer (cyan).
+
+    ``panels``: dicts with ``template``, ``image`` (H, W, 3 uint8 RGB), ``truth`` and ``answer`` boxes
+    ``(x1, y1, x2, y2)``, ``windows`` (T + 1, 4), ``candidates`` (K, 3) ``(x, y, score)`` or None, and
+    a ``label`` (the pair and its IoU)."""
+    rows = max(1, -(-len(panels) // per_row))
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(5.2 * per_row, 2.6 * rows), squeeze=False, gridspec_kw={"width_ratios": [1, 3] * per_row})
+    for ax in axes.flat:
+        ax.axis("off")
+    for index, panel in enumerate(panels):
+        left, right = axes[index // per_row, 2 * (index % per_row)], axes[index // per_row, 2 * (index % per_row) + 1]
+        left.imshow(panel["template"])
+        left.set_title("template", fontsize=7)
+        right.imshow(panel["image"])
+        right.add_patch(_box_patch(panel["truth"], "lime", 2))
+        moves = panel["windows"][1:]
+        for step, (box, colour) in enumerate(zip(moves, plt.cm.autumn_r(np.linspace(0, 1, max(1, len(moves))))), start=1):
+            right.add_patch(_box_patch(box, colour, 1, "--"))
+            right.text(float(box[0]), float(box[1]), str(step), color=colour, fontsize=6, va="bottom")
+        candidates = panel.get("candidates")
+        if candidates is not None:
+            found = candidates[np.isfinite(candidates).all(axis=1)]
+            for rank, (x, y, _) in enumerate(found[np.argsort(-found[:, 2])], start=1):
+                right.plot(x, y, marker="x", color="white", ms=5, mew=1.5)
+                right.text(x + 3, y, str(rank), color="white", fontsize=6)
+        right.add_patch(_box_patch(panel["answer"], "cyan", 1.5))
+        right.set_title(panel.get("label", ""), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

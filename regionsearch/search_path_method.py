@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from regionsearch.evaluate import MethodResult
 from regionsearch.nets.blocks import fuse_frozen_backbone
 from regionsearch.template_baselines import _float_rgb, match_opencv, template_sized_box
 
-__all__ = ["SearchPathMethod", "local_zncc", "zncc_refine", "zncc_refine_windows"]
+__all__ = ["SearchPathMethod", "SearchTrace", "local_zncc", "zncc_refine", "zncc_refine_windows"]
 
 
 def _refine_geometry(template_hw: tuple[int, int], radius: float, template_px: int) -> tuple[float, int, int, int, int]:
@@ -81,6 +82,17 @@ def zncc_refine(template: np.ndarray, image: np.ndarray, centre: tuple[float, fl
 def _shifted(window: np.ndarray, shift_x: float, shift_y: float) -> np.ndarray:
     """A box ``(x1, y1, x2, y2)`` moved by ``(shift_x, shift_y)``, its size kept."""
     return window + np.array([shift_x, shift_y, shift_x, shift_y])
+
+
+@dataclass(frozen=True)
+class SearchTrace:
+    """One query's search: ``result`` (the method's answer), the net's ``windows`` (T + 1, 4) (window 0
+    the whole reference, window 1 the first look's pick, then each move; before any ZNCC step) and the
+    second look's ``candidates`` (K, 3) ``(x, y, net score)``, NaN rows unused (None without one)."""
+
+    result: MethodResult
+    windows: np.ndarray
+    candidates: np.ndarray | None
 
 
 class SearchPathMethod:
@@ -220,6 +232,11 @@ class SearchPathMethod:
 
     @torch.inference_mode()
     def __call__(self, template: np.ndarray, image: np.ndarray) -> MethodResult:
+        return self.trace(template, image).result
+
+    @torch.inference_mode()
+    def trace(self, template: np.ndarray, image: np.ndarray) -> SearchTrace:
+        """The answer (as ``__call__``) and how it was found (:class:`SearchTrace`, for plots)."""
         local = True
         if self.windows_share:
             self.net.first_glimpse_size, local = self.budget(template.shape[:2], image.shape[:2])
@@ -227,7 +244,8 @@ class SearchPathMethod:
                 self.net.second_look_view = round(self.net.first_glimpse_size * self.second_look_ratio)
         out = self.net(self._tensor(template)[None], self._tensor(image)[None])
         candidates = None if out.look_candidates is None else out.look_candidates[0].cpu().numpy()
-        return self._result(out.boxes[0].cpu().numpy(), template, image, float(out.windows_evaluated[0]), local, candidates)
+        result = self._result(out.boxes[0].cpu().numpy(), template, image, float(out.windows_evaluated[0]), local, candidates)
+        return SearchTrace(result, out.windows[:, 0].cpu().numpy(), candidates)
 
     @torch.inference_mode()
     def batch(self, templates: Sequence[np.ndarray], images: Sequence[np.ndarray]) -> list[MethodResult]:

@@ -6,7 +6,13 @@ import json
 
 import numpy as np
 
-from benchmarks.suites.regionsearch_real import markdown_table, run_suite
+from benchmarks.suites.regionsearch_real import (
+    markdown_table,
+    run_suite,
+    search_path_matchers,
+    search_path_panels,
+)
+from regionsearch.evaluate import real_pair_ious
 from tests.regionsearch.bbs_fixture import write_bbs_fixture
 
 ROW_KEYS = {"dataset", "method", "auc", "success_rate", "mean_iou", "ms_per_query", "ms_per_query_batched", "windows_per_query", "n_pairs", "device"}
@@ -100,6 +106,33 @@ def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
     assert "| ncc |" in table and "| search_path |" in table and "## The search path" in table
     sizes = json.loads((publish / "regionsearch_real_sizes.json").read_text())
     assert {r["method"] for r in sizes} == {"search_path"}
+    # the grid of search paths on the pairs, in the run and published beside the tables
+    assert (tmp_path / "run1" / "regionsearch_real_search_paths.png").is_file() and (publish / "regionsearch_real_search_paths.png").is_file()
+    assert not (tmp_path / "run0" / "regionsearch_real_search_paths.png").exists()  # no search path, no grid
+
+
+def test_search_path_panels_trace_the_answer_on_evenly_spread_pairs(tmp_path):
+    from regionsearch.api import RegionSearcher
+    from regionsearch.data.bbs import load_bbs_pairs
+    from regionsearch.plots import plot_real_search_paths
+
+    write_bbs_fixture(tmp_path / "data" / "template_matching" / "bbs", n_pairs=5)
+    pairs = load_bbs_pairs(tmp_path / "data" / "template_matching" / "bbs")
+    look = {"view": 48, "second_view": 96, "candidates": 2, "radius": 1, "rerank": {"weight": 0.5, "radius": 0.1, "template_px": 16}}
+    method = search_path_matchers(RegionSearcher.from_checkpoint(_search_path_checkpoint(tmp_path)).net, [look], "cpu")["search_path"]
+    panels = search_path_panels(method, pairs, count=3)
+    assert [p["label"].split(" (")[0] for p in panels] == [f"pair {pairs[i].number}" for i in (0, 2, 4)]  # first, middle, last
+    for panel, pair in zip(panels, (pairs[0], pairs[2], pairs[4])):
+        result = method(pair.template(), pair.image_b)  # the traced answer is the method's answer
+        np.testing.assert_allclose(panel["answer"], result.box)
+        assert panel["windows"].shape == (method.net.steps + 1, 4) and panel["candidates"].shape == (2, 3)
+        np.testing.assert_allclose(panel["windows"][0], [0, 0, pair.image_b.shape[1], pair.image_b.shape[0]])  # window 0: all of B
+        assert panel["label"].endswith(f"IoU {float(real_pair_ious(result.box[None], pair.box_b[None])[0]):.2f}")
+    assert len(search_path_panels(method, pairs, count=8)) == 5 and search_path_panels(method, [], count=8) == []
+    panels[0]["candidates"] = None  # a net without a second look
+    panels[1]["candidates"][1] = np.nan  # an unused candidate row
+    plot_real_search_paths(panels, tmp_path / "paths.png", "paths")
+    assert (tmp_path / "paths.png").stat().st_size > 0
 
 
 def test_search_path_at_several_first_look_views(tmp_path):

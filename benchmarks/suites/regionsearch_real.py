@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import statistics
 import time
 from copy import deepcopy
@@ -23,8 +24,13 @@ from benchmarks.suite import merge_published, prepare_suite, software_versions
 from core.timing import device_name
 from regionsearch.data.bbs import BBSPair, load_bbs_pairs
 from regionsearch.data.real_pairs import validation_pairs
-from regionsearch.evaluate import run_methods, summarize_real
-from regionsearch.plots import plot_real_success_curves, plot_time_vs_auc, plot_time_vs_size
+from regionsearch.evaluate import real_pair_ious, run_methods, summarize_real
+from regionsearch.plots import (
+    plot_real_search_paths,
+    plot_real_success_curves,
+    plot_time_vs_auc,
+    plot_time_vs_size,
+)
 from regionsearch.search_path_method import SearchPathMethod
 from regionsearch.template_baselines import build_template_methods
 
@@ -302,6 +308,19 @@ def markdown_table(rows: list[dict], size_rows: list[dict], quick: bool, version
     return "\n".join(lines)
 
 
+def search_path_panels(method: SearchPathMethod, pairs: list[BBSPair], count: int = 8) -> list[dict]:
+    """Panels of :func:`~regionsearch.plots.plot_real_search_paths`: ``count`` pairs spread evenly over
+    ``pairs`` (the first and the last included; not chosen by their outcome), each searched once."""
+    picks = sorted({round(i * (len(pairs) - 1) / max(1, count - 1)) for i in range(count)}) if pairs else []
+    panels = []
+    for pair in (pairs[i] for i in picks):
+        trace = method.trace(pair.template(), pair.image_b)
+        iou = float(real_pair_ious(trace.result.box[None], pair.box_b[None])[0])
+        label = f"pair {pair.number} ({pair.video}): IoU {iou:.2f}"
+        panels.append(dict(template=pair.template(), image=pair.image_b, truth=pair.box_b, answer=trace.result.box, windows=trace.windows, candidates=trace.candidates, label=label))
+    return panels
+
+
 def run_suite(
     output_dir: str,
     data_dir: str,
@@ -375,6 +394,9 @@ def run_suite(
     plot_time_vs_auc(rows, output / "regionsearch_real_time_vs_auc.png", title)
     if size_rows:
         plot_time_vs_size(size_rows, output / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
+    if searchers:
+        paths_title = f"search_path on {'the val split' if validation else 'BBS105'}: truth (green), windows 1..T (dashed), candidates (x), answer (cyan)"
+        plot_real_search_paths(search_path_panels(searchers["search_path"], pairs), output / "regionsearch_real_search_paths.png", paths_title)
     if publish_dir:
         # a partial run (e.g. methods={} + a search-path checkpoint) replaces only the methods it
         # measured: the other published rows stay, and the tables are rebuilt from the merge
@@ -391,5 +413,7 @@ def run_suite(
         plot_time_vs_auc(merged, publish / "regionsearch_real_time_vs_auc.png", title)
         if merged_sizes:
             plot_time_vs_size(merged_sizes, publish / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
+        if searchers:
+            shutil.copy(output / "regionsearch_real_search_paths.png", publish / "regionsearch_real_search_paths.png")
     return rows
 
