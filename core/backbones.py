@@ -111,8 +111,9 @@ class _FoldedConv(nn.Module):
         self.register_buffer("bias", bias.detach().clone())
         self.stride, self.groups, self.activation = int(conv.stride[0]), conv.groups, activation
         self.kernel = int(conv.weight.shape[-1])
-        if conv.dilation[0] != 1 or conv.stride[0] != conv.stride[1] or conv.weight.shape[-2] != self.kernel:
-            raise ValueError("only square, undilated convolutions with one stride are folded")
+        if conv.dilation[0] != 1 or conv.stride[0] != conv.stride[1] or conv.weight.shape[-2] != self.kernel or self.kernel % 2 == 0:
+            # (an even kernel's SAME padding is lopsided even at stride 1)
+            raise ValueError("only square, odd, undilated convolutions with one stride are folded")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:

@@ -102,8 +102,8 @@ class RegionSearcher:
     def __init__(self, net: SearchPathMatcher, device: str | torch.device = "cpu", compile: bool = False) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        if not compile:
-            fuse_frozen_backbone(self.net)  # eager search: a frozen ImageNet backbone's folded copy
+        # eager search: a frozen ImageNet backbone's folded copy; the compiled search exports the original
+        fuse_frozen_backbone(self.net, fuse=not compile)
         self._eager = _SearchWindows(self.net).eval()
         self._search = _AheadOfTimeSearch(self._eager) if compile else self._eager
         self.compiled = compile

@@ -175,6 +175,8 @@ def plot_real_search_paths(panels: list[dict], path: Path, title: str, per_row: 
                 right.plot(x, y, marker="x", color="white", ms=5, mew=1.5)
                 right.text(x + 3, y, str(rank), color="white", fontsize=6)
         right.add_patch(_box_patch(panel["answer"], "cyan", 1.5))
+        height, width = panel["image"].shape[:2]
+        right.set(xlim=(0, width), ylim=(height, 0))  # windows may reach past the image: keep its frame
         right.set_title(panel.get("label", ""), fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

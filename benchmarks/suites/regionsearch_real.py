@@ -413,7 +413,7 @@ def run_suite(
         plot_time_vs_auc(merged, publish / "regionsearch_real_time_vs_auc.png", title)
         if merged_sizes:
             plot_time_vs_size(merged_sizes, publish / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
-        if searchers:
+        if searchers and publish.resolve() != output.resolve():
             shutil.copy(output / "regionsearch_real_search_paths.png", publish / "regionsearch_real_search_paths.png")
     return rows
 

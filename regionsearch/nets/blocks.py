@@ -133,24 +133,28 @@ class PretrainedEncoder(nn.Module):
     def fuse_for_inference(self) -> PretrainedEncoder:
         """Feature maps computed without gradient go through a folded copy of the frozen backbone
         (:class:`core.backbones.FusedLite0Blocks`: same maps to float rounding, about 1.4x faster
-        on a CPU). The copy is dropped by ``train()``, by loading a state dict and by ``.to()``."""
+        on a CPU). The copy is dropped by ``train()``, and once any backbone tensor has been replaced
+        or changed in place since (a loaded state dict, ``.to()``, an edited weight): fuse again."""
         if not self.freeze:
             raise ValueError("only a frozen backbone can be fused: a trained one changes its weights")
         self.__dict__["_fused_backbone"] = self.backbone.fused_for_inference()  # on the backbone's device
+        self.__dict__["_fused_from"] = self._backbone_state()
         return self
 
-    def _apply(self, *args, **kwargs):
-        self.__dict__["_fused_backbone"] = None  # moved or cast (``.to()``): fuse again after
-        return super()._apply(*args, **kwargs)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self.__dict__["_fused_backbone"] = None  # new weights: the folded copy is stale
-        super()._load_from_state_dict(*args, **kwargs)
+    def _backbone_state(self) -> tuple:
+        """Which tensors the backbone holds and their in-place version counters: a loaded state dict
+        or an edited weight changes it."""
+        return tuple((t.data_ptr(), t._version) for t in (*self.backbone.parameters(), *self.backbone.buffers()))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
-        backbone = self._fused_backbone if self._fused_backbone is not None and not torch.is_grad_enabled() else self.backbone
+        backbone = self.backbone
+        if self._fused_backbone is not None and not torch.is_grad_enabled():
+            if self._backbone_state() == self._fused_from:
+                backbone = self._fused_backbone
+            else:
+                self.__dict__["_fused_backbone"] = None  # stale: the backbone changed after fusing
         return backbone(backbone.normalize(x))[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,13 +180,17 @@ class PretrainedEncoder(nn.Module):
         return F.normalize(self.head(pooled), dim=1)
 
 
-def fuse_frozen_backbone(net: nn.Module) -> bool:
+def fuse_frozen_backbone(net: nn.Module, fuse: bool = True) -> bool:
     """Fuse ``net.encoder`` for inference where it is a frozen :class:`PretrainedEncoder`
-    (:meth:`PretrainedEncoder.fuse_for_inference`); whether it was."""
+    (:meth:`PretrainedEncoder.fuse_for_inference`; ``fuse=False`` drops a folded copy, e.g. before
+    ``torch.export`` traces the net); whether the net has one now. Changes the net passed in."""
     encoder = getattr(net, "encoder", None)
-    if isinstance(encoder, PretrainedEncoder) and encoder.freeze:
+    if not isinstance(encoder, PretrainedEncoder):
+        return False
+    if fuse and encoder.freeze:
         encoder.fuse_for_inference()
         return True
+    encoder.__dict__["_fused_backbone"] = None
     return False
 
 

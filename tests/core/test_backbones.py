@@ -42,9 +42,20 @@ def test_fused_blocks_are_an_inference_copy():
     net = randomised_blocks((4,))
     before = {key: value.clone() for key, value in net.state_dict().items()}
     fused = net.fused_for_inference()
-    assert not fused.training and all(not p.requires_grad for p in fused.parameters())
+    # folded weights are buffers, not parameters: nothing an optimizer could train
+    assert not fused.training and list(fused.parameters()) == [] and len(list(fused.buffers())) > 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     for key, value in net.state_dict().items():  # the source is left as it was
         assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         fused(torch.rand(1, 1, 16, 16))
+
+
+def test_only_odd_square_undilated_convolutions_are_folded():
+    from core.backbones import _FoldedConv
+
+    norm = torch.nn.BatchNorm2d(4).eval()
+    _FoldedConv(torch.nn.Conv2d(3, 4, 3, stride=2), norm, True)
+    for conv in (torch.nn.Conv2d(3, 4, 2), torch.nn.Conv2d(3, 4, 3, dilation=2), torch.nn.Conv2d(3, 4, (3, 5))):
+        with pytest.raises(ValueError, match="odd, undilated"):
+            _FoldedConv(conv, norm, True)

@@ -18,7 +18,7 @@ from regionsearch.data import real_pairs
 from regionsearch.data.datamodule import RealPairDataset
 from regionsearch.evaluate import box_iou
 from regionsearch.module import RegionSearchModule
-from regionsearch.nets.blocks import PretrainedEncoder
+from regionsearch.nets.blocks import PretrainedEncoder, fuse_frozen_backbone
 from regionsearch.nets.search_path import SearchPathMatcher
 from regionsearch.search_path_method import SearchPathMethod
 
@@ -197,14 +197,23 @@ def test_fused_backbone_only_without_gradient_and_dropped_when_stale():
     assert calls == [1]
     net.train()
     assert encoder._fused_backbone is None
-    encoder.fuse_for_inference()
-    net.load_state_dict(net.state_dict())
-    assert encoder._fused_backbone is None  # new weights: fuse again
-    encoder.fuse_for_inference()
-    net.to(torch.float64)
-    assert encoder._fused_backbone is None
+    # the backbone changed after fusing (a state dict loaded into it, an edited weight, a cast):
+    # the stale copy is dropped and the original runs
+    for change in (
+        lambda: encoder.backbone.load_state_dict(encoder.backbone.state_dict()),
+        lambda: encoder.backbone.stem[0].weight.mul_(2),
+        lambda: net.to(torch.float64),
+    ):
+        encoder.fuse_for_inference()
+        with torch.no_grad():
+            change()
+            encoder.feature_map(images.to(next(encoder.backbone.parameters()).dtype))
+        assert encoder._fused_backbone is None
+    assert fuse_frozen_backbone(net) and encoder._fused_backbone is not None
+    assert not fuse_frozen_backbone(net, fuse=False) and encoder._fused_backbone is None  # before torch.export
     with pytest.raises(ValueError, match="frozen"):
         real_matcher(freeze_encoder=False).encoder.fuse_for_inference()
+    assert not fuse_frozen_backbone(real_matcher(freeze_encoder=False))
 
 
 def test_search_path_method_fuses_a_frozen_backbone_with_the_same_answer():
@@ -216,7 +225,9 @@ def test_search_path_method_fuses_a_frozen_backbone_with_the_same_answer():
     with torch.inference_mode():
         plain = net(torch.from_numpy(template).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
     method = SearchPathMethod(net)
-    assert net.encoder._fused_backbone is not None
+    calls = []
+    net.encoder._fused_backbone.register_forward_hook(lambda *args: calls.append(1))
     found = method(template, image)
+    assert len(calls) >= 2  # the first look's view and template went through the folded copy
     np.testing.assert_allclose(found.box, plain.boxes[0].numpy(), atol=1e-3)
     assert found.windows == int(round(float(plain.windows_evaluated[0])))
