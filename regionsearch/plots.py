@@ -180,5 +180,6 @@ def plot_real_search_paths(panels: list[dict], path: Path, title: str, per_row: 
         right.set_title(panel.get("label", ""), fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # photos: JPEG keeps the file a fraction of a PNG's (the format follows the path's suffix)
+    fig.savefig(path, dpi=90, pil_kwargs={"quality": 85} if Path(path).suffix.lower() in (".jpg", ".jpeg") else None)
     plt.close(fig)

@@ -107,8 +107,8 @@ def test_search_path_rows_merge_beside_the_published_baselines(tmp_path):
     sizes = json.loads((publish / "regionsearch_real_sizes.json").read_text())
     assert {r["method"] for r in sizes} == {"search_path"}
     # the grid of search paths on the pairs, in the run and published beside the tables
-    assert (tmp_path / "run1" / "regionsearch_real_search_paths.png").is_file() and (publish / "regionsearch_real_search_paths.png").is_file()
-    assert not (tmp_path / "run0" / "regionsearch_real_search_paths.png").exists()  # no search path, no grid
+    assert (tmp_path / "run1" / "regionsearch_real_search_paths.jpg").is_file() and (publish / "regionsearch_real_search_paths.jpg").is_file()
+    assert not (tmp_path / "run0" / "regionsearch_real_search_paths.jpg").exists()  # no search path, no grid
 
 
 def test_search_path_panels_trace_the_answer_on_evenly_spread_pairs(tmp_path):

@@ -396,7 +396,7 @@ def run_suite(
         plot_time_vs_size(size_rows, output / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
     if searchers:
         paths_title = f"search_path on {'the val split' if validation else 'BBS105'}: truth (green), windows 1..T (dashed), candidates (x), answer (cyan)"
-        plot_real_search_paths(search_path_panels(searchers["search_path"], pairs), output / "regionsearch_real_search_paths.png", paths_title)
+        plot_real_search_paths(search_path_panels(searchers["search_path"], pairs), output / "regionsearch_real_search_paths.jpg", paths_title)
     if publish_dir:
         # a partial run (e.g. methods={} + a search-path checkpoint) replaces only the methods it
         # measured: the other published rows stay, and the tables are rebuilt from the merge
@@ -414,6 +414,6 @@ def run_suite(
         if merged_sizes:
             plot_time_vs_size(merged_sizes, publish / "regionsearch_real_time_vs_size.png", f"time per query vs reference size ({label})")
         if searchers and publish.resolve() != output.resolve():
-            shutil.copy(output / "regionsearch_real_search_paths.png", publish / "regionsearch_real_search_paths.png")
+            shutil.copy(output / "regionsearch_real_search_paths.jpg", publish / "regionsearch_real_search_paths.jpg")
     return rows
 
