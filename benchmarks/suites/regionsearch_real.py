@@ -314,10 +314,11 @@ def search_path_panels(method: SearchPathMethod, pairs: list[BBSPair], count: in
     picks = sorted({round(i * (len(pairs) - 1) / max(1, count - 1)) for i in range(count)}) if pairs else []
     panels = []
     for pair in (pairs[i] for i in picks):
-        trace = method.trace(pair.template(), pair.image_b)
+        template = pair.template()
+        trace = method.trace(template, pair.image_b)
         iou = float(real_pair_ious(trace.result.box[None], pair.box_b[None])[0])
         label = f"pair {pair.number} ({pair.video}): IoU {iou:.2f}"
-        panels.append(dict(template=pair.template(), image=pair.image_b, truth=pair.box_b, answer=trace.result.box, windows=trace.windows, candidates=trace.candidates, label=label))
+        panels.append(dict(template=template, image=pair.image_b, truth=pair.box_b, answer=trace.result.box, windows=trace.windows, candidates=trace.candidates, label=label))
     return panels
 
 
